@@ -60,6 +60,7 @@ class TiltBatch:
     ctf_scale: torch.Tensor
     shift_A: torch.Tensor  # (B, T, 2)
     visible: torch.Tensor  # (B, T) bool
+    particle_rotation: torch.Tensor | None = None  # (B, 3, 3) reference -> tomogram
 
 
 @dataclass
@@ -87,7 +88,9 @@ class TiltSeriesParticles:
     defocus_v_A: np.ndarray
     defocus_angle_deg: np.ndarray
     ctf_scale: np.ndarray  # (N, T)
-    shift_A: np.ndarray  # (N, T, 2)
+    # (N, T, 2) where the particle centre sits in each image relative to the box centre, in A
+    # (x, y); RELION's rlnOriginX/YAngst is the opposite: shift_A = -origin_A
+    shift_A: np.ndarray
     visible: np.ndarray  # (N, T) bool
     image_index: np.ndarray  # (N, T) int, -1 where absent
     images: ImageSource
@@ -181,6 +184,7 @@ class TiltSeriesParticles:
             ctf_scale=_f32(self.ctf_scale[idx]).to(device),
             shift_A=_f32(self.shift_A[idx]).to(device),
             visible=torch.as_tensor(vis).to(device),
+            particle_rotation=_f32(self.rotation[idx]).to(device),
         )
 
     def batches(

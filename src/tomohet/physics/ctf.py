@@ -3,7 +3,7 @@
 RELION's CTF at spatial frequency ``u`` (1/A) and azimuth ``phi``::
 
     deltaf(phi) = -(dU + dV)/2 - (dU - dV)/2 * cos(2 (phi - astig))
-    chi = pi * lambda * deltaf * u^2 + pi/2 * Cs * lambda^3 * u^4 - phase_shift - atan(Q0/sqrt(1-Q0^2))
+    chi = pi lambda deltaf u^2 + pi/2 Cs lambda^3 u^4 - phase_shift - atan(Q0 / sqrt(1 - Q0^2))
     CTF = -scale * sin(chi) * exp(-B u^2 / 4)
 
 so an underfocused image (positive defocus) has a positive CTF at low frequency.

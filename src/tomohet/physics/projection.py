@@ -24,7 +24,9 @@ import torch.nn.functional as F
 
 from tomohet.physics.fourier import freq_grid_2d
 
-__all__ = ["VolumeProjector", "Backprojector", "reconstruct", "project_volumes"]
+__all__ = [
+    "VolumeProjector", "Backprojector", "reconstruct", "project_volumes", "scatter_plan",
+]
 
 
 def _sinc2_envelope(box: int, padded: int, device: torch.device) -> torch.Tensor:
@@ -113,6 +115,54 @@ def project_volumes(
     return ft_to_image(proj.slices(rotations), box=proj.box)
 
 
+def _scatter_plan(
+    slices: torch.Tensor, weights: torch.Tensor, rotations: torch.Tensor, box: int, padded: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Trilinear insertion targets of rfft-layout 2D slices (see :func:`scatter_plan`)."""
+    k2 = freq_grid_2d(box, device=slices.device)
+    coords = _slice_coordinates(rotations, box)  # (N, D, Dh, 3)
+    return scatter_plan(coords, slices, weights, k2[..., 0] == 0, padded)
+
+
+def scatter_plan(
+    freqs: torch.Tensor, values: torch.Tensor, weights: torch.Tensor,
+    on_half_plane: torch.Tensor, padded: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Trilinear insertion targets of Fourier samples and their Friedel mates.
+
+    freqs (N, ..., 3) in cycles/pixel (x, y, z); values (N, ...) complex; weights (N, ...);
+    on_half_plane (...) bool marks samples whose mate is also in the input (kx = 0), which
+    then carry half weight. Returns flat indices into a fftshifted ``padded``^3 grid
+    (8, M), corner weights (8, M), source item of each sample (M,), values (M,), weights (M,).
+    """
+    p, dev = padded, freqs.device
+    inside = freqs.norm(dim=-1) < 0.5
+    n_img = freqs.shape[0]
+    shape = inside.shape
+    img_idx = torch.arange(n_img, device=dev).reshape(-1, *([1] * (len(shape) - 1)))
+    img_idx = img_idx.expand(shape)[inside]
+    half = torch.where(on_half_plane, 0.5, 1.0).to(dev).expand(shape)[inside]
+    c = freqs[inside] * p
+    coords = torch.cat([c, -c], dim=0) + p // 2
+    v = values[inside] * half
+    vals = torch.cat([v, v.conj()], dim=0)
+    w = weights[inside] * half
+    wts = torch.cat([w, w], dim=0)
+    img_idx = torch.cat([img_idx, img_idx], dim=0)
+    base = coords.floor()
+    frac = coords - base
+    base_l = base.long()
+    flats, cws = [], []
+    for corner in range(8):
+        off = torch.tensor([(corner >> i) & 1 for i in range(3)], device=dev)
+        idx = base_l + off
+        cw = torch.prod(torch.where(off.bool(), frac, 1 - frac), dim=-1)
+        ok = ((idx >= 0) & (idx < p)).all(-1)
+        flats.append(torch.where(ok, (idx[..., 2] * p + idx[..., 1]) * p + idx[..., 0], 0))
+        cws.append(torch.where(ok, cw, torch.zeros_like(cw)))
+    return torch.stack(flats), torch.stack(cws), img_idx, vals, wts
+
+
 @dataclass
 class Backprojector:
     """Accumulates weighted Fourier slices into K padded 3D grids.
@@ -137,50 +187,48 @@ class Backprojector:
         weights: torch.Tensor,
         rotations: torch.Tensor,
         volume_weights: torch.Tensor | None = None,
+        volume_index: torch.Tensor | None = None,
     ) -> None:
         """Insert rfft-layout slices.
 
-        slices (N, D, Dh) complex: already multiplied by CTF (and any per-image weight);
-        weights (N, D, Dh): the matching CTF^2 x weight; rotations (N, 3, 3);
-        volume_weights (K, N) optional: fraction of each slice given to each volume
-        (posterior probabilities). Frequencies past Nyquist are skipped.
+        slices (N, D, Dh) complex: already multiplied by the conjugate transfer function;
+        weights (N, D, Dh): the matching |transfer|^2 (times any per-image weight);
+        rotations (N, 3, 3). Each slice goes to every volume scaled by
+        ``volume_weights`` (K, N) (e.g. class posteriors), or only to volume
+        ``volume_index`` (N,) (e.g. one subtomogram per particle). Frequencies past Nyquist
+        are skipped.
         """
-        d, p = self.box, self.padded
         dev = self.data.device
-        rot = rotations.to(dev, torch.float32)
-        coords = _slice_coordinates(rot, d) * p  # (N, D, Dh, 3) in padded index units
-        inside = (freq_grid_2d(d, device=dev).norm(dim=-1) < 0.5).expand(coords.shape[:-1])
-        # Friedel mates: column kx=0 and the rest of the half plane imply -k too
-        coords = torch.cat([coords[inside], -coords[inside]], dim=0) + p // 2
-        vals = slices.to(dev)[inside]
-        vals = torch.cat([vals, vals.conj()], dim=0)
-        wts = weights.to(dev, torch.float32)[inside]
-        wts = torch.cat([wts, wts], dim=0)
-        # half weight on the doubled pixels so the kx=0 column is not counted twice
-        n_img = slices.shape[0]
-        img_idx = torch.arange(n_img, device=dev)[:, None, None].expand(inside.shape)[inside]
-        img_idx = torch.cat([img_idx, img_idx], dim=0)
-        on_axis = freq_grid_2d(d, device=dev)[..., 0].expand(inside.shape)[inside] == 0
-        dup = torch.cat([on_axis, on_axis], dim=0)
-        half = torch.where(dup, 0.5, 1.0).to(dev)
-        if volume_weights is None:
-            vw = torch.ones((self.n_volumes, n_img), device=dev)
-        else:
-            vw = volume_weights.to(dev, torch.float32)
-        base = coords.floor()
-        frac = coords - base
-        base = base.long()
-        for corner in range(8):
-            off = torch.tensor([(corner >> i) & 1 for i in range(3)], device=dev)
-            idx = base + off
-            w = torch.prod(torch.where(off.bool(), frac, 1 - frac), dim=-1) * half
-            ok = ((idx >= 0) & (idx < p)).all(-1)
-            flat = (idx[..., 2] * p + idx[..., 1]) * p + idx[..., 0]
-            flat = torch.where(ok, flat, torch.zeros_like(flat))
-            w = torch.where(ok, w, torch.zeros_like(w))
-            per_vol = vw[:, img_idx] * w  # (K, M)
-            self.data.index_add_(1, flat, per_vol * vals)
-            self.weight.index_add_(1, flat, per_vol * wts)
+        plan = _scatter_plan(
+            slices.to(dev), weights.to(dev, torch.float32), rotations.to(dev, torch.float32),
+            self.box, self.padded,
+        )
+        self.insert_plan(plan, slices.shape[0], volume_weights, volume_index)
+
+    def insert_plan(
+        self,
+        plan: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        n_items: int,
+        volume_weights: torch.Tensor | None = None,
+        volume_index: torch.Tensor | None = None,
+    ) -> None:
+        """Scatter a :func:`scatter_plan` into the grids (see :meth:`insert`)."""
+        dev = self.data.device
+        flat, corner_w, img_idx, vals, wts = plan
+        if volume_index is not None:
+            p3 = self.padded**3
+            target = flat + volume_index.to(dev)[img_idx][None] * p3  # (8, M)
+            self.data.view(-1).index_add_(0, target.reshape(-1),
+                                          (corner_w * vals[None]).reshape(-1))
+            self.weight.view(-1).index_add_(0, target.reshape(-1),
+                                            (corner_w * wts[None]).reshape(-1))
+            return
+        vw = (torch.ones((self.n_volumes, n_items), device=dev) if volume_weights is None
+              else volume_weights.to(dev, torch.float32))
+        per_vol = vw[:, img_idx]  # (K, M)
+        for c in range(8):
+            self.data.index_add_(1, flat[c], per_vol * (corner_w[c] * vals))
+            self.weight.index_add_(1, flat[c], per_vol * (corner_w[c] * wts))
 
     def merge(self, other: Backprojector) -> None:
         """Add another accumulator's sums (e.g. from another process or batch)."""

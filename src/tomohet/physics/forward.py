@@ -1,0 +1,173 @@
+"""The per-tilt-image forward model and Gaussian log-likelihoods, shared by every method.
+
+For tilt image ``t`` of particle ``n`` and class volume ``V_k``::
+
+    X_nt(k) = M_nt(k) * ( H_nt(k) * S_nt(k) * V_k^(R_nt^T [k, 0]) + noise ),
+    H = CTF * exposure_filter * ctf_scale,   S = phase shift to the particle centre,
+
+with ``M = CTF`` when the stacks are CTF-premultiplied (and ``* exposure`` when already dose
+weighted), else 1. Noise is white within a resolution shell, with power ``sigma2`` per
+(tilt group, shell). Only frequencies inside the image's dose mask (and inside an
+optional resolution limit) count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tomohet.data.particles import Optics, TiltBatch
+from tomohet.physics.ctf import ctf_2d, dose_mask, exposure_filter
+from tomohet.physics.fourier import (
+    hermitian_weights_2d,
+    image_to_ft,
+    radial_shell_index,
+    shift_phase_2d,
+)
+from tomohet.physics.projection import VolumeProjector
+
+__all__ = ["PreparedBatch", "prepare_batch", "tilt_groups", "log_likelihoods", "NoiseModel"]
+
+
+@dataclass
+class PreparedBatch:
+    """Fourier-space data of a batch ready for likelihoods and back-projection.
+
+    data (B, T, D, Dh) complex: observed transforms X.
+    transfer (B, T, D, Dh): ``M * H * S`` -- multiplies a central slice to predict X
+        (complex because of the shift phase).
+    mask (B, T, D, Dh) bool: frequencies that count (visible image, dose, resolution).
+    noise_scale (B, T, D, Dh): ``M^2`` -- noise power multiplier from premultiplication.
+    group (B, T) long: tilt-group index of each image for the noise model.
+    """
+
+    data: torch.Tensor
+    transfer: torch.Tensor
+    mask: torch.Tensor
+    noise_scale: torch.Tensor
+    group: torch.Tensor
+    rotation: torch.Tensor
+    visible: torch.Tensor
+
+
+def tilt_groups(tilt_deg: torch.Tensor, group_width_deg: float) -> torch.Tensor:
+    """Noise-model group of each image: |tilt| binned by ``group_width_deg``."""
+    return torch.div(tilt_deg.abs() + 1e-3, group_width_deg, rounding_mode="floor").long()
+
+
+def prepare_batch(
+    batch: TiltBatch,
+    optics: Optics,
+    max_resolution_A: float | None = None,
+    group_width_deg: float = 10.0,
+    use_dose_mask: bool = True,
+) -> PreparedBatch:
+    """Transforms, transfer functions and masks of a batch. See :class:`PreparedBatch`."""
+    d, px = optics.box, optics.pixel_size_A
+    data = image_to_ft(batch.images)
+    ctf = ctf_2d(
+        batch.defocus_u_A, batch.defocus_v_A, batch.defocus_angle_deg, d, px, optics.ctf_params
+    )
+    expo = exposure_filter(batch.dose_e_per_A2, d, px)
+    h = ctf * expo * batch.ctf_scale[..., None, None]
+    m = torch.ones_like(h)
+    if optics.ctf_premultiplied:
+        m = m * ctf
+    if optics.dose_weighted:
+        m = m * expo
+    phase = shift_phase_2d(batch.shift_A / px, d)
+    transfer = (m * h).to(torch.complex64) * phase
+    mask = batch.visible[..., None, None].expand(h.shape).clone()
+    if use_dose_mask:
+        mask &= dose_mask(batch.dose_e_per_A2, d, px)
+    else:
+        k = radial_shell_index(d, 2, device=h.device)
+        mask &= k <= d // 2
+    if max_resolution_A is not None:
+        shell = radial_shell_index(d, 2, device=h.device)
+        mask &= shell <= d * px / max_resolution_A
+    if optics.ctf_premultiplied or optics.dose_weighted:
+        mask &= m.abs() > 1e-3
+    return PreparedBatch(
+        data=data, transfer=transfer, mask=mask, noise_scale=m**2,
+        group=tilt_groups(batch.tilt_deg, group_width_deg), rotation=batch.rotation,
+        visible=batch.visible,
+    )
+
+
+class NoiseModel:
+    """Noise power per (tilt group, resolution shell), estimated from residuals.
+
+    ``sigma2`` (G, S) with S = D//2 + 2 shells (the last collects corners).
+    """
+
+    def __init__(self, box: int, n_groups: int, device: torch.device | str = "cpu") -> None:
+        self.box = box
+        self.n_shells = box // 2 + 2
+        self.sigma2 = torch.ones((n_groups, self.n_shells), device=device)
+        self._sum = torch.zeros_like(self.sigma2)
+        self._count = torch.zeros_like(self.sigma2)
+        shells = radial_shell_index(box, 2, device=device).clamp_max(self.n_shells - 1)
+        self.shell = shells  # (D, Dh)
+        self.herm = hermitian_weights_2d(box, device=device)
+
+    def per_pixel(self, group: torch.Tensor) -> torch.Tensor:
+        """(B, T) groups -> (B, T, D, Dh) noise power."""
+        g = group.clamp_max(self.sigma2.shape[0] - 1)
+        return self.sigma2[g][..., self.shell]
+
+    def accumulate(self, residual_power: torch.Tensor, prep: PreparedBatch) -> None:
+        """Add ``|X - model|^2 / M^2`` samples (B, T, D, Dh) to the running estimate."""
+        g = prep.group.clamp_max(self.sigma2.shape[0] - 1)
+        w = prep.mask.float() * self.herm
+        flat = (g[..., None, None] * self.n_shells + self.shell).reshape(-1)
+        scaled = (residual_power / prep.noise_scale.clamp_min(1e-6)) * w
+        self._sum.view(-1).index_add_(0, flat, scaled.reshape(-1))
+        self._count.view(-1).index_add_(0, flat, w.reshape(-1))
+
+    def update(self, floor: float = 1e-8) -> None:
+        """Replace sigma2 by the accumulated mean; shells without data keep neighbours'."""
+        ok = self._count > 0
+        new = torch.where(ok, self._sum / self._count.clamp_min(1), self.sigma2)
+        # groups without any data in a shell borrow the mean over groups
+        shell_mean = (self._sum.sum(0) / self._count.sum(0).clamp_min(1))[None].expand_as(new)
+        new = torch.where(ok, new, torch.where(self._count.sum(0) > 0, shell_mean, new))
+        # complex Gaussian: E|n|^2 = 2 sigma^2 per real component; store E|n|^2 / 2
+        self.sigma2 = (new / 2).clamp_min(floor)
+        self._sum.zero_()
+        self._count.zero_()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"sigma2": self.sigma2.cpu()}
+
+
+def log_likelihoods(
+    prep: PreparedBatch,
+    slices: torch.Tensor,
+    noise: NoiseModel,
+    per_tilt: bool = False,
+) -> torch.Tensor:
+    """Gaussian log-likelihood of each particle under each class, up to a constant.
+
+    slices (K, B, T, D, Dh) complex central slices; returns (B, K), or (B, T, K) with
+    ``per_tilt``. ``-sum |X - T V|^2 / (2 sigma2 M^2)`` over masked frequencies, the
+    class-independent ``|X|^2`` term dropped.
+    """
+    # independent complex components: the rfft half plane counts interior columns once
+    # and the self-conjugate columns (kx = 0, Nyquist) half
+    indep = noise.herm / 2
+    inv = prep.mask.float() * indep / (
+        noise.per_pixel(prep.group) * prep.noise_scale.clamp_min(1e-6)
+    )  # (B, T, D, Dh)
+    pred = slices * prep.transfer  # (K, B, T, D, Dh)
+    cross = (prep.data.conj() * pred).real
+    ll = (cross - 0.5 * (pred.real**2 + pred.imag**2)) * inv
+    ll = ll.sum(dim=(-2, -1))  # (K, B, T)
+    ll = ll.permute(1, 2, 0)  # (B, T, K)
+    return ll if per_tilt else ll.sum(1)
+
+
+def project_batch(projector: VolumeProjector, prep: PreparedBatch) -> torch.Tensor:
+    """Central slices of every class at every image of the batch. -> (K, B, T, D, Dh)."""
+    return projector.slices(prep.rotation)

@@ -1,0 +1,237 @@
+"""Weighted reconstruction from tilt images and subtomograms: averages, half maps, FSC.
+
+Every reconstruction is ``V = sum H^* X w / (sum |H|^2 w + reg)`` in Fourier space, with
+``H`` the image's transfer function (:mod:`tomohet.physics.forward`), ``w`` the inverse
+noise power (1 when no noise model is given) and ``reg`` a Wiener term. The same code
+serves the consensus average, class maps (with posterior weights) and per-particle
+subtomograms (where the accumulated weight *is* the missing-wedge/CTF volume).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tomohet.data.particles import Optics, SubtomogramParticles, TiltBatch, TiltSeriesParticles
+from tomohet.physics.forward import NoiseModel, PreparedBatch, prepare_batch
+from tomohet.physics.fourier import freq_grid_3d, volume_to_ft
+from tomohet.physics.fsc import fsc, resolution_at
+from tomohet.physics.projection import Backprojector, reconstruct, scatter_plan
+
+__all__ = [
+    "insert_prepared",
+    "insert_subtomograms",
+    "wiener_reconstruct",
+    "AverageResult",
+    "average",
+    "reconstruct_subtomograms",
+    "half_set_labels",
+]
+
+
+def insert_prepared(
+    bp: Backprojector,
+    prep: PreparedBatch,
+    class_weights: torch.Tensor | None = None,
+    noise: NoiseModel | None = None,
+) -> None:
+    """Back-project a prepared batch. class_weights (K, B) spread particles over volumes."""
+    w = prep.mask.float()
+    if noise is not None:
+        w = w / noise.per_pixel(prep.group)
+    # premultiplied data: X = M (H V + n) -> divide noise power by M^2 as well
+    w = w / prep.noise_scale.clamp_min(1e-6)
+    data = prep.transfer.conj() * prep.data * w
+    weight = (prep.transfer.real**2 + prep.transfer.imag**2) * w
+    b, t = prep.mask.shape[:2]
+    d, dh = data.shape[-2:]
+    vw = None
+    if class_weights is not None:
+        vw = class_weights[:, :, None].expand(-1, b, t).reshape(class_weights.shape[0], b * t)
+    bp.insert(data.reshape(b * t, d, dh), weight.reshape(b * t, d, dh),
+              prep.rotation.reshape(b * t, 3, 3), volume_weights=vw)
+
+
+def insert_subtomograms(
+    bp: Backprojector,
+    data_rfft: torch.Tensor,
+    weight_rfft: torch.Tensor,
+    rotation: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+) -> None:
+    """Rotate subtomogram transforms into the reference frame and accumulate them.
+
+    data_rfft (B, D, D, Dh) complex: weight-premultiplied data (``sum CTF X``);
+    weight_rfft (B, D, D, Dh): ``sum CTF^2``; rotation (B, 3, 3) reference -> subtomogram.
+    A subtomogram sample at frequency ``k`` is the reference at ``A.T k``.
+    """
+    d = data_rfft.shape[-3]
+    k3 = freq_grid_3d(d, device=data_rfft.device)  # (D, D, Dh, 3) in subtomo frame
+    ref = torch.einsum("bji,zyxj->bzyxi", rotation.float(), k3)  # A.T k
+    plan = scatter_plan(ref, data_rfft, weight_rfft.float(), k3[..., 0] == 0, bp.padded)
+    bp.insert_plan(plan, data_rfft.shape[0], volume_weights=class_weights)
+
+
+def wiener_reconstruct(
+    bp: Backprojector, fsc_curve: torch.Tensor | None = None, reg: float = 1e-3
+) -> torch.Tensor:
+    """Volumes from a back-projector, regularised by the FSC-derived SNR when given.
+
+    With an FSC, ``reg(shell) = mean_weight(shell) * (1 - FSC) / FSC`` (weight / SNR);
+    otherwise a small constant relative to the mean weight. -> (K, D, D, D).
+    """
+    data, weight = bp.grids()
+    if fsc_curve is None:
+        return reconstruct(data, weight, bp.box, reg)
+    p, pad = bp.padded, bp.pad
+    c = torch.arange(p, device=weight.device) - p // 2
+    gz, gy, gx = torch.meshgrid(c, c, c, indexing="ij")
+    shell = torch.round(torch.sqrt(gx**2 + gy**2 + gz**2).float() / pad).long()
+    n_sh = len(fsc_curve)
+    shell = shell.clamp_max(n_sh - 1)
+    curve = fsc_curve.to(weight.device).clamp(1e-3, 0.999)
+    # full-map SNR from half-map FSC: FSC_full = 2 FSC / (1 + FSC)
+    full = 2 * curve / (1 + curve)
+    ssnr = full / (1 - full)
+    mean_w = torch.zeros(weight.shape[0], n_sh, device=weight.device)
+    cnt = torch.zeros(n_sh, device=weight.device).index_add_(
+        0, shell.reshape(-1), torch.ones(shell.numel(), device=weight.device))
+    for k in range(weight.shape[0]):
+        mean_w[k].index_add_(0, shell.reshape(-1), weight[k].reshape(-1))
+    mean_w = mean_w / cnt.clamp_min(1)
+    reg_vox = (mean_w / ssnr[None])[:, shell]  # (K, P, P, P)
+    return reconstruct(data, weight, bp.box, reg_vox + 1e-6 * mean_w.max())
+
+
+def half_set_labels(n: int, seed: int = 0, given: np.ndarray | None = None) -> np.ndarray:
+    """Half-set (0/1) of each particle: ``given`` (e.g. rlnRandomSubset - 1) or random."""
+    if given is not None:
+        return np.asarray(given, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(n, dtype=np.int64)
+    labels[rng.permutation(n)[: n // 2]] = 1
+    return labels
+
+
+@dataclass
+class AverageResult:
+    full: torch.Tensor  # (D, D, D)
+    half1: torch.Tensor
+    half2: torch.Tensor
+    fsc: torch.Tensor  # (D//2+1,)
+    resolution_A: float  # at FSC 0.143
+    pixel_size_A: float
+
+
+def _accumulate(
+    particles: TiltSeriesParticles | SubtomogramParticles,
+    bp: Backprojector,
+    halves: np.ndarray,
+    batch_size: int,
+    device: torch.device | str,
+    progress: bool,
+    class_weights: np.ndarray | None = None,
+) -> None:
+    """Back-project all particles; volume = 2 * class + half set."""
+    n = particles.n_particles
+    k = 1 if class_weights is None else class_weights.shape[1]
+    bar = tqdm(total=n, desc="back-projecting", unit="ptcl", disable=not progress)
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        cw = np.ones((len(idx), 1)) if class_weights is None else class_weights[idx]
+        vw = np.zeros((2 * k, len(idx)), dtype=np.float32)
+        for c in range(k):
+            vw[2 * c + halves[idx], np.arange(len(idx))] = cw[:, c]
+        vw_t = torch.from_numpy(vw).to(device)
+        if isinstance(particles, TiltSeriesParticles):
+            prep = prepare_batch(particles.batch(idx, device), particles.optics)
+            insert_prepared(bp, prep, class_weights=vw_t)
+        else:
+            sb = particles.batch(idx, device)
+            data, weight = subtomo_fourier(sb.volumes, sb.weights, particles.optics.box)
+            insert_subtomograms(bp, data, weight, sb.rotation, class_weights=vw_t)
+        bar.update(len(idx))
+    bar.close()
+
+
+def subtomo_fourier(
+    volumes: torch.Tensor, weights: torch.Tensor | None, box: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Subtomograms -> (weight-premultiplied data, weights), both rfft layout.
+
+    Data stored as plain reconstructions (RELION 3.0) are multiplied by their CTF volume
+    here so all subtomograms enter the same ``sum H X / sum H^2`` estimator.
+    """
+    ft = volume_to_ft(volumes)
+    if weights is None:
+        return ft, torch.ones(ft.shape, device=ft.device)
+    return ft * weights, weights**2
+
+
+def average(
+    particles: TiltSeriesParticles | SubtomogramParticles,
+    *,
+    half_sets: np.ndarray | None = None,
+    class_weights: np.ndarray | None = None,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    pad: int = 2,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[AverageResult]:
+    """Weighted average(s) with gold-standard half maps and FSC.
+
+    class_weights (N, K): one average per class (posterior-weighted); default one class.
+    """
+    n = particles.n_particles
+    halves = half_set_labels(n, seed, half_sets)
+    k = 1 if class_weights is None else class_weights.shape[1]
+    bp = Backprojector(particles.optics.box, n_volumes=2 * k, pad=pad, device=device)
+    _accumulate(particles, bp, halves, batch_size, device, progress, class_weights)
+    px = particles.optics.pixel_size_A
+    results = []
+    halves_maps = wiener_reconstruct(bp)
+    for c in range(k):
+        h1, h2 = halves_maps[2 * c], halves_maps[2 * c + 1]
+        curve = fsc(h1, h2)
+        merged = Backprojector(bp.box, 1, pad, device)
+        data, weight = bp.grids()
+        merged.data = (data[2 * c] + data[2 * c + 1]).reshape(1, -1)
+        merged.weight = (weight[2 * c] + weight[2 * c + 1]).reshape(1, -1)
+        full = wiener_reconstruct(merged, curve)[0]
+        results.append(AverageResult(full.cpu(), h1.cpu(), h2.cpu(), curve.cpu(),
+                                     resolution_at(curve.cpu(), px, 0.143), px))
+    return results
+
+
+def reconstruct_subtomograms(
+    batch: TiltBatch, optics: Optics
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-particle subtomograms in the tomogram frame from their tilt images.
+
+    Returns CTF-premultiplied data ``sum H^* X`` (B, D, D, D//2+1) complex and the
+    weight ``sum |H|^2`` (same shape), the latter being each particle's 3D CTF / missing
+    wedge. Real-space subtomograms: ``ft_to_volume(data / (weight + eps))``.
+    """
+    if batch.particle_rotation is None:
+        raise ValueError("batch has no particle rotations")
+    prep = prepare_batch(batch, optics)
+    b, t = prep.mask.shape[:2]
+    d = optics.box
+    # images in the tomogram frame: drop the particle rotation from R = P A
+    tilt_rot = prep.rotation @ batch.particle_rotation[:, None].transpose(-1, -2)
+    prep.rotation = tilt_rot
+    # built on the image grid itself (pad 1): one small grid per particle
+    bp = Backprojector(d, n_volumes=b, pad=1, device=batch.images.device)
+    w = prep.mask.float() / prep.noise_scale.clamp_min(1e-6)
+    data = (prep.transfer.conj() * prep.data * w).reshape(b * t, d, d // 2 + 1)
+    weight = ((prep.transfer.abs() ** 2) * w).reshape(b * t, d, d // 2 + 1)
+    vidx = torch.arange(b, device=data.device).repeat_interleave(t)
+    bp.insert(data, weight, tilt_rot.reshape(b * t, 3, 3), volume_index=vidx)
+    grid_d, grid_w = bp.grids()  # fftshifted full grids of size D
+    data_r = torch.fft.ifftshift(grid_d, dim=(-3, -2, -1))[..., : d // 2 + 1]
+    weight_r = torch.fft.ifftshift(grid_w, dim=(-3, -2, -1))[..., : d // 2 + 1]
+    return data_r, weight_r
