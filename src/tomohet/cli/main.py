@@ -1,0 +1,81 @@
+"""``tomohet`` entry point: dispatches to one module per command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from tomohet import __version__
+from tomohet.data.sources import DataError
+
+# (command, module); a module that is not there yet is skipped
+COMMANDS: list[tuple[str, str]] = [
+    ("demo", "tomohet.cli.demo"),
+    ("info", "tomohet.cli.info"),
+    ("convert", "tomohet.cli.convert"),
+    ("reconstruct", "tomohet.cli.reconstruct"),
+    ("simulate", "tomohet.cli.simulate"),
+    ("classify", "tomohet.cli.classify"),
+    ("embed", "tomohet.cli.embed"),
+    ("train", "tomohet.cli.train"),
+    ("analyze", "tomohet.cli.analyze"),
+    ("bench", "tomohet.cli.bench"),
+    ("evaluate", "tomohet.cli.evaluate"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tomohet",
+        description="Structural heterogeneity in situ from cryo-ET tilt series and subtomograms.",
+        epilog="Example: tomohet info particles_optimisation_set.star",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tomohet {__version__}")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: OMP_NUM_THREADS or 2)")
+    parser.add_argument("--device", default=None,
+                        help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue
+            raise
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def configure_threads(threads: int | None) -> None:
+    import torch
+
+    n = threads or int(os.environ.get("OMP_NUM_THREADS", "2") or 2)
+    torch.set_num_threads(max(1, n))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    configure_threads(args.threads)
+    try:
+        result = args._run(args)
+    except DataError as exc:
+        print(f"tomohet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
