@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None,
                         help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS:
+    for _name, module in COMMANDS:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

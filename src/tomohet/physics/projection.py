@@ -211,8 +211,13 @@ class Backprojector:
         n_items: int,
         volume_weights: torch.Tensor | None = None,
         volume_index: torch.Tensor | None = None,
+        min_weight: float = 1e-4,
     ) -> None:
-        """Scatter a :func:`scatter_plan` into the grids (see :meth:`insert`)."""
+        """Scatter a :func:`scatter_plan` into the grids (see :meth:`insert`).
+
+        Items whose ``volume_weights`` entry is below ``min_weight`` are skipped for that
+        volume, so soft class assignments cost little more than hard ones.
+        """
         dev = self.data.device
         flat, corner_w, img_idx, vals, wts = plan
         if volume_index is not None:
@@ -223,12 +228,27 @@ class Backprojector:
             self.weight.view(-1).index_add_(0, target.reshape(-1),
                                             (corner_w * wts[None]).reshape(-1))
             return
-        vw = (torch.ones((self.n_volumes, n_items), device=dev) if volume_weights is None
-              else volume_weights.to(dev, torch.float32))
-        per_vol = vw[:, img_idx]  # (K, M)
-        for c in range(8):
-            self.data.index_add_(1, flat[c], per_vol * (corner_w[c] * vals))
-            self.weight.index_add_(1, flat[c], per_vol * (corner_w[c] * wts))
+        if volume_weights is None:
+            for c in range(8):
+                self.data[0].index_add_(0, flat[c], corner_w[c] * vals)
+                self.weight[0].index_add_(0, flat[c], corner_w[c] * wts)
+            if self.n_volumes > 1:
+                raise ValueError("volume_weights or volume_index needed for several volumes")
+            return
+        # sparse: each volume only receives the items with a non-negligible weight
+        vw = volume_weights.to(dev, torch.float32)
+        p3 = self.padded**3
+        for v in range(self.n_volumes):
+            keep_items = vw[v] > min_weight
+            if not bool(keep_items.any()):
+                continue
+            sel = keep_items[img_idx]
+            scale = vw[v][img_idx[sel]]
+            target = flat[:, sel] + v * p3
+            cw = corner_w[:, sel] * scale[None]
+            tgt = target.reshape(-1)
+            self.data.view(-1).index_add_(0, tgt, (cw * vals[sel][None]).reshape(-1))
+            self.weight.view(-1).index_add_(0, tgt, (cw * wts[sel][None]).reshape(-1))
 
     def merge(self, other: Backprojector) -> None:
         """Add another accumulator's sums (e.g. from another process or batch)."""
