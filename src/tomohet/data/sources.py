@@ -17,7 +17,10 @@ import mrcfile
 import numpy as np
 import torch
 
-__all__ = ["ImageSource", "VolumeSource", "ArrayImageSource", "open_mrc", "DataError"]
+__all__ = [
+    "ImageSource", "VolumeSource", "ArrayImageSource", "ArrayVolumeSource", "open_mrc",
+    "DataError",
+]
 
 
 class DataError(ValueError):
@@ -183,3 +186,15 @@ class VolumeSource:
 
     def close(self) -> None:
         self._cache.close()
+
+
+class ArrayVolumeSource(VolumeSource):
+    """Volumes held in an array or a memory-mapped ``.npy`` file (N, ...)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        super().__init__([f"<array:{i}>" for i in range(len(array))], tuple(array.shape[1:]))
+        self._array = array
+
+    def read(self, indices: np.ndarray | Sequence[int]) -> torch.Tensor:
+        idx = np.asarray(indices, dtype=np.int64)
+        return torch.from_numpy(np.ascontiguousarray(self._array[idx], dtype=np.float32))

@@ -17,17 +17,23 @@ from dataclasses import dataclass
 
 import torch
 
-from tomohet.data.particles import Optics, TiltBatch
+from tomohet.data.particles import Optics, SubtomoBatch, TiltBatch
 from tomohet.physics.ctf import ctf_2d, dose_mask, exposure_filter
 from tomohet.physics.fourier import (
+    freq_grid_3d,
     hermitian_weights_2d,
+    hermitian_weights_3d,
     image_to_ft,
     radial_shell_index,
     shift_phase_2d,
+    volume_to_ft,
 )
 from tomohet.physics.projection import VolumeProjector
 
-__all__ = ["PreparedBatch", "prepare_batch", "tilt_groups", "log_likelihoods", "NoiseModel"]
+__all__ = [
+    "PreparedBatch", "prepare_batch", "prepare_subtomo_batch", "tilt_groups",
+    "log_likelihoods", "model_transforms", "NoiseModel",
+]
 
 
 @dataclass
@@ -40,6 +46,11 @@ class PreparedBatch:
     mask (B, T, D, Dh) bool: frequencies that count (visible image, dose, resolution).
     noise_scale (B, T, D, Dh): ``M^2`` -- noise power multiplier from premultiplication.
     group (B, T) long: tilt-group index of each image for the noise model.
+    rotation (B, T, 3, 3): full reference -> image matrices.
+
+    For subtomograms (``geometry == "subtomo"``) the same fields hold 3D transforms:
+    data/transfer/mask/noise_scale (B, D, D, D//2+1), group (B,), rotation (B, 3, 3)
+    reference -> subtomogram; transfer is the 3D CTF / wedge volume.
     """
 
     data: torch.Tensor
@@ -49,6 +60,8 @@ class PreparedBatch:
     group: torch.Tensor
     rotation: torch.Tensor
     visible: torch.Tensor
+    geometry: str = "tilt"
+    tilt_deg: torch.Tensor | None = None  # (B, T) for tilt geometry
 
 
 def tilt_groups(tilt_deg: torch.Tensor, group_width_deg: float) -> torch.Tensor:
@@ -92,7 +105,7 @@ def prepare_batch(
     return PreparedBatch(
         data=data, transfer=transfer, mask=mask, noise_scale=m**2,
         group=tilt_groups(batch.tilt_deg, group_width_deg), rotation=batch.rotation,
-        visible=batch.visible,
+        visible=batch.visible, tilt_deg=batch.tilt_deg,
     )
 
 
@@ -102,18 +115,22 @@ class NoiseModel:
     ``sigma2`` (G, S) with S = D//2 + 2 shells (the last collects corners).
     """
 
-    def __init__(self, box: int, n_groups: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, box: int, n_groups: int, device: torch.device | str = "cpu", ndim: int = 2
+    ) -> None:
         self.box = box
+        self.ndim = ndim
         self.n_shells = box // 2 + 2
         self.sigma2 = torch.ones((n_groups, self.n_shells), device=device)
         self._sum = torch.zeros_like(self.sigma2)
         self._count = torch.zeros_like(self.sigma2)
-        shells = radial_shell_index(box, 2, device=device).clamp_max(self.n_shells - 1)
-        self.shell = shells  # (D, Dh)
-        self.herm = hermitian_weights_2d(box, device=device)
+        shells = radial_shell_index(box, ndim, device=device).clamp_max(self.n_shells - 1)
+        self.shell = shells  # (D, Dh) or (D, D, Dh)
+        self.herm = (hermitian_weights_2d(box, device=device) if ndim == 2
+                     else hermitian_weights_3d(box, device=device))
 
     def per_pixel(self, group: torch.Tensor) -> torch.Tensor:
-        """(B, T) groups -> (B, T, D, Dh) noise power."""
+        """(B, T) groups -> (B, T, D, Dh) noise power (3D: (B,) -> (B, D, D, Dh))."""
         g = group.clamp_max(self.sigma2.shape[0] - 1)
         return self.sigma2[g][..., self.shell]
 
@@ -121,7 +138,8 @@ class NoiseModel:
         """Add ``|X - model|^2 / M^2`` samples (B, T, D, Dh) to the running estimate."""
         g = prep.group.clamp_max(self.sigma2.shape[0] - 1)
         w = prep.mask.float() * self.herm
-        flat = (g[..., None, None] * self.n_shells + self.shell).reshape(-1)
+        g = g.reshape(*g.shape, *([1] * self.shell.ndim))
+        flat = (g * self.n_shells + self.shell).expand(w.shape).reshape(-1)
         scaled = (residual_power / prep.noise_scale.clamp_min(1e-6)) * w
         self._sum.view(-1).index_add_(0, flat, scaled.reshape(-1))
         self._count.view(-1).index_add_(0, flat, w.reshape(-1))
@@ -138,8 +156,8 @@ class NoiseModel:
         self._sum.zero_()
         self._count.zero_()
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"sigma2": self.sigma2.cpu()}
+    def initialise_from(self, other: NoiseModel) -> None:
+        self.sigma2 = other.sigma2.clone()
 
 
 def log_likelihoods(
@@ -148,26 +166,76 @@ def log_likelihoods(
     noise: NoiseModel,
     per_tilt: bool = False,
 ) -> torch.Tensor:
-    """Gaussian log-likelihood of each particle under each class, up to a constant.
+    """Gaussian log-likelihood of each particle under each model, up to a constant.
 
-    slices (K, B, T, D, Dh) complex central slices; returns (B, K), or (B, T, K) with
-    ``per_tilt``. ``-sum |X - T V|^2 / (2 sigma2 M^2)`` over masked frequencies, the
-    class-independent ``|X|^2`` term dropped.
+    slices (M, B, ...) complex model transforms (M classes, or classes x poses), with
+    ``...`` the shape of ``prep.data`` after B; returns (B, M), or (B, T, M) with
+    ``per_tilt``. ``-sum |X - H V|^2 / (2 sigma2 M^2)`` over masked frequencies, the
+    model-independent ``|X|^2`` term dropped.
     """
     # independent complex components: the rfft half plane counts interior columns once
     # and the self-conjugate columns (kx = 0, Nyquist) half
     indep = noise.herm / 2
     inv = prep.mask.float() * indep / (
         noise.per_pixel(prep.group) * prep.noise_scale.clamp_min(1e-6)
-    )  # (B, T, D, Dh)
-    pred = slices * prep.transfer  # (K, B, T, D, Dh)
+    )
+    pred = slices * prep.transfer
     cross = (prep.data.conj() * pred).real
     ll = (cross - 0.5 * (pred.real**2 + pred.imag**2)) * inv
-    ll = ll.sum(dim=(-2, -1))  # (K, B, T)
-    ll = ll.permute(1, 2, 0)  # (B, T, K)
-    return ll if per_tilt else ll.sum(1)
+    if per_tilt:
+        return ll.sum(dim=(-2, -1)).movedim(0, -1)  # (B, T, M)
+    return ll.flatten(2).sum(-1).T  # (B, M)
 
 
-def project_batch(projector: VolumeProjector, prep: PreparedBatch) -> torch.Tensor:
-    """Central slices of every class at every image of the batch. -> (K, B, T, D, Dh)."""
-    return projector.slices(prep.rotation)
+def model_transforms(projector: VolumeProjector, prep: PreparedBatch,
+                     pose_deltas: torch.Tensor | None = None) -> torch.Tensor:
+    """Model transforms of every volume for every item of a prepared batch.
+
+    Tilt geometry: central slices at ``rotation`` -> (K, B, T, D, Dh); subtomograms: the
+    volume transform on the rotated 3D grid -> (K, B, D, D, Dh). With ``pose_deltas``
+    (J, 3, 3), rotations ``R @ delta_j`` are tried: -> (K, J, B, ...).
+    """
+    rot = prep.rotation
+    if pose_deltas is not None:
+        extra = rot.ndim - 2
+        deltas = pose_deltas.to(rot.device).reshape(-1, *([1] * extra), 3, 3)
+        rot = rot[None] @ deltas
+    if prep.geometry == "tilt":
+        return projector.slices(rot)
+    d = projector.box
+    k3 = freq_grid_3d(d, device=rot.device)  # (D, D, Dh, 3)
+    # subtomogram frequency k samples the reference at A.T k
+    freqs = torch.einsum("...ji,zyxj->...zyxi", rot, k3)
+    return projector.sample(freqs)
+
+
+def prepare_subtomo_batch(
+    batch: SubtomoBatch, optics: Optics, max_resolution_A: float | None = None
+) -> PreparedBatch:
+    """Subtomograms and their 3D CTF/wedge volumes as a :class:`PreparedBatch`.
+
+    Premultiplied data (RELION 4 pseudo-subtomograms: ``sum CTF X`` with weights
+    ``sum CTF^2``) have transfer = noise scale = weight; plain reconstructions with a 3D
+    CTF (RELION 3.0) have transfer = CTF volume and unit noise scale.
+    """
+    d = optics.box
+    data = volume_to_ft(batch.volumes)
+    if batch.weights is None:
+        transfer = torch.ones(data.shape, device=data.device)
+    else:
+        transfer = batch.weights.float()
+    noise_scale = (transfer.clamp_min(0) if optics.ctf_premultiplied
+                   else torch.ones_like(transfer))
+    shell = radial_shell_index(d, 3, device=data.device)
+    limit = d // 2 if max_resolution_A is None else min(d // 2,
+                                                        d * optics.pixel_size_A / max_resolution_A)
+    mask = (shell <= limit).expand(data.shape).clone()
+    mask &= transfer.abs() > 1e-3
+    b = data.shape[0]
+    return PreparedBatch(
+        data=data, transfer=transfer.to(torch.complex64), mask=mask, noise_scale=noise_scale,
+        group=torch.zeros(b, dtype=torch.long, device=data.device), rotation=batch.rotation,
+        visible=torch.ones(b, dtype=torch.bool, device=data.device), geometry="subtomo",
+    )
+
+

@@ -81,6 +81,27 @@ class VolumeProjector:
     def device(self) -> torch.device:
         return self._grid.device
 
+    def sample(self, freqs: torch.Tensor, chunk_points: int = 2_000_000) -> torch.Tensor:
+        """Volume transforms at arbitrary frequencies (cycles/pixel, order x, y, z).
+
+        freqs (..., 3) -> complex (K, ...); points past Nyquist give 0. Used for 3D
+        (subtomogram) comparisons, where the grid is a rotated 3D rfft grid.
+        """
+        shape = freqs.shape[:-1]
+        pts = freqs.reshape(-1, 3).to(self.device, torch.float32)
+        p, k = self.padded, self.n_volumes
+        out = torch.empty((k, pts.shape[0]), dtype=torch.complex64, device=self.device)
+        for start in range(0, pts.shape[0], chunk_points):
+            q = pts[start : start + chunk_points]
+            grid = (q * p + p // 2) / (p - 1) * 2 - 1
+            sampled = F.grid_sample(
+                self._grid, grid[None, :, None, None], mode="bilinear",
+                padding_mode="zeros", align_corners=True,
+            )[0, :, :, 0, 0]  # (2K, n)
+            inside = q.norm(dim=-1) <= 0.5
+            out[:, start : start + q.shape[0]] = torch.complex(sampled[:k], sampled[k:]) * inside
+        return out.reshape(k, *shape)
+
     def slices(self, rotations: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """Central slices of every volume at every rotation.
 

@@ -16,8 +16,13 @@ import torch
 from tqdm.auto import tqdm
 
 from tomohet.data.particles import Optics, SubtomogramParticles, TiltBatch, TiltSeriesParticles
-from tomohet.physics.forward import NoiseModel, PreparedBatch, prepare_batch
-from tomohet.physics.fourier import freq_grid_3d, volume_to_ft
+from tomohet.physics.forward import (
+    NoiseModel,
+    PreparedBatch,
+    prepare_batch,
+    prepare_subtomo_batch,
+)
+from tomohet.physics.fourier import freq_grid_3d
 from tomohet.physics.fsc import fsc, resolution_at
 from tomohet.physics.projection import Backprojector, reconstruct, scatter_plan
 
@@ -37,8 +42,13 @@ def insert_prepared(
     prep: PreparedBatch,
     class_weights: torch.Tensor | None = None,
     noise: NoiseModel | None = None,
+    rotation: torch.Tensor | None = None,
 ) -> None:
-    """Back-project a prepared batch. class_weights (K, B) spread particles over volumes."""
+    """Back-project a prepared batch (tilt images or subtomograms).
+
+    class_weights (V, B) spread particles over the V volumes of ``bp``; ``rotation``
+    overrides ``prep.rotation`` (e.g. the best pose of a local search).
+    """
     w = prep.mask.float()
     if noise is not None:
         w = w / noise.per_pixel(prep.group)
@@ -46,13 +56,17 @@ def insert_prepared(
     w = w / prep.noise_scale.clamp_min(1e-6)
     data = prep.transfer.conj() * prep.data * w
     weight = (prep.transfer.real**2 + prep.transfer.imag**2) * w
+    rot = prep.rotation if rotation is None else rotation
+    if prep.geometry == "subtomo":
+        insert_subtomograms(bp, data, weight, rot, class_weights=class_weights)
+        return
     b, t = prep.mask.shape[:2]
     d, dh = data.shape[-2:]
     vw = None
     if class_weights is not None:
         vw = class_weights[:, :, None].expand(-1, b, t).reshape(class_weights.shape[0], b * t)
     bp.insert(data.reshape(b * t, d, dh), weight.reshape(b * t, d, dh),
-              prep.rotation.reshape(b * t, 3, 3), volume_weights=vw)
+              rot.reshape(b * t, 3, 3), volume_weights=vw)
 
 
 def insert_subtomograms(
@@ -150,25 +164,10 @@ def _accumulate(
             prep = prepare_batch(particles.batch(idx, device), particles.optics)
             insert_prepared(bp, prep, class_weights=vw_t)
         else:
-            sb = particles.batch(idx, device)
-            data, weight = subtomo_fourier(sb.volumes, sb.weights, particles.optics.box)
-            insert_subtomograms(bp, data, weight, sb.rotation, class_weights=vw_t)
+            prep = prepare_subtomo_batch(particles.batch(idx, device), particles.optics)
+            insert_prepared(bp, prep, class_weights=vw_t)
         bar.update(len(idx))
     bar.close()
-
-
-def subtomo_fourier(
-    volumes: torch.Tensor, weights: torch.Tensor | None, box: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Subtomograms -> (weight-premultiplied data, weights), both rfft layout.
-
-    Data stored as plain reconstructions (RELION 3.0) are multiplied by their CTF volume
-    here so all subtomograms enter the same ``sum H X / sum H^2`` estimator.
-    """
-    ft = volume_to_ft(volumes)
-    if weights is None:
-        return ft, torch.ones(ft.shape, device=ft.device)
-    return ft * weights, weights**2
 
 
 def average(

@@ -1,0 +1,305 @@
+"""Expectation-maximisation over classes, shared by ml2d, ml3d and occupancy.
+
+One pass over the data (in batches) does the E-step for every particle and accumulates
+the M-step sums: posterior-weighted, noise-weighted back-projection into 2K half-set
+volumes and the residual noise power. The same code runs on 2D tilt stacks and on
+subtomograms: :mod:`tomohet.physics.forward` hides the geometry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
+from tomohet.physics.forward import (
+    NoiseModel,
+    PreparedBatch,
+    log_likelihoods,
+    model_transforms,
+    prepare_batch,
+    prepare_subtomo_batch,
+)
+from tomohet.physics.fourier import ft_to_volume, lowpass_filter, volume_to_ft
+from tomohet.physics.fsc import fsc, resolution_at
+from tomohet.physics.projection import Backprojector, VolumeProjector
+from tomohet.physics.reconstruction import insert_prepared, wiener_reconstruct
+
+__all__ = ["EMConfig", "EMState", "EMEngine"]
+
+
+@dataclass
+class EMConfig:
+    n_classes: int
+    max_resolution_A: float | None = None
+    tilt_group_deg: float = 10.0
+    tau_fudge: float = 1.0
+    batch_size: int = 32
+    pad: int = 2
+    use_dose_mask: bool = True
+    local_search_deg: float = 0.0
+    local_search_steps: int = 1
+    per_tilt_weights: bool = False  # nextPYP-style tilt-weighted occupancy
+    device: str = "cpu"
+
+
+@dataclass
+class EMState:
+    volumes: torch.Tensor  # (K, D, D, D)
+    priors: torch.Tensor  # (K,)
+    sigma2: torch.Tensor  # noise model
+    posteriors: np.ndarray  # (N, K)
+    iteration: int = 0
+    log_likelihood: float = -math.inf
+    fsc: list[list[float]] = field(default_factory=list)
+    resolution_A: list[float] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        """Checkpoint as npz (+ JSON history inside), written atomically."""
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp, volumes=self.volumes.cpu().numpy(), priors=self.priors.cpu().numpy(),
+            sigma2=self.sigma2.cpu().numpy(), posteriors=self.posteriors,
+            iteration=self.iteration, log_likelihood=self.log_likelihood,
+            fsc=np.asarray(self.fsc, dtype=float), resolution_A=np.asarray(self.resolution_A),
+            history=json.dumps(self.history),
+        )
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> EMState:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(
+                volumes=torch.from_numpy(z["volumes"]), priors=torch.from_numpy(z["priors"]),
+                sigma2=torch.from_numpy(z["sigma2"]), posteriors=z["posteriors"],
+                iteration=int(z["iteration"]), log_likelihood=float(z["log_likelihood"]),
+                fsc=z["fsc"].tolist(), resolution_A=z["resolution_A"].tolist(),
+                history=json.loads(str(z["history"])),
+            )
+
+
+def pose_deltas(max_deg: float, steps: int, device: torch.device) -> torch.Tensor:
+    """Identity plus rotations of up to ``max_deg`` about the 6 half-axes (J, 3, 3)."""
+    from tomohet.physics.geometry import small_rotation
+
+    mats = [torch.eye(3)]
+    for s in range(1, steps + 1):
+        ang = max_deg * s / steps
+        for ax in range(3):
+            for sign in (1.0, -1.0):
+                v = torch.zeros(3)
+                v[ax] = sign * ang
+                mats.append(small_rotation(v))
+    return torch.stack(mats).to(device)
+
+
+class EMEngine:
+    """Runs E/M passes over a particle set with a fixed configuration."""
+
+    def __init__(
+        self,
+        particles: TiltSeriesParticles | SubtomogramParticles,
+        config: EMConfig,
+        index: np.ndarray,
+        reference_mask: torch.Tensor | None = None,
+        focus_mask: torch.Tensor | None = None,
+        consensus: torch.Tensor | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.particles = particles
+        self.cfg = config
+        self.index = index  # particles that take part
+        self.device = torch.device(config.device)
+        self.box = particles.optics.box
+        self.px = particles.optics.pixel_size_A
+        self.is_tilt = isinstance(particles, TiltSeriesParticles)
+        self.reference_mask = reference_mask
+        self.focus_mask = focus_mask
+        self.outside: VolumeProjector | None = None
+        if focus_mask is not None:
+            if consensus is None:
+                raise ValueError("focused classification needs a consensus map")
+            self.outside = VolumeProjector((consensus * (1 - focus_mask)).to(self.device),
+                                           pad=config.pad)
+        self.progress = progress
+        self.deltas = (pose_deltas(config.local_search_deg, config.local_search_steps,
+                                   self.device) if config.local_search_deg > 0 else None)
+
+    # ------------------------------------------------------------------ data
+    def new_noise(self) -> NoiseModel:
+        groups = 1 if not self.is_tilt else int(90 // self.cfg.tilt_group_deg) + 2
+        return NoiseModel(self.box, groups, self.device, ndim=2 if self.is_tilt else 3)
+
+    def prepare(self, idx: np.ndarray) -> PreparedBatch:
+        if isinstance(self.particles, TiltSeriesParticles):
+            prep = prepare_batch(
+                self.particles.batch(idx, self.device), self.particles.optics,
+                self.cfg.max_resolution_A, self.cfg.tilt_group_deg, self.cfg.use_dose_mask)
+        else:
+            prep = prepare_subtomo_batch(self.particles.batch(idx, self.device),
+                                         self.particles.optics, self.cfg.max_resolution_A)
+        if self.outside is not None:  # signal subtraction outside the focus mask
+            prep.data = prep.data - model_transforms(self.outside, prep)[0] * prep.transfer
+        return prep
+
+    def batches(self) -> list[np.ndarray]:
+        bs = self.cfg.batch_size
+        if self.deltas is not None:
+            bs = max(1, bs // len(self.deltas))
+        return [self.index[i : i + bs] for i in range(0, len(self.index), bs)]
+
+    def projector(self, volumes: torch.Tensor) -> VolumeProjector:
+        v = volumes.to(self.device)
+        if self.focus_mask is not None:
+            v = v * self.focus_mask.to(self.device)
+        elif self.reference_mask is not None:
+            v = v * self.reference_mask.to(self.device)
+        return VolumeProjector(v, pad=self.cfg.pad)
+
+    # ------------------------------------------------------------------ passes
+    def noise_pass(self, volumes: torch.Tensor, labels: np.ndarray) -> NoiseModel:
+        """Noise power from residuals against the given class of each particle."""
+        noise = self.new_noise()
+        proj = self.projector(volumes)
+        lookup = dict(zip(self.index.tolist(), range(len(self.index)), strict=True))
+        for idx in self.batches():
+            prep = self.prepare(idx)
+            model = model_transforms(proj, prep)
+            lab = torch.as_tensor(labels[[lookup[i] for i in idx]], device=self.device)
+            pick = model[lab, torch.arange(len(idx), device=self.device)]
+            resid = prep.data - prep.transfer * pick
+            noise.accumulate(resid.real**2 + resid.imag**2, prep)
+        noise.update()
+        return noise
+
+    def reconstruct_pass(self, weights: np.ndarray, noise: NoiseModel | None,
+                         halves: np.ndarray) -> Backprojector:
+        """Back-project with fixed class weights (N_index, K) into 2K half-set volumes."""
+        k = weights.shape[1]
+        bp = Backprojector(self.box, 2 * k, self.cfg.pad, self.device)
+        pos = 0
+        for idx in self.batches():
+            prep = self.prepare(idx)
+            w = weights[pos : pos + len(idx)]
+            h = halves[pos : pos + len(idx)]
+            insert_prepared(bp, prep, self._half_weights(w, h), noise)
+            pos += len(idx)
+            if self.progress:
+                self.progress(len(idx))
+        return bp
+
+    def _half_weights(self, w: np.ndarray, h: np.ndarray) -> torch.Tensor:
+        k = w.shape[1]
+        vw = np.zeros((2 * k, len(h)), dtype=np.float32)
+        for c in range(k):
+            vw[2 * c + h, np.arange(len(h))] = w[:, c]
+        return torch.from_numpy(vw).to(self.device)
+
+    def em_pass(self, state: EMState, halves: np.ndarray) -> tuple[Backprojector, NoiseModel,
+                                                                   np.ndarray, float]:
+        """E-step for every particle and M-step sums. Returns (bp, noise, posteriors, ll)."""
+        k = self.cfg.n_classes
+        noise = self.new_noise()
+        noise.sigma2 = state.sigma2.to(self.device)
+        new_noise = self.new_noise()
+        proj = self.projector(state.volumes)
+        bp = Backprojector(self.box, 2 * k, self.cfg.pad, self.device)
+        log_prior = torch.log(state.priors.to(self.device).clamp_min(1e-12))
+        post_all = np.zeros((len(self.index), k))
+        total_ll, pos = 0.0, 0
+        for idx in self.batches():
+            prep = self.prepare(idx)
+            post, ll_tot, best_rot, resid = self._e_step(proj, prep, noise, log_prior)
+            post_all[pos : pos + len(idx)] = post.cpu().numpy()
+            total_ll += float(ll_tot)
+            new_noise.accumulate(resid, prep)
+            vw = self._half_weights(post.cpu().numpy(), halves[pos : pos + len(idx)])
+            if best_rot is None:
+                insert_prepared(bp, prep, vw, noise)
+            else:
+                for c in range(k):
+                    sel = torch.zeros_like(vw)
+                    sel[2 * c : 2 * c + 2] = vw[2 * c : 2 * c + 2]
+                    insert_prepared(bp, prep, sel, noise, rotation=best_rot[c])
+            pos += len(idx)
+            if self.progress:
+                self.progress(len(idx))
+        new_noise.update()
+        return bp, new_noise, post_all, total_ll
+
+    def _e_step(self, proj: VolumeProjector, prep: PreparedBatch, noise: NoiseModel,
+                log_prior: torch.Tensor):
+        """Posteriors (B, K), summed log evidence, best rotations per class, residual power."""
+        k = self.cfg.n_classes
+        b = prep.data.shape[0]
+        model = model_transforms(proj, prep, self.deltas)  # (K, [J,] B, ...)
+        if self.deltas is None:
+            model = model[:, None]
+        j = model.shape[1]
+        if self.cfg.per_tilt_weights and self.is_tilt:
+            ll_t = log_likelihoods(prep, model.flatten(0, 1), noise, per_tilt=True)
+            ll = (ll_t * self._tilt_weights(prep)[..., None]).sum(1)  # (B, K*J)
+        else:
+            ll = log_likelihoods(prep, model.flatten(0, 1), noise)  # (B, K*J)
+        ll = ll.reshape(b, k, j)
+        ll_class = torch.logsumexp(ll, dim=-1) - math.log(j)
+        joint = ll_class + log_prior
+        evidence = torch.logsumexp(joint, dim=-1)
+        post = torch.softmax(joint, dim=-1)
+        best_j = ll.argmax(-1)  # (B, K)
+        kmap = post.argmax(-1)
+        bidx = torch.arange(b, device=post.device)
+        pick = model[kmap, best_j[bidx, kmap], bidx]
+        resid = prep.data - prep.transfer * pick
+        best_rot = None
+        if self.deltas is not None:
+            r = prep.rotation
+            best_rot = []
+            for c in range(k):
+                d = self.deltas[best_j[:, c]]  # (B, 3, 3)
+                best_rot.append(r @ (d[:, None] if r.ndim == 4 else d))
+        return post, evidence.sum(), best_rot, resid.real**2 + resid.imag**2
+
+    def _tilt_weights(self, prep: PreparedBatch) -> torch.Tensor:
+        """Tilt weights (B, T) summing to the number of visible tilts (cos tilt x dose)."""
+        from tomohet.physics.ctf import tilt_weight
+
+        if prep.tilt_deg is None:
+            return prep.visible.float()
+        w = tilt_weight(prep.tilt_deg) * prep.visible.float()
+        return w / w.sum(1, keepdim=True).clamp_min(1e-6) * prep.visible.sum(1, keepdim=True)
+
+    # ------------------------------------------------------------------ M-step
+    def volumes_from(self, bp: Backprojector) -> tuple[torch.Tensor, list[list[float]],
+                                                        list[float]]:
+        """Class volumes, per-class half-map FSC and resolution from 2K half-set sums."""
+        k = bp.n_volumes // 2
+        halves = wiener_reconstruct(bp)
+        data, weight = bp.grids()
+        vols, curves, res = [], [], []
+        for c in range(k):
+            curve = fsc(halves[2 * c], halves[2 * c + 1])
+            merged = Backprojector(self.box, 1, bp.pad, bp.data.device)
+            merged.data = (data[2 * c] + data[2 * c + 1]).reshape(1, -1)
+            merged.weight = (weight[2 * c] + weight[2 * c + 1]).reshape(1, -1)
+            boosted = (curve * self.cfg.tau_fudge).clamp_max(0.999)
+            vol = wiener_reconstruct(merged, boosted)[0]
+            vols.append(self._limit(vol))
+            curves.append(curve.cpu().tolist())
+            res.append(resolution_at(curve.cpu(), self.px, 0.143))
+        return torch.stack(vols).cpu(), curves, res
+
+    def _limit(self, vol: torch.Tensor) -> torch.Tensor:
+        """Low-pass a class volume at the resolution limit used for classification."""
+        if self.cfg.max_resolution_A is None:
+            return vol
+        lp = lowpass_filter(self.box, self.cfg.max_resolution_A, self.px, 3, device=vol.device)
+        return ft_to_volume(volume_to_ft(vol) * lp, self.box)

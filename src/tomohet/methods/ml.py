@@ -1,0 +1,296 @@
+"""Maximum-likelihood classification: ml2d (tilt images), ml3d (subtomograms), occupancy.
+
+RELION-style expectation-maximisation: class posteriors from Gaussian likelihoods of every
+visible tilt image (or subtomogram) under each class, with coloured noise per tilt group;
+class volumes from posterior-, CTF-, dose- and noise-weighted back-projection with a
+Wiener (tau^2 from the half-map FSC, times ``tau_fudge`` T) filter; class priors from
+posteriors. Several short restarts, keeping the best likelihood, guard against poor
+local optima. ``occupancy`` combines per-tilt likelihoods with tilt weights (nextPYP).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tomohet.data.particles import TiltSeriesParticles
+from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
+from tomohet.methods.em import EMConfig, EMEngine, EMState
+from tomohet.physics.fourier import ft_to_volume, lowpass_filter, soft_sphere_mask, volume_to_ft
+from tomohet.physics.reconstruction import half_set_labels
+
+__all__ = ["ML2D", "ML3D", "Occupancy", "MLClassifier"]
+
+
+def _load_volume(v: Any) -> torch.Tensor | None:
+    if v is None:
+        return None
+    if isinstance(v, str | Path):
+        from tomohet.io import read_mrc
+
+        arr, _ = read_mrc(v)
+        return torch.as_tensor(np.asarray(arr, dtype=np.float32))
+    return torch.as_tensor(np.asarray(v, dtype=np.float32))
+
+
+class MLClassifier(HeterogeneityMethod):
+    """Shared implementation; see :class:`ML2D`, :class:`ML3D`, :class:`Occupancy`."""
+
+    kind = "discrete"
+    per_tilt_weights = False
+
+    def __init__(
+        self,
+        n_classes: int = 4,
+        n_iter: int = 25,
+        max_resolution_A: float | None = None,
+        tau_fudge: float = 1.0,
+        init: str = "random",
+        reference: Any = None,
+        init_lowpass_A: float | None = None,
+        n_restarts: int = 1,
+        restart_iters: int = 3,
+        mask_radius_A: float | None = None,
+        focus_mask: Any = None,
+        max_dose_e_per_A2: float | None = None,
+        min_tilts: int | None = None,
+        local_search_deg: float = 0.0,
+        tol: float = 0.002,
+        min_iter: int = 5,
+        batch_size: int = 32,
+        device: str | None = None,
+        checkpoint_dir: str | None = None,
+        progress: bool = True,
+        random_state: int | None = None,
+    ) -> None:
+        self.n_classes = n_classes
+        self.n_iter = n_iter
+        self.max_resolution_A = max_resolution_A
+        self.tau_fudge = tau_fudge
+        self.init = init
+        self.reference = reference
+        self.init_lowpass_A = init_lowpass_A
+        self.n_restarts = n_restarts
+        self.restart_iters = restart_iters
+        self.mask_radius_A = mask_radius_A
+        self.focus_mask = focus_mask
+        self.max_dose_e_per_A2 = max_dose_e_per_A2
+        self.min_tilts = min_tilts
+        self.local_search_deg = local_search_deg
+        self.tol = tol
+        self.min_iter = min_iter
+        self.batch_size = batch_size
+        self.device = device
+        self.checkpoint_dir = checkpoint_dir
+        self.progress = progress
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ filters
+    def _filter(self, particles: ParticleSet) -> tuple[ParticleSet, np.ndarray]:
+        """Apply the dose and min-visible-tilt filters. Returns (filtered set, kept index)."""
+        n = particles.n_particles
+        if not isinstance(particles, TiltSeriesParticles):
+            return particles, np.arange(n)
+        p = particles
+        if self.max_dose_e_per_A2 is not None:
+            p = p.with_visible(p.dose_e_per_A2 <= self.max_dose_e_per_A2)
+        keep = np.arange(n)
+        if self.min_tilts is not None:
+            keep = np.nonzero(p.tilts_per_particle() >= self.min_tilts)[0]
+        if len(keep) < self.n_classes:
+            raise ValueError(
+                f"{self.name}: only {len(keep)} particles pass the filters "
+                f"(max dose {self.max_dose_e_per_A2}, min tilts {self.min_tilts})")
+        return p, keep
+
+    def _config(self, device: torch.device) -> EMConfig:
+        return EMConfig(
+            n_classes=self.n_classes, max_resolution_A=self.max_resolution_A,
+            tau_fudge=self.tau_fudge, batch_size=self.batch_size,
+            local_search_deg=self.local_search_deg, per_tilt_weights=self.per_tilt_weights,
+            device=str(device),
+        )
+
+    def _masks(self, particles: ParticleSet, device: torch.device):
+        box, px = particles.optics.box, particles.optics.pixel_size_A
+        radius_px = (self.mask_radius_A / px if self.mask_radius_A is not None
+                     else box / 2 - max(2.0, box * 0.06))
+        ref_mask = soft_sphere_mask(box, radius_px, edge_px=max(2.0, box * 0.05), device=device)
+        focus = _load_volume(self.focus_mask)
+        return ref_mask, None if focus is None else focus.to(device)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, particles: ParticleSet) -> MLClassifier:
+        self._check_input(particles)
+        if self.n_classes < 1:
+            raise ValueError(f"{self.name}: n_classes must be >= 1")
+        device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        filtered, keep = self._filter(particles)
+        ref_mask, focus = self._masks(particles, device)
+        cfg = self._config(device)
+        halves = half_set_labels(len(keep), seed=(self.random_state or 0) + 7)
+        n_passes = max(self.n_iter, 1) + 2 * max(self.n_restarts, 1) + 1
+        bar = tqdm(total=n_passes * len(keep), desc=f"{self.name} K={self.n_classes}",
+                   unit="ptcl", disable=not self.progress, leave=False)
+        try:
+            state, engine = self._run(filtered, keep, cfg, ref_mask, focus, halves, bar)
+        finally:
+            bar.close()
+        n, k = particles.n_particles, self.n_classes
+        post = np.full((n, k), np.nan)
+        post[keep] = state.posteriors
+        self.posteriors_ = post
+        self.kept_ = keep
+        self.labels_ = np.full(n, -1, dtype=np.int64)
+        self.labels_[keep] = state.posteriors.argmax(1)
+        self.class_volumes_ = state.volumes
+        self.priors_ = state.priors.numpy()
+        self.fsc_ = state.fsc
+        self.resolution_A_ = state.resolution_A
+        self.history_ = state.history
+        self.log_likelihood_ = state.log_likelihood
+        self.pixel_size_A_ = particles.optics.pixel_size_A
+        return self
+
+    def _run(self, particles, keep, cfg, ref_mask, focus, halves, bar):
+        consensus = None
+        if focus is not None:
+            consensus = self._consensus(particles, keep, cfg, halves)
+        engine = EMEngine(particles, cfg, keep, ref_mask, focus, consensus,
+                          progress=bar.update)
+        ckpt = Path(self.checkpoint_dir) / f"{self.name}_state.npz" if self.checkpoint_dir else None
+        if ckpt is not None and ckpt.exists():
+            state = EMState.load(ckpt)
+            return self._iterate(engine, state, halves, self.n_iter, ckpt), engine
+        candidates = []
+        n_restarts = max(self.n_restarts, 1)
+        for r in range(n_restarts):
+            state = self._initialise(engine, particles, keep, halves, seed_offset=r)
+            iters = self.restart_iters if n_restarts > 1 else self.n_iter
+            candidates.append(self._iterate(engine, state, halves, iters, None))
+        best = max(candidates, key=lambda s: s.log_likelihood)
+        if n_restarts > 1:
+            best = self._iterate(engine, best, halves, self.n_iter, ckpt)
+        return best, engine
+
+    def _consensus(self, particles, keep, cfg, halves) -> torch.Tensor:
+        engine = EMEngine(particles, cfg, keep)
+        bp = engine.reconstruct_pass(np.ones((len(keep), 1)), None, halves)
+        return engine.volumes_from(bp)[0][0]
+
+    def _initialise(self, engine: EMEngine, particles, keep, halves, seed_offset: int) -> EMState:
+        """Random balanced subsets (and/or a low-passed reference) -> first class volumes."""
+        k, n = self.n_classes, len(keep)
+        rng = self._rng(1000 + seed_offset)
+        labels = rng.permutation(np.arange(n) % k)
+        weights = np.eye(k)[labels]
+        bp = engine.reconstruct_pass(weights, None, halves)
+        vols, _, _ = engine.volumes_from(bp)
+        box, px = particles.optics.box, particles.optics.pixel_size_A
+        lp_res = self.init_lowpass_A or 6 * px
+        lp = lowpass_filter(box, lp_res, px, 3)
+        vols = ft_to_volume(volume_to_ft(vols) * lp, box)
+        ref = _load_volume(self.reference)
+        if ref is not None:
+            if ref.shape != vols.shape[1:]:
+                raise ValueError(f"{self.name}: reference shape {tuple(ref.shape)} does not "
+                                 f"match the box {box}")
+            ref_lp = ft_to_volume(volume_to_ft(ref) * lp, box)
+            scale = (vols.mean(0) * ref_lp).sum() / (ref_lp * ref_lp).sum().clamp_min(1e-12)
+            vols = scale * ref_lp[None] + 0.5 * (vols - vols.mean(0, keepdim=True))
+        noise = engine.noise_pass(vols.mean(0, keepdim=True).expand(1, -1, -1, -1).clone(),
+                                  np.zeros(n, dtype=np.int64))
+        return EMState(volumes=vols, priors=torch.full((k,), 1.0 / k), sigma2=noise.sigma2.cpu(),
+                       posteriors=weights.astype(float))
+
+    def _iterate(self, engine: EMEngine, state: EMState, halves, n_iter: int,
+                 ckpt: Path | None) -> EMState:
+        start = state.iteration
+        for it in range(start, n_iter):
+            bp, noise, post, ll = engine.em_pass(state, halves)
+            vols, curves, res = engine.volumes_from(bp)
+            changed = float((post.argmax(1) != state.posteriors.argmax(1)).mean())
+            priors = torch.as_tensor(post.mean(0), dtype=torch.float32).clamp_min(1e-6)
+            state = EMState(
+                volumes=vols, priors=priors / priors.sum(), sigma2=noise.sigma2.cpu(),
+                posteriors=post, iteration=it + 1, log_likelihood=ll, fsc=curves,
+                resolution_A=res,
+                history=state.history + [{
+                    "iteration": it + 1, "log_likelihood": ll, "changed_fraction": changed,
+                    "populations": priors.tolist(), "resolution_A": res,
+                    "mean_max_prob": float(post.max(1).mean()),
+                }],
+            )
+            if ckpt is not None:
+                ckpt.parent.mkdir(parents=True, exist_ok=True)
+                state.save(ckpt)
+            if it + 1 >= self.min_iter and changed < self.tol:
+                break
+        return state
+
+    # ------------------------------------------------------------------ outputs
+    def predict(self, particles: ParticleSet | None = None) -> np.ndarray:
+        if particles is not None and particles.n_particles != len(self.labels_):
+            raise ValueError(f"{self.name}: predict() on new particles is not supported; "
+                             "fit on the set you want classified")
+        return self.labels_.copy()
+
+    def predict_proba(self, particles: ParticleSet | None = None) -> np.ndarray:
+        self.predict(particles)
+        return self.posteriors_.copy()
+
+    def particle_volumes(self, index: np.ndarray) -> torch.Tensor | None:
+        lab = self.labels_[np.asarray(index)]
+        vols = self.class_volumes_[np.clip(lab, 0, None)]
+        vols[torch.as_tensor(lab < 0)] = self.class_volumes_.mean(0)
+        return vols
+
+    def save(self, out_dir: str | Path, particles: ParticleSet) -> None:
+        from tomohet.methods.outputs import save_discrete
+
+        save_discrete(self, Path(out_dir), particles)
+
+
+@register
+class ML2D(MLClassifier):
+    """Maximum-likelihood classification directly on 2D tilt-series particle stacks."""
+
+    name = "ml2d"
+    input_kind = "tilt"
+    bench_params = {"n_classes": 2, "n_iter": 12, "n_restarts": 2, "restart_iters": 3}
+
+
+@register
+class ML3D(MLClassifier):
+    """Maximum-likelihood classification of subtomograms with their 3D CTF/wedge weights.
+
+    Given 2D tilt stacks, per-particle subtomograms are reconstructed on the fly.
+    """
+
+    name = "ml3d"
+    input_kind = "either"
+    bench_params = {"n_classes": 2, "n_iter": 12, "n_restarts": 2, "restart_iters": 3}
+
+    def fit(self, particles: ParticleSet) -> ML3D:
+        if isinstance(particles, TiltSeriesParticles):
+            from tomohet.data.subtomo_cache import subtomograms_from_tilts
+
+            particles = subtomograms_from_tilts(particles, self.checkpoint_dir,
+                                                progress=self.progress)
+        super().fit(particles)
+        return self
+
+
+@register
+class Occupancy(MLClassifier):
+    """nextPYP-style occupancy: per-tilt likelihoods combined with tilt weights."""
+
+    name = "occupancy"
+    input_kind = "tilt"
+    per_tilt_weights = True
+    bench_params = {"n_classes": 2, "n_iter": 12, "n_restarts": 2, "restart_iters": 3}
+

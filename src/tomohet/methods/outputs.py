@@ -1,0 +1,116 @@
+"""Writing a fitted method's results: maps, tables, star files and plots.
+
+Shared by every method so that all of them leave the same files behind:
+``assignments.csv`` / ``latent.csv`` keyed by the particle name the input gave,
+the input star with added columns, maps as MRC, and per-iteration logs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tomohet.methods.base import HeterogeneityMethod, ParticleSet
+
+__all__ = ["save_discrete", "save_continuous", "write_star_with_columns", "plot_populations"]
+
+
+def write_star_with_columns(particles: ParticleSet, out_dir: Path,
+                            columns: dict[str, Any]) -> list[Path]:
+    """The input particle set in its own format with ``columns`` appended per particle."""
+    from tomohet.io import write_particles
+
+    extra = pd.DataFrame(columns)
+    fmt = particles.meta.get("format")
+    stem = "particles" if fmt != "dynamo" else "particles.tbl"
+    name = stem if stem.endswith(".tbl") else f"{stem}.star"
+    try:
+        return write_particles(particles, out_dir / name, fmt=fmt, extra_columns=extra)
+    except (KeyError, ValueError, NotImplementedError) as exc:
+        # in-memory sets from the simulator are written as RELION 5
+        if fmt is None:
+            return write_particles(particles, out_dir / name, fmt="relion5", extra_columns=extra)
+        raise exc
+
+
+def plot_populations(history: list[dict[str, Any]], path: Path) -> None:
+    """Class populations and log-likelihood per iteration (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    it = [h["iteration"] for h in history]
+    pops = np.array([h["populations"] for h in history])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for k in range(pops.shape[1]):
+        axes[0].plot(it, pops[:, k], marker="o", label=f"class {k + 1}")
+    axes[0].set_xlabel("iteration")
+    axes[0].set_ylabel("population")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(it, [h["log_likelihood"] for h in history], marker="o")
+    axes[1].set_xlabel("iteration")
+    axes[1].set_ylabel("log likelihood")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def save_discrete(method: HeterogeneityMethod, out: Path, particles: ParticleSet) -> None:
+    """Class maps, FSCs, posteriors, iteration log, star and assignments of a classifier."""
+    from tomohet.io import write_assignments_csv, write_mrc
+    from tomohet.io.atomic import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    labels = method.predict()
+    post = method.predict_proba()
+    px = particles.optics.pixel_size_A
+    vols = getattr(method, "class_volumes_", None)
+    if vols is not None:
+        for k in range(vols.shape[0]):
+            write_mrc(out / f"class_{k + 1:03d}.mrc", vols[k].numpy(), px)
+    curves = getattr(method, "fsc_", None)
+    if curves:
+        box = particles.optics.box
+        freqs = np.arange(len(curves[0])) / (box * px)
+        table = pd.DataFrame({"frequency_per_A": freqs})
+        for k, c in enumerate(curves):
+            table[f"class_{k + 1}"] = c
+        atomic_write_text(out / "class_fsc.csv", table.to_csv(index=False))
+    prob = pd.DataFrame(post, columns=[f"p{k + 1}" for k in range(post.shape[1])])
+    prob.insert(0, "particle", list(particles.names))
+    atomic_write_text(out / "posteriors.csv", prob.to_csv(index=False))
+    max_prob = np.nan_to_num(np.nanmax(np.where(np.isnan(post), -1, post), axis=1), nan=0.0)
+    write_assignments_csv(out / "assignments.csv", particles.names, labels=labels,
+                          probabilities=post)
+    history = getattr(method, "history_", [])
+    atomic_write_text(out / "iterations.json", json.dumps(history, indent=1))
+    plot_populations(history, out / "populations.png")
+    write_star_with_columns(particles, out, {
+        "rlnClassNumber": np.where(labels >= 0, labels + 1, 0),
+        "rlnMaxValueProbDistribution": np.where(labels >= 0, max_prob, 0.0),
+    })
+
+
+def save_continuous(method: HeterogeneityMethod, out: Path, particles: ParticleSet) -> None:
+    """latent.csv (+ assignments.csv when clustered) and the star with latent columns."""
+    from tomohet.io import write_assignments_csv, write_latent_csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    z = method.transform()
+    write_latent_csv(out / "latent.csv", particles.names, z)
+    labels = getattr(method, "labels_", None)
+    if labels is not None:
+        write_assignments_csv(out / "assignments.csv", particles.names, labels=labels)
+    cols = {f"tomohetLatent{i}": z[:, i] for i in range(z.shape[1])}
+    if labels is not None:
+        cols["rlnClassNumber"] = labels + 1
+    write_star_with_columns(particles, out, cols)
