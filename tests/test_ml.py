@@ -1,0 +1,75 @@
+"""Maximum-likelihood classification on small simulated data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+from synthetic import BASE, EXTRA, make_tilt_set
+
+from tomohet.methods.ml import ML2D, ML3D, Occupancy
+from tomohet.physics.fourier import soft_sphere_mask
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def two_states():
+    return make_tilt_set(n=160, box=24, n_tilts=15, snr=0.05, seed=1)
+
+
+@pytest.mark.parametrize("cls", [ML2D, Occupancy, ML3D])
+def test_two_states_recovered(cls, two_states):
+    particles, labels, _ = two_states
+    m = cls(n_classes=2, n_iter=8, random_state=0, progress=False).fit(particles)
+    assert adjusted_rand_score(labels, m.predict()) > 0.9
+    post = m.predict_proba()
+    np.testing.assert_allclose(post.sum(1), 1.0, atol=1e-5)
+    assert m.class_volumes_.shape == (2, 24, 24, 24)
+    assert m.history_ and m.history_[-1]["iteration"] <= 8
+
+
+def test_focus_mask_excluding_difference_gives_chance(two_states):
+    particles, labels, _ = two_states
+    box = 24
+    # the differing blobs sit at radius ~9.7 px; a focus mask of radius 5 px excludes them
+    focus = soft_sphere_mask(box, 4.0, edge_px=1.0)
+    far = min(np.linalg.norm(p) for p in EXTRA)
+    assert far > 7
+    m = ML2D(n_classes=2, n_iter=6, focus_mask=focus, random_state=0, progress=False)
+    m.fit(particles)
+    assert abs(adjusted_rand_score(labels, m.predict())) < 0.2
+    # and a focus mask around the difference still finds the states
+    m2 = ML2D(n_classes=2, n_iter=6, focus_mask=1 - focus, random_state=0, progress=False)
+    assert adjusted_rand_score(labels, m2.fit(particles).predict()) > 0.8
+    assert len(BASE) == 5
+
+
+def test_dose_and_min_tilt_filters(two_states):
+    particles, _, _ = two_states
+    # knock out some tilts of the first 20 particles so they fall under min_tilts
+    vis = particles.visible.copy()
+    vis[:20, 5:] = False
+    p = particles.with_visible(vis)
+    m = ML2D(n_classes=2, n_iter=2, min_iter=1, min_tilts=8, max_dose_e_per_A2=30.0,
+             random_state=0, progress=False).fit(p)
+    labels = m.predict()
+    assert (labels[:20] == -1).all() and (labels[20:] >= 0).all()
+    assert np.isnan(m.predict_proba()[:20]).all()
+    # the dose filter: 30 e/A^2 at 3 e/A^2 per tilt keeps 11 tilts; min_tilts 12 drops all
+    with pytest.raises(ValueError, match="pass the filters"):
+        ML2D(n_classes=2, n_iter=1, min_tilts=12, max_dose_e_per_A2=30.0,
+             progress=False).fit(particles)
+
+
+def test_checkpoint_resume_identical(tmp_path, two_states):
+    particles, _, _ = two_states
+    sub = particles.subset(np.arange(60))
+    a = ML2D(n_classes=2, n_iter=3, min_iter=3, random_state=3, progress=False).fit(sub)
+    ck = tmp_path / "ck"
+    ML2D(n_classes=2, n_iter=2, min_iter=3, random_state=3, progress=False,
+         checkpoint_dir=str(ck)).fit(sub)
+    b = ML2D(n_classes=2, n_iter=3, min_iter=3, random_state=3, progress=False,
+             checkpoint_dir=str(ck)).fit(sub)
+    np.testing.assert_allclose(a.predict_proba(), b.predict_proba(), atol=1e-5)
