@@ -1,0 +1,115 @@
+"""``tomohet classify``: discrete classification (ml2d, ml3d, occupancy, shc)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from tomohet.cli.common import HelpFormatter, pick_device, prepare_out_dir, stamp_config
+
+EXAMPLE = """examples:
+  tomohet classify ml2d run_optimisation_set.star --k 4 --out ml2d/
+  tomohet classify ml2d run_optimisation_set.star --k 3 --focus-mask focus.mrc --out focused/
+  tomohet classify ml3d subtomos.star --k 4 --max-resolution 30 --out ml3d/
+  tomohet classify occupancy run_optimisation_set.star --k 2 --out occ/
+"""
+
+ML_METHODS = {
+    "ml2d": "maximum likelihood on 2D tilt images (RELION 5 style)",
+    "ml3d": "maximum likelihood on subtomograms with 3D CTF/wedge weights (RELION 3.1-4)",
+    "occupancy": "per-tilt likelihoods with tilt weights -> occupancies (nextPYP style)",
+}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="particle set (any supported format)")
+    p.add_argument("--k", type=int, required=True, help="number of classes")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--tomograms", default=None, help="tomograms star (RELION 5), if not found")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--batch-size", type=int, default=32, help="particles per batch")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_ml(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--iter", type=int, default=25, help="maximum EM iterations")
+    p.add_argument("--max-resolution", type=float, default=None,
+                   help="highest resolution (A) used for classification")
+    p.add_argument("--tau-fudge", type=float, default=1.0, help="regularisation T")
+    p.add_argument("--reference", default=None, help="initial reference map (mrc)")
+    p.add_argument("--init-lowpass", type=float, default=None,
+                   help="low-pass (A) of the initial references (default 6 pixels)")
+    p.add_argument("--restarts", type=int, default=1, help="restarts; the best is kept")
+    p.add_argument("--mask-radius", type=float, default=None,
+                   help="soft spherical reference mask radius (A)")
+    p.add_argument("--focus-mask", default=None,
+                   help="mask (mrc) of the region to classify on (focused classification)")
+    p.add_argument("--max-dose", type=float, default=None,
+                   help="ignore tilt images with more cumulative dose (e/A^2)")
+    p.add_argument("--min-tilts", type=int, default=None,
+                   help="skip particles with fewer visible tilts")
+    p.add_argument("--local-search", type=float, default=0.0,
+                   help="local rotation search around the pose prior (degrees)")
+    p.add_argument("--tol", type=float, default=0.002,
+                   help="stop when fewer particles than this change class")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("classify", help="discrete classification",
+                       description="Discrete classification of particles into K classes.",
+                       epilog=EXAMPLE, formatter_class=HelpFormatter)
+    methods = p.add_subparsers(dest="method", metavar="METHOD", required=True)
+    for name, desc in ML_METHODS.items():
+        m = methods.add_parser(name, help=desc, description=desc, epilog=EXAMPLE,
+                               formatter_class=HelpFormatter)
+        _add_common(m)
+        _add_ml(m)
+    try:
+        from tomohet.cli import classify_shc
+    except ModuleNotFoundError:
+        pass
+    else:
+        m = classify_shc.add_parser(methods)
+        _add_common(m)
+    return p
+
+
+def _ml_params(args: argparse.Namespace, out: str) -> dict:
+    return {
+        "n_classes": args.k, "n_iter": args.iter, "max_resolution_A": args.max_resolution,
+        "tau_fudge": args.tau_fudge, "reference": args.reference,
+        "init": "reference" if args.reference else "random",
+        "init_lowpass_A": args.init_lowpass, "n_restarts": args.restarts,
+        "mask_radius_A": args.mask_radius, "focus_mask": args.focus_mask,
+        "max_dose_e_per_A2": args.max_dose, "min_tilts": args.min_tilts,
+        "local_search_deg": args.local_search, "tol": args.tol,
+        "batch_size": args.batch_size, "checkpoint_dir": out,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from tomohet.io import read_particles
+    from tomohet.methods import get_method
+
+    out = prepare_out_dir(args.out)
+    particles = read_particles(args.data, tomograms=args.tomograms)
+    device = pick_device(args.device)
+    if args.method in ML_METHODS:
+        params = _ml_params(args, str(out))
+    else:
+        from tomohet.cli import classify_shc
+
+        params = classify_shc.params(args)
+    method = get_method(args.method, **params, device=str(device),
+                        progress=not args.no_progress, random_state=args.seed)
+    stamp_config(out, f"classify {args.method}", vars(args))
+    t0 = time.perf_counter()
+    method.fit(particles)
+    method.save(out, particles)
+    labels = method.predict()
+    counts = {k + 1: int((labels == k).sum()) for k in range(args.k)}
+    skipped = int((labels < 0).sum())
+    print(f"{args.method}: {particles.n_particles} particles in {time.perf_counter() - t0:.1f}s"
+          f"; class sizes {counts}" + (f"; {skipped} filtered out" if skipped else "")
+          + f" -> {out}")
+    return 0
