@@ -46,17 +46,19 @@ def plot_populations(history: list[dict[str, Any]], path: Path) -> None:
 
     if not history:
         return
-    it = [h["iteration"] for h in history]
-    pops = np.array([h["populations"] for h in history])
+    it = np.arange(1, len(history) + 1)
+    pops = np.array([h["populations"] for h in history], dtype=float)
+    pops = pops / pops.sum(1, keepdims=True)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for k in range(pops.shape[1]):
         axes[0].plot(it, pops[:, k], marker="o", label=f"class {k + 1}")
     axes[0].set_xlabel("iteration")
     axes[0].set_ylabel("population")
     axes[0].legend(fontsize=7)
-    axes[1].plot(it, [h["log_likelihood"] for h in history], marker="o")
-    axes[1].set_xlabel("iteration")
-    axes[1].set_ylabel("log likelihood")
+    key = "log_likelihood" if "log_likelihood" in history[0] else "changed_fraction"
+    axes[1].plot(it, [h.get(key, np.nan) for h in history], marker="o")
+    axes[1].set_xlabel("iteration (all runs)" if key == "changed_fraction" else "iteration")
+    axes[1].set_ylabel(key.replace("_", " "))
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=100)
@@ -91,7 +93,7 @@ def save_discrete(method: HeterogeneityMethod, out: Path, particles: ParticleSet
     max_prob = np.nan_to_num(np.nanmax(np.where(np.isnan(post), -1, post), axis=1), nan=0.0)
     write_assignments_csv(out / "assignments.csv", particles.names, labels=labels,
                           probabilities=post)
-    history = getattr(method, "history_", [])
+    history = getattr(method, "history_flat_", None) or getattr(method, "history_", [])
     atomic_write_text(out / "iterations.json", json.dumps(history, indent=1))
     plot_populations(history, out / "populations.png")
     write_star_with_columns(particles, out, {

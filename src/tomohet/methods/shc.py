@@ -1,0 +1,274 @@
+"""Stochastic hill climbing with simulated annealing and consistency cleaning (STOPGAP style).
+
+Each iteration scores every particle against every candidate (class, and optionally small
+rotations about its pose prior) with a missing-wedge/CTF/dose-aware normalised
+cross-correlation under the reference mask, band-pass limited. Candidates are visited in a
+random order per particle and the first that beats the current score is taken; while the
+temperature ``T`` is above 0 a non-improving candidate is also accepted with probability
+``T / 100`` (``T`` falls linearly to 0 over ``anneal_iters`` iterations; the schedule is
+configurable). References are re-averaged each iteration by wedge-weighted averaging
+(the same back-projection as maximum likelihood, hard assignments).
+
+Consistency cleaning: ``n_runs`` independent runs with different seeds; classes of each run
+matched to the first by the Hungarian algorithm on their overlap; a particle's consistency
+is the fraction of runs agreeing with its majority class. Particles below
+``consistency_threshold`` are flagged (``consistent_ = False``), never silently dropped;
+final class maps are averaged from consistent particles only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from tqdm.auto import tqdm
+
+from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
+from tomohet.methods.em import EMConfig, EMEngine
+from tomohet.methods.ml import _load_volume
+from tomohet.physics.forward import PreparedBatch, model_transforms
+from tomohet.physics.fourier import (
+    hermitian_weights_2d,
+    hermitian_weights_3d,
+    radial_shell_index,
+    soft_sphere_mask,
+)
+from tomohet.physics.reconstruction import half_set_labels
+
+__all__ = ["SHC", "ncc_scores", "match_labels", "temperature_schedule"]
+
+
+def temperature_schedule(iteration: int, t0: float, anneal_iters: int) -> float:
+    """Linear fall from ``t0`` at iteration 0 to 0 at ``anneal_iters`` (STOPGAP)."""
+    if anneal_iters <= 0:
+        return 0.0
+    return max(0.0, t0 * (1 - iteration / anneal_iters))
+
+
+def ncc_scores(prep: PreparedBatch, model: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
+    """Normalised cross-correlation of data with each model, where the data has signal.
+
+    model (M, B, ...) reference transforms in each item's frame; band: bool shell mask of
+    the trailing frequency shape. Tilt stacks are scored over all visible tilts together.
+    -> (B, M).
+    """
+    d = prep.data.shape[-2]
+    herm = (hermitian_weights_2d(d, prep.data.device) if prep.geometry == "tilt"
+            else hermitian_weights_3d(d, prep.data.device))
+    w = (prep.mask & band).float() * herm
+    pred = model * prep.transfer
+    num = ((prep.data.conj() * pred).real * w).flatten(2).sum(-1)  # (M, B)
+    p2 = ((pred.real**2 + pred.imag**2) * w).flatten(2).sum(-1)
+    x2 = ((prep.data.real**2 + prep.data.imag**2) * w).flatten(1).sum(-1)  # (B,)
+    return (num / torch.sqrt(p2 * x2[None]).clamp_min(1e-20)).T
+
+
+def match_labels(reference: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Relabel ``labels`` so its classes best overlap ``reference`` (Hungarian)."""
+    overlap = np.zeros((k, k))
+    ok = (reference >= 0) & (labels >= 0)
+    np.add.at(overlap, (labels[ok], reference[ok]), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    mapping = np.arange(k)
+    mapping[rows] = cols
+    return np.where(labels >= 0, mapping[np.clip(labels, 0, None)], -1)
+
+
+@register
+class SHC(HeterogeneityMethod):
+    """Stochastic hill-climbing classification with annealing and consistency cleaning."""
+
+    name = "shc"
+    kind = "discrete"
+    input_kind = "either"
+    bench_params = {"n_classes": 2, "n_iter": 10, "n_runs": 3, "anneal_iters": 4}
+
+    def __init__(
+        self,
+        n_classes: int = 4,
+        n_iter: int = 15,
+        n_runs: int = 5,
+        temperature: float = 10.0,
+        anneal_iters: int = 5,
+        references: Any = None,
+        lowpass_A: float | None = None,
+        highpass_A: float | None = None,
+        mask_radius_A: float | None = None,
+        local_search_deg: float = 0.0,
+        consistency_threshold: float = 0.8,
+        batch_size: int = 32,
+        device: str | None = None,
+        progress: bool = True,
+        random_state: int | None = None,
+    ) -> None:
+        self.n_classes = n_classes
+        self.n_iter = n_iter
+        self.n_runs = n_runs
+        self.temperature = temperature
+        self.anneal_iters = anneal_iters
+        self.references = references
+        self.lowpass_A = lowpass_A
+        self.highpass_A = highpass_A
+        self.mask_radius_A = mask_radius_A
+        self.local_search_deg = local_search_deg
+        self.consistency_threshold = consistency_threshold
+        self.batch_size = batch_size
+        self.device = device
+        self.progress = progress
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ helpers
+    def _band(self, box: int, px: float, ndim: int, device: torch.device) -> torch.Tensor:
+        shell = radial_shell_index(box, ndim, device=device)
+        hi = box // 2 if self.lowpass_A is None else min(box // 2, box * px / self.lowpass_A)
+        lo = 1 if self.highpass_A is None else box * px / self.highpass_A
+        return (shell >= lo) & (shell <= hi)
+
+    def _initial_references(self, engine: EMEngine, n: int, halves, rng) -> torch.Tensor:
+        refs = self.references
+        if refs is not None:
+            vols = [_load_volume(r) for r in refs] if isinstance(refs, list | tuple) else None
+            stack = torch.stack(vols) if vols else _load_volume(refs)
+            if stack is None or stack.ndim != 4 or stack.shape[0] != self.n_classes:
+                raise ValueError(f"shc: references must be {self.n_classes} volumes")
+            return stack.float()
+        labels = rng.permutation(np.arange(n) % self.n_classes)
+        bp = engine.reconstruct_pass(np.eye(self.n_classes)[labels], None, halves)
+        return engine.volumes_from(bp)[0]
+
+    def _score_pass(self, engine: EMEngine, refs: torch.Tensor, band: torch.Tensor
+                    ) -> np.ndarray:
+        """Scores (N, K, J) of every particle against every class and pose candidate."""
+        proj = engine.projector(refs)
+        out = []
+        for idx in engine.batches():
+            prep = engine.prepare(idx)
+            model = model_transforms(proj, prep, engine.deltas)
+            if engine.deltas is None:
+                model = model[:, None]
+            k, j = model.shape[:2]
+            s = ncc_scores(prep, model.flatten(0, 1), band).reshape(len(idx), k, j)
+            out.append(s.cpu().numpy())
+            if engine.progress:
+                engine.progress(len(idx))
+        return np.concatenate(out)
+
+    def _climb(self, scores: np.ndarray, current: np.ndarray, temp: float,
+               rng: np.random.Generator) -> np.ndarray:
+        """One stochastic hill-climbing (annealing) step for all particles -> new labels.
+
+        scores (N, K, J): a class scores its best pose candidate. Other classes are visited
+        in random order; the first that beats the current score (or, at temperature T,
+        any with probability T/100) is taken.
+        """
+        n, k, _ = scores.shape
+        best = scores.max(axis=2)  # (N, K)
+        now = best[np.arange(n), current]
+        order = rng.random((n, k)).argsort(axis=1)
+        better = best > now[:, None] + 1e-12
+        lucky = rng.random((n, k)) < temp / 100.0
+        acceptable = (better | lucky) & (np.arange(k)[None] != current[:, None])
+        ranked = np.take_along_axis(acceptable, order, axis=1)
+        first = ranked.argmax(axis=1)
+        has = ranked[np.arange(n), first]
+        return np.where(has, order[np.arange(n), first], current)
+
+    def _run(self, engine: EMEngine, n: int, halves, band, seed: int) -> tuple[np.ndarray,
+                                                                               torch.Tensor]:
+        rng = np.random.default_rng(seed)
+        refs = self._initial_references(engine, n, halves, rng)
+        labels = rng.permutation(np.arange(n) % self.n_classes)
+        self._history_run = []
+        for it in range(self.n_iter):
+            scores = self._score_pass(engine, refs, band)
+            temp = temperature_schedule(it, self.temperature, self.anneal_iters)
+            new = self._climb(scores, labels, temp, rng)
+            changed = float((new != labels).mean())
+            labels = new
+            bp = engine.reconstruct_pass(np.eye(self.n_classes)[labels], None, halves)
+            refs = engine.volumes_from(bp)[0]
+            self._history_run.append({"iteration": it + 1, "temperature": temp,
+                                      "changed_fraction": changed,
+                                      "populations": np.bincount(
+                                          labels, minlength=self.n_classes).tolist()})
+            if temp == 0 and changed == 0:
+                break
+        return labels, refs
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, particles: ParticleSet) -> SHC:
+        self._check_input(particles)
+        if particles.n_particles < self.n_classes:
+            raise ValueError("shc: fewer particles than classes")
+        device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        n, box, px = particles.n_particles, particles.optics.box, particles.optics.pixel_size_A
+        cfg = EMConfig(n_classes=self.n_classes, batch_size=self.batch_size,
+                       local_search_deg=self.local_search_deg, device=str(device))
+        radius = (self.mask_radius_A / px if self.mask_radius_A else box / 2 - max(2, box * 0.06))
+        mask = soft_sphere_mask(box, radius, edge_px=max(2.0, box * 0.05), device=device)
+        total = self.n_runs * (2 * self.n_iter + 1) * n + n
+        bar = tqdm(total=total, desc=f"shc K={self.n_classes} x{self.n_runs}", unit="ptcl",
+                   disable=not self.progress, leave=False)
+        engine = EMEngine(particles, cfg, np.arange(n), reference_mask=mask,
+                          progress=bar.update)
+        from tomohet.data.particles import TiltSeriesParticles
+
+        band = self._band(box, px, 2 if isinstance(particles, TiltSeriesParticles) else 3,
+                          device)
+        halves = half_set_labels(n, seed=(self.random_state or 0) + 11)
+        runs, self.history_ = [], []
+        base = 0 if self.random_state is None else int(self.random_state)
+        for r in range(max(1, self.n_runs)):
+            labels, _ = self._run(engine, n, halves, band, seed=base + 7919 * r)
+            runs.append(labels if r == 0 else match_labels(runs[0], labels, self.n_classes))
+            self.history_.append(self._history_run)
+        self._finish(engine, np.stack(runs), halves)
+        bar.close()
+        self.pixel_size_A_ = px
+        return self
+
+    def _finish(self, engine: EMEngine, runs: np.ndarray, halves: np.ndarray) -> None:
+        k = self.n_classes
+        votes = np.stack([(runs == c).sum(0) for c in range(k)], axis=1)  # (N, K)
+        self.labels_ = votes.argmax(1)
+        self.consistency_ = votes.max(1) / runs.shape[0]
+        self.consistent_ = self.consistency_ >= self.consistency_threshold
+        self.run_labels_ = runs
+        weights = np.eye(k)[self.labels_] * self.consistent_[:, None]
+        if weights.sum() == 0:
+            weights = np.eye(k)[self.labels_]
+        bp = engine.reconstruct_pass(weights, None, halves)
+        self.class_volumes_, self.fsc_, self.resolution_A_ = engine.volumes_from(bp)
+
+    # ------------------------------------------------------------------ outputs
+    def predict(self, particles: ParticleSet | None = None) -> np.ndarray:
+        return self.labels_.copy()
+
+    def predict_proba(self, particles: ParticleSet | None = None) -> np.ndarray:
+        """Fraction of runs voting for each class. (N, K)."""
+        k = self.n_classes
+        return np.stack([(self.run_labels_ == c).mean(0) for c in range(k)], axis=1)
+
+    def particle_volumes(self, index: np.ndarray) -> torch.Tensor | None:
+        return self.class_volumes_[self.labels_[np.asarray(index)]]
+
+    def save(self, out_dir: str | Path, particles: ParticleSet) -> None:
+        from tomohet.io import write_assignments_csv
+        from tomohet.methods.outputs import save_discrete
+
+        out = Path(out_dir)
+        self.history_flat_ = [h for run in self.history_ for h in run]
+        save_discrete(self, out, particles)
+        write_assignments_csv(out / "assignments.csv", particles.names, labels=self.labels_,
+                              probabilities=self.predict_proba())
+        import pandas as pd
+
+        from tomohet.io.atomic import atomic_write_text
+
+        table = pd.DataFrame({"particle": list(particles.names), "class": self.labels_ + 1,
+                              "consistency": self.consistency_,
+                              "consistent": self.consistent_})
+        atomic_write_text(out / "consistency.csv", table.to_csv(index=False))
