@@ -18,7 +18,10 @@ import torch
 
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 
-__all__ = ["BenchDataset", "from_simulated", "load_dataset_dir", "align_truth", "coord_columns"]
+__all__ = [
+    "BenchDataset", "from_simulated", "load_dataset_dir", "align_truth", "coord_columns",
+    "truth_states", "truth_coords",
+]
 
 ParticleSet = TiltSeriesParticles | SubtomogramParticles
 # (M,) state indices, (M, C) coordinates -> (M, D, D, D) true volumes
@@ -29,6 +32,23 @@ def coord_columns(truth: pd.DataFrame) -> list[str]:
     """Continuous-coordinate columns ``c0, c1, ...`` of a truth table, in order."""
     cols = [c for c in truth.columns if len(c) > 1 and c[0] == "c" and c[1:].isdigit()]
     return sorted(cols, key=lambda c: int(c[1:]))
+
+
+def truth_states(truth: pd.DataFrame) -> np.ndarray:
+    """(N,) int64 true state: the ``state`` column when it holds integers (it indexes the
+    state volumes), else its values encoded in sorted order; zeros without the column."""
+    if "state" not in truth.columns:
+        return np.zeros(len(truth), dtype=np.int64)
+    s = truth["state"].to_numpy()
+    if s.dtype.kind in "iu":
+        return s.astype(np.int64)
+    return np.unique(s.astype(str), return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def truth_coords(truth: pd.DataFrame) -> np.ndarray | None:
+    """(N, C) the non-constant ``c0, c1, ...`` columns, or None when there are none."""
+    cols = [c for c in coord_columns(truth) if truth[c].nunique() > 1]
+    return truth[cols].to_numpy(float) if cols else None
 
 
 def align_truth(truth: pd.DataFrame, names: list[str]) -> pd.DataFrame:
@@ -74,18 +94,25 @@ class BenchDataset:
 
     @property
     def states(self) -> np.ndarray:
-        """(N,) int64 true state index (0..K-1 in sorted order of the truth column)."""
-        return np.unique(self.truth["state"].to_numpy(), return_inverse=True)[1].reshape(-1)
+        """(N,) int64 true state index (see :func:`truth_states`)."""
+        return truth_states(self.truth)
 
     @property
     def n_states(self) -> int:
-        return int(self.states.max()) + 1
+        """Number of distinct states present in the truth."""
+        return int(len(np.unique(self.states)))
 
     @property
     def coords(self) -> np.ndarray | None:
-        """(N, C) true continuous coordinates, or None when there are none (or constant)."""
-        cols = [c for c in coord_columns(self.truth) if self.truth[c].nunique() > 1]
-        return self.truth[cols].to_numpy(float) if cols else None
+        """(N, C) true continuous coordinates, or None (see :func:`truth_coords`)."""
+        return truth_coords(self.truth)
+
+    @property
+    def volume_coords(self) -> np.ndarray | None:
+        """(N, C) every ``c*`` column (constant ones too): the simulator's coordinates, as
+        ``volume_fn`` takes them; None without any."""
+        cols = coord_columns(self.truth)
+        return self.truth[cols].to_numpy(float) if cols and self.coords is not None else None
 
     @property
     def kind(self) -> str:
@@ -105,7 +132,7 @@ class BenchDataset:
     def true_volumes(self, index: np.ndarray) -> torch.Tensor:
         """(len(index), D, D, D) true volume of each listed particle."""
         idx = np.asarray(index)
-        c = self.coords
+        c = self.volume_coords
         return self.volumes_for(self.states[idx], None if c is None else c[idx])
 
     @property

@@ -1,0 +1,164 @@
+"""Report figures: matplotlib (Agg) -> base64 PNG strings for inline ``<img>`` tags.
+
+Every function takes arrays and returns a base64-encoded PNG (no file is written).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = [
+    "to_base64_png", "latent_scatter", "confusion_heatmap", "population_bars",
+    "central_slices", "fsc_curves", "tomogram_maps", "relabel_to_truth", "embed_2d",
+]
+
+DPI = 80
+
+
+def to_base64_png(fig: Figure) -> str:
+    """Render and close a figure -> base64 PNG text."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def relabel_to_truth(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Predicted labels (N,) renamed to their Hungarian-matched true state (N,); unmatched
+    predicted classes get numbers after the last true state."""
+    from tomohet.metrics import hungarian_mapping
+
+    t_vals, p_vals = np.unique(true), np.unique(pred)
+    mapping = hungarian_mapping(true, pred)
+    p_enc = np.searchsorted(p_vals, pred)
+    extra = iter(range(len(t_vals), len(t_vals) + len(p_vals)))
+    lut = np.array([t_vals[mapping[j]] if j in mapping else next(extra)
+                    for j in range(len(p_vals))])
+    return lut[p_enc]
+
+
+def embed_2d(latent: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
+    z = np.asarray(latent, dtype=float)
+    z = z[:, None] if z.ndim == 1 else z
+    if z.shape[1] == 1:
+        jitter = np.random.default_rng(seed).uniform(-1, 1, len(z))
+        return np.c_[z[:, 0], jitter], ["z0", "jitter"]
+    if z.shape[1] == 2:
+        return z, ["z0", "z1"]
+    zc = z - z.mean(0)
+    _, _, vt = np.linalg.svd(zc, full_matrices=False)
+    return zc @ vt[:2].T, ["PC1", "PC2"]
+
+
+def latent_scatter(latent: np.ndarray, color: np.ndarray, discrete: bool, title: str,
+                   seed: int = 0) -> str:
+    """2D PCA (or the axes themselves) of a (N, Z) latent, coloured by truth (N,)."""
+    xy, axes = embed_2d(latent, seed)
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    if discrete:
+        for s in np.unique(color):
+            sel = color == s
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.7, label=f"state {s}")
+        ax.legend(fontsize=7, markerscale=2, loc="best")
+    else:
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=color, s=6, cmap="viridis", alpha=0.8)
+        fig.colorbar(sc, ax=ax, label="true c0")
+    ax.set(xlabel=axes[0], ylabel=axes[1], title=title)
+    return to_base64_png(fig)
+
+
+def confusion_heatmap(cm: np.ndarray, title: str) -> str:
+    """(K_true, K_pred) counts as an annotated heat map."""
+    fig, ax = plt.subplots(figsize=(0.6 * cm.shape[1] + 2.2, 0.5 * cm.shape[0] + 1.8))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                color="white" if v > cm.max() / 2 else "black")
+    ax.set(xlabel="predicted class (matched order)", ylabel="true state", title=title,
+           xticks=range(cm.shape[1]), yticks=range(cm.shape[0]))
+    return to_base64_png(fig)
+
+
+def population_bars(true_frac: np.ndarray, pred_frac: np.ndarray, title: str) -> str:
+    """True vs predicted (matched) class fractions, (K,) each."""
+    k = max(len(true_frac), len(pred_frac))
+    t = np.pad(true_frac, (0, k - len(true_frac)))
+    p = np.pad(pred_frac, (0, k - len(pred_frac)))
+    x = np.arange(k)
+    fig, ax = plt.subplots(figsize=(0.5 * k + 2.8, 2.8))
+    ax.bar(x - 0.2, t, 0.4, label="true")
+    ax.bar(x + 0.2, p, 0.4, label="predicted")
+    ax.set(xticks=x, xlabel="state", ylabel="fraction", title=title)
+    ax.legend(fontsize=7)
+    return to_base64_png(fig)
+
+
+def central_slices(rows: Sequence[tuple[str, np.ndarray]], title: str) -> str:
+    """Central XY, XZ and YZ slices of each named (K, D, D, D) stack: one row per stack,
+    one column block per volume."""
+    n_rows = len(rows)
+    k = max(len(v) for _, v in rows)
+    fig, axes = plt.subplots(n_rows, 3 * k, figsize=(1.1 * 3 * k, 1.25 * n_rows + 0.4),
+                             squeeze=False)
+    for r, (name, vols) in enumerate(rows):
+        for j in range(k):
+            for a in range(3):
+                ax = axes[r, 3 * j + a]
+                ax.axis("off")
+                if j >= len(vols):
+                    continue
+                v = np.asarray(vols[j], dtype=float)
+                c = v.shape[0] // 2
+                img = (v[c], v[:, c], v[:, :, c])[a]
+                ax.imshow(img, cmap="gray")
+                if a == 0:
+                    ax.set_title(f"{name} {j}", fontsize=7, loc="left")
+    fig.suptitle(title, fontsize=9)
+    return to_base64_png(fig)
+
+
+def fsc_curves(curves: Mapping[str, np.ndarray], pixel_size_A: float, title: str) -> str:
+    """Mean (+/- sd) per-particle FSC of each method; curves name -> (N, D//2+1)."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    for name, c in curves.items():
+        c = np.asarray(c)
+        f = np.arange(c.shape[1]) / (2 * (c.shape[1] - 1) * pixel_size_A)
+        m, s = c.mean(0), c.std(0)
+        ax.plot(f, m, label=name)
+        ax.fill_between(f, m - s, m + s, alpha=0.15)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="spatial frequency (1/A)", ylabel="FSC vs true volume", ylim=(-0.1, 1.02),
+           title=title)
+    ax.legend(fontsize=7)
+    return to_base64_png(fig)
+
+
+def tomogram_maps(x: np.ndarray, y: np.ndarray, tomogram: np.ndarray, truth: np.ndarray,
+                  pred: np.ndarray | None, truth_discrete: bool, pred_discrete: bool,
+                  max_tomograms: int = 4) -> str:
+    """Particle positions x, y (N,) in A per tomogram (N,), coloured by the truth (N,)
+    (left) and by the prediction (N,) (right: matched labels or latent PC1)."""
+    tomos = list(dict.fromkeys(np.asarray(tomogram).tolist()))[:max_tomograms]
+    cols = 1 if pred is None else 2
+    fig, axes = plt.subplots(len(tomos), cols, figsize=(3.0 * cols, 2.6 * len(tomos)),
+                             squeeze=False)
+    for r, t in enumerate(tomos):
+        sel = np.asarray(tomogram) == t
+        panels = [(truth, "truth", truth_discrete), (pred, "predicted", pred_discrete)]
+        for c, (vals, lab, disc) in enumerate(panels[:cols]):
+            ax = axes[r, c]
+            kw = {"cmap": "tab10", "vmin": 0, "vmax": 9} if disc else {"cmap": "viridis"}
+            ax.scatter(x[sel], y[sel], c=np.asarray(vals)[sel], s=8, **kw)
+            ax.set_title(f"{t}: {lab}", fontsize=8)
+            ax.set_aspect("equal")
+            ax.tick_params(labelsize=6)
+    return to_base64_png(fig)

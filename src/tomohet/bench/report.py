@@ -1,0 +1,193 @@
+"""Self-contained offline HTML benchmark report (no scripts, styles or fonts from outside;
+figures are inline base64 PNGs, each an ``<img alt>`` inside a ``<figure>`` with caption).
+
+Contents: the leaderboard table; per data set the FSC curves of every method; per method x
+data set the latent embedding, confusion matrix, population bars, central slices of the
+class maps beside the true volumes, and the states mapped back into each tomogram.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tomohet.bench import figures
+from tomohet.bench.datasets import BenchDataset
+from tomohet.bench.runner import MethodRun, atomic_write_text
+from tomohet.bench.scoring import METRIC_LABELS
+
+__all__ = ["write_report", "render_report"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;
+color:#222;max-width:1400px}
+table{border-collapse:collapse;font-size:12px;margin:0.5em 0}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f0f0f0}td.t{text-align:left}tr.oracle{background:#f7f7e8}
+tr.error{background:#fbeaea}
+figure{display:inline-block;margin:6px;vertical-align:top;border:1px solid #eee;padding:4px}
+figcaption{font-size:11px;color:#555;max-width:480px}
+img{max-width:100%}pre{background:#fbeaea;padding:6px;white-space:pre-wrap;font-size:11px}
+"""
+
+
+def _figure(b64: str, alt: str, caption: str) -> str:
+    return (f'<figure><img alt="{html.escape(alt, quote=True)}" '
+            f'src="data:image/png;base64,{b64}"><figcaption>{html.escape(caption)}'
+            "</figcaption></figure>")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float | np.floating):
+        return "" if not np.isfinite(v) else f"{v:.3g}"
+    return html.escape(str(v))
+
+
+def _table(df: pd.DataFrame) -> str:
+    cols = [c for c in df.columns if c not in ("py_peak_MB", "rss_max_MB", "gpu_peak_MB")]
+    head = "".join(f"<th>{html.escape(METRIC_LABELS.get(c, c))}</th>" for c in cols)
+    body = []
+    for _, r in df.iterrows():
+        cls = "oracle" if r.get("method") == "oracle" else (
+            "error" if r.get("status") == "error" else "")
+        cells = "".join(
+            f'<td class="{"t" if isinstance(r[c], str) else ""}">{_fmt(r[c])}</td>'
+            for c in cols)
+        body.append(f'<tr class="{cls}">{cells}</tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _matched_class_volumes(run: MethodRun, ds: BenchDataset) -> np.ndarray | None:
+    """Class volumes reordered so that entry s is the class matched to true state s."""
+    cv = run.class_volumes
+    if cv is None:
+        return None
+    vols = np.asarray(cv)
+    if run.labels is None or ds.n_states < 2:
+        return vols
+    from tomohet.metrics import hungarian_mapping
+
+    p_vals = np.unique(run.labels)
+    mapping = hungarian_mapping(ds.states, run.labels)  # enc pred -> enc true
+    order = [int(p_vals[j]) for j, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+    order += [int(v) for v in p_vals if int(v) not in order]
+    order = [o for o in order if 0 <= o < len(vols)]
+    return vols[order] if order else vols
+
+
+def _slice_rows(run: MethodRun, ds: BenchDataset) -> list[tuple[str, np.ndarray]] | None:
+    cls_vols = _matched_class_volumes(run, ds)
+    if cls_vols is not None:
+        rows = [("class", cls_vols[:8])]
+        if ds.state_volumes is not None:
+            rows.insert(0, ("true", np.asarray(ds.state_volumes)[:8]))
+        return rows
+    if run.examples is not None:
+        pred, true = run.examples
+        return [("true ptcl", np.asarray(true)), ("pred ptcl", np.asarray(pred))]
+    return None
+
+
+def _method_figures(run: MethodRun, ds: BenchDataset) -> list[str]:
+    """Figures of one method on one data set (HTML snippets)."""
+    out: list[str] = []
+    tag = f"{run.method} on {ds.name}"
+    coords, states = ds.coords, ds.states
+    discrete_colour = coords is None
+    truth_colour = states if discrete_colour else coords[:, 0]
+    if run.latent is not None:
+        out.append(_figure(
+            figures.latent_scatter(run.latent, truth_colour, discrete_colour, tag),
+            f"latent embedding of {tag}",
+            f"Latent space of {tag} (PCA to 2D when Z > 2), coloured by the true "
+            f"{'state' if discrete_colour else 'coordinate c0'}."))
+    if run.labels is not None and ds.n_states > 1:
+        from tomohet.metrics import confusion_matrix
+
+        cm = confusion_matrix(states, run.labels, match=True)
+        out.append(_figure(figures.confusion_heatmap(cm, tag), f"confusion matrix of {tag}",
+                           "Confusion matrix, predicted classes in Hungarian-matched order."))
+        out.append(_figure(
+            figures.population_bars(cm.sum(1) / cm.sum(), cm.sum(0) / cm.sum(), tag),
+            f"population bars of {tag}", "True vs predicted (matched) class fractions."))
+    rows = _slice_rows(run, ds)
+    if rows is not None:
+        out.append(_figure(figures.central_slices(rows, tag), f"central slices of {tag}",
+                           "Central XY / XZ / YZ slices: true volumes (top) beside the "
+                           "method's maps (matched order)."))
+    out.append(_tomogram_figure(run, ds, tag))
+    return [o for o in out if o]
+
+
+def _tomogram_figure(run: MethodRun, ds: BenchDataset, tag: str) -> str:
+    t = ds.truth
+    if not {"x_A", "y_A"}.issubset(t.columns):
+        pos = np.asarray(ds.particles.position_A)
+        x, y = pos[:, 0], pos[:, 1]
+    else:
+        x, y = t["x_A"].to_numpy(float), t["y_A"].to_numpy(float)
+    tomo = (t["tomogram"].astype(str).to_numpy() if "tomogram" in t.columns
+            else np.asarray(ds.particles.tomo_names))
+    discrete = ds.coords is None
+    truth = ds.states if discrete else ds.coords[:, 0]
+    pred, pred_discrete = None, True
+    if run.labels is not None and discrete and ds.n_states > 1:
+        pred = figures.relabel_to_truth(ds.states, run.labels)
+    elif run.latent is not None:
+        pred, pred_discrete = figures.embed_2d(run.latent, 0)[0][:, 0], False
+    elif run.labels is not None:
+        pred = run.labels
+    img = figures.tomogram_maps(x, y, tomo, truth, pred, discrete, pred_discrete)
+    return _figure(img, f"tomogram map of {tag}",
+                   f"Particle positions per tomogram (x, y in A): truth (left) and {tag} "
+                   "(right: matched class, or latent PC1 for continuous outputs).")
+
+
+def _dataset_section(ds: BenchDataset, runs: list[MethodRun]) -> str:
+    parts = [f'<h2 id="{html.escape(ds.name)}">Data set {html.escape(ds.name)}</h2>',
+             f"<p>{ds.kind}; {ds.n_particles} particles; {ds.n_states} state(s); "
+             f"pixel {ds.pixel_size_A:.3g} A, box {ds.particles.optics.box}.</p>"]
+    curves = {r.method: r.fsc.curves for r in runs if r.fsc is not None}
+    if curves:
+        parts.append(_figure(figures.fsc_curves(curves, ds.pixel_size_A, ds.name),
+                             f"FSC curves on {ds.name}",
+                             "Per-particle FSC against the true volume: mean +/- sd over "
+                             "a seeded subset of particles; dashed line 0.5."))
+    for run in runs:
+        parts.append(f"<h3>{html.escape(run.method)} on {html.escape(ds.name)}</h3>")
+        if run.error:
+            parts.append(f"<pre>{html.escape(run.error)}</pre>")
+            continue
+        parts.extend(_method_figures(run, ds))
+    return "\n".join(parts)
+
+
+def render_report(runs: Sequence[tuple[MethodRun, BenchDataset]], leaderboard: pd.DataFrame,
+                  meta: dict[str, Any] | None = None) -> str:
+    """The report as one HTML string."""
+    meta = meta or {}
+    by_ds: dict[str, tuple[BenchDataset, list[MethodRun]]] = {}
+    for run, ds in runs:
+        by_ds.setdefault(ds.name, (ds, []))[1].append(run)
+    info = ", ".join(f"{k}: {html.escape(str(v))}" for k, v in meta.items())
+    sections = [_dataset_section(ds, rs) for ds, rs in by_ds.values()]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>tomohet benchmark</title><style>{_CSS}</style></head><body>"
+        f"<h1>tomohet benchmark</h1><p>{info}</p><h2>Leaderboard</h2>"
+        "<p>Scores against the simulation truth; <code>*_frac_oracle</code> is the score as "
+        "a fraction of the oracle (Bayes classifier knowing the true volumes).</p>"
+        f"{_table(leaderboard)}\n" + "\n".join(sections) + "</body></html>\n")
+
+
+def write_report(path: str | Path, runs: Sequence[tuple[MethodRun, BenchDataset]],
+                 leaderboard: pd.DataFrame, meta: dict[str, Any] | None = None) -> Path:
+    """Write :func:`render_report` to ``path`` atomically."""
+    p = Path(path)
+    atomic_write_text(p, render_report(runs, leaderboard, meta))
+    return p

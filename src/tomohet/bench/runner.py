@@ -1,0 +1,330 @@
+"""Run every registered method (and the oracle) on benchmark data sets and score them.
+
+For each data set: the oracle row first (``method = "oracle"``), then each method built as
+``REGISTRY[name](**cls.bench_params, random_state=seed)``, fitted, and asked for
+``predict`` / ``transform`` / ``particle_volumes`` (whatever it implements). Wall time and
+peak memory are measured around fit + outputs. A method that raises is recorded with its
+error and the run continues. Results go to ``leaderboard.csv``, ``leaderboard.json`` and
+``report.html`` in the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tomohet.bench.datasets import BenchDataset
+from tomohet.bench.scoring import (
+    HIGHER_IS_BETTER,
+    METRIC_LABELS,
+    oracle_fractions,
+    score_outputs,
+)
+from tomohet.metrics import ParticleFSC, per_particle_fsc
+
+__all__ = ["MethodRun", "measure", "run_method", "run_oracle_row", "run_bench",
+           "resolve_methods", "write_leaderboard", "atomic_write_text"]
+
+_FIRST_COLUMNS = ["method", "dataset", "dataset_kind", "method_kind", "status"]
+
+
+@dataclass
+class MethodRun:
+    """One method on one data set: outputs for the report and the scores.
+
+    labels (N,) or None; latent (N, Z) or None; class_volumes (K, D, D, D) or None;
+    fsc per-particle FSC of ``fsc_index`` particles or None.
+    """
+
+    method: str
+    dataset: str
+    method_kind: str = ""
+    labels: np.ndarray | None = None
+    latent: np.ndarray | None = None
+    class_volumes: torch.Tensor | None = None
+    fsc: ParticleFSC | None = None
+    fsc_index: np.ndarray | None = None
+    examples: tuple[torch.Tensor, torch.Tensor] | None = None  # (pred, true) (E, D, D, D)
+    scores: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def row(self, dataset_kind: str) -> dict[str, Any]:
+        """Flat leaderboard row."""
+        return {"method": self.method, "dataset": self.dataset, "dataset_kind": dataset_kind,
+                "method_kind": self.method_kind, "status": "error" if self.error else "ok",
+                **self.scores, **self.resources, "error": self.error or ""}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename (uses :mod:`tomohet.io.atomic` when present)."""
+    try:
+        from tomohet.io.atomic import atomic_write_text as _write
+    except ImportError:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        return
+    _write(path, text)
+
+
+def _rss_MB() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+@contextmanager
+def measure(device: torch.device | None = None) -> Iterator[dict[str, float]]:
+    """Wall time and peak memory of the block -> dict filled on exit.
+
+    ``py_peak_MB``: tracemalloc peak (Python + numpy allocations); ``rss_max_MB``: the
+    process's high-water resident size; ``gpu_peak_MB``: torch CUDA peak; ``peak_mem_MB``
+    the largest of the Python peak, the RSS growth and the GPU peak.
+    """
+    stats: dict[str, float] = {}
+    was_tracing = tracemalloc.is_tracing()
+    if was_tracing:
+        tracemalloc.reset_peak()
+    else:
+        tracemalloc.start()
+    cuda = device is not None and device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    rss0, t0 = _rss_MB(), time.perf_counter()
+    try:
+        yield stats
+    finally:
+        wall = time.perf_counter() - t0
+        py_peak = tracemalloc.get_traced_memory()[1] / 2**20
+        if not was_tracing:
+            tracemalloc.stop()
+        gpu = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else 0.0
+        rss = _rss_MB()
+        stats.update(wall_s=wall, peak_mem_MB=max(py_peak, rss - rss0, gpu),
+                     py_peak_MB=py_peak, rss_max_MB=rss, gpu_peak_MB=gpu)
+
+
+def resolve_methods(spec: str | Sequence[str] | None) -> list[str]:
+    """``"all"``/None -> every registered method; ``"a,b"`` or a list -> checked names."""
+    from tomohet.methods import REGISTRY, load_all
+
+    load_all()
+    if spec is None or spec == "all":
+        return sorted(REGISTRY)
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; registered: "
+                         f"{', '.join(sorted(REGISTRY)) or 'none'}")
+    return names
+
+
+def _optional(fn: Callable[[], Any]) -> Any:
+    """fn() or None when the method does not implement it."""
+    try:
+        return fn()
+    except NotImplementedError:
+        return None
+
+
+def _fsc_index(ds: BenchDataset, n_max: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed + 17)
+    n = ds.n_particles
+    return np.sort(rng.choice(n, size=min(n, n_max), replace=False))
+
+
+def _particle_fsc(ds: BenchDataset, vols: torch.Tensor, index: np.ndarray) -> ParticleFSC:
+    from tomohet.physics.fourier import soft_sphere_mask
+
+    box = ds.particles.optics.box
+    mask = soft_sphere_mask(box, box / 2 - 3, edge_px=2.0)
+    return per_particle_fsc(vols.detach().float().cpu(), ds.true_volumes(index).float(),
+                            ds.pixel_size_A, mask=mask)
+
+
+def _method_params(cls: type, seed: int, device: torch.device | None) -> dict[str, Any]:
+    params = dict(cls.bench_params)
+    names = cls._param_names()
+    if "progress" in names:
+        params.setdefault("progress", False)
+    if "device" in names and device is not None:
+        params["device"] = str(device)
+    params["random_state"] = seed
+    return params
+
+
+def _check_outputs(run: MethodRun, n: int) -> None:
+    if run.labels is not None:
+        run.labels = np.asarray(run.labels).reshape(-1)
+        if run.labels.shape != (n,):
+            raise ValueError(f"predict returned {run.labels.shape}, expected ({n},)")
+    if run.latent is not None:
+        z = np.asarray(run.latent, dtype=float)
+        run.latent = z[:, None] if z.ndim == 1 else z
+        if run.latent.shape[0] != n or run.latent.ndim != 2:
+            raise ValueError(f"transform returned {z.shape}, expected ({n}, Z)")
+
+
+def run_method(name: str, ds: BenchDataset, seed: int = 0, device: torch.device | None = None,
+               fsc_particles: int = 128) -> MethodRun:
+    """Fit registered method ``name`` on ``ds`` and collect outputs; never raises."""
+    from tomohet.methods import REGISTRY
+
+    cls = REGISTRY[name]
+    run = MethodRun(method=name, dataset=ds.name, method_kind=cls.kind)
+    model = None
+    with measure(device) as stats:
+        try:
+            model = cls(**_method_params(cls, seed, device))
+            model.fit(ds.particles)
+            run.labels = _optional(model.predict)
+            run.latent = _optional(model.transform)
+            if run.latent is None and run.labels is not None and ds.coords is not None:
+                run.latent = _optional(model.predict_proba)
+            _check_outputs(run, ds.n_particles)
+        except Exception as exc:  # a failing method is a result, not a crash
+            run.error = f"{type(exc).__name__}: {exc}"
+    run.resources = dict(stats)
+    if run.error is None and model is not None:
+        try:
+            cv = getattr(model, "class_volumes_", None)
+            run.class_volumes = None if cv is None else torch.as_tensor(cv).detach().cpu()
+            idx = _fsc_index(ds, fsc_particles, seed)
+            vols = model.particle_volumes(idx) if ds.has_volumes else None
+            if vols is not None:
+                vols = torch.as_tensor(vols).detach().float().cpu()
+                run.fsc, run.fsc_index = _particle_fsc(ds, vols, idx), idx
+                run.examples = (vols[:4], ds.true_volumes(idx[:4]).float())
+        except Exception as exc:
+            run.error = f"particle_volumes: {type(exc).__name__}: {exc}"
+    return run
+
+
+def run_oracle_row(ds: BenchDataset, seed: int = 0, device: torch.device | None = None,
+                   n_grid: int = 12, fsc_particles: int = 128) -> MethodRun:
+    """The oracle (:mod:`tomohet.bench.oracle`) as a leaderboard row; never raises."""
+    from tomohet.bench.oracle import run_oracle
+
+    run = MethodRun(method="oracle", dataset=ds.name, method_kind="oracle")
+    with measure(device) as stats:
+        try:
+            res = run_oracle(ds, n_grid=n_grid, seed=seed, device=device or "cpu")
+        except Exception as exc:
+            run.error = f"{type(exc).__name__}: {exc}"
+    run.resources = dict(stats)
+    if run.error:
+        return run
+    run.labels = res.labels if ds.n_states > 1 else None
+    run.latent = res.latent()
+    if ds.kind == "discrete":
+        run.class_volumes = ds.volumes_for(res.grid_states, None).cpu()
+    idx = _fsc_index(ds, fsc_particles, seed)
+    m = res.map_index[idx]
+    gc = None if res.grid_coords is None else res.grid_coords[m]
+    vols = ds.volumes_for(res.grid_states[m], gc).float().cpu()
+    run.fsc, run.fsc_index = _particle_fsc(ds, vols, idx), idx
+    run.examples = (vols[:4], ds.true_volumes(idx[:4]).float())
+    return run
+
+
+def score_run(run: MethodRun, ds: BenchDataset, seed: int) -> None:
+    """Fill ``run.scores`` (metrics of :func:`score_outputs` plus FSC)."""
+    if run.error:
+        return
+    try:
+        run.scores = score_outputs(ds.states, ds.coords, run.labels, run.latent, seed)
+    except ValueError as exc:
+        run.error = f"scoring: {exc}"
+    if run.fsc is not None:
+        run.scores["fsc_auc"] = run.fsc.mean_auc
+        run.scores["fsc_res_A"] = float(np.mean(run.fsc.resolution_A))
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float | np.floating):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def write_leaderboard(runs: Sequence[tuple[MethodRun, BenchDataset]], out_dir: Path,
+                      meta: dict[str, Any] | None = None) -> pd.DataFrame:
+    """``leaderboard.csv`` and ``leaderboard.json`` (``{"meta": ..., "rows": [...]}``)."""
+    rows = [run.row(ds.kind) for run, ds in runs]
+    df = pd.DataFrame(rows)
+    order = _FIRST_COLUMNS + list(METRIC_LABELS) + ["ari_source"] + [
+        f"{m}_frac_oracle" for m in HIGHER_IS_BETTER]
+    first = [c for c in order if c in df.columns]
+    last = [c for c in ("wall_s", "peak_mem_MB", "py_peak_MB", "rss_max_MB", "gpu_peak_MB",
+                        "error") if c in df.columns]
+    df = df[first + [c for c in df.columns if c not in first + last] + last]
+    atomic_write_text(out_dir / "leaderboard.csv", df.to_csv(index=False))
+    records = [{k: _json_safe(v) for k, v in r.items()} for r in df.to_dict("records")]
+    payload = {"meta": meta or {}, "rows": records}
+    atomic_write_text(out_dir / "leaderboard.json", json.dumps(payload, indent=2) + "\n")
+    return df
+
+
+def run_bench(
+    datasets: Sequence[BenchDataset],
+    out_dir: str | Path,
+    methods: str | Sequence[str] | None = "all",
+    seed: int = 0,
+    device: torch.device | None = None,
+    oracle: bool = True,
+    oracle_grid: int = 12,
+    report: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> pd.DataFrame:
+    """Benchmark ``methods`` (plus the oracle) on ``datasets``; write leaderboard + report.
+
+    -> the leaderboard DataFrame (one row per method x data set), also written to
+    ``out_dir/leaderboard.csv`` / ``.json``; ``out_dir/report.html`` with ``report``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = resolve_methods(methods)
+    say = log or (lambda _msg: None)
+    runs: list[tuple[MethodRun, BenchDataset]] = []
+    for ds in datasets:
+        ds_runs = []
+        if oracle and ds.has_volumes:
+            ds_runs.append(run_oracle_row(ds, seed, device, n_grid=oracle_grid))
+        for name in names:
+            ds_runs.append(run_method(name, ds, seed, device))
+        for run in ds_runs:
+            score_run(run, ds, seed)
+        ref = next((r.scores for r in ds_runs if r.method == "oracle" and not r.error), None)
+        for run in ds_runs:
+            if ref is not None and not run.error:
+                run.scores.update(oracle_fractions(run.scores, ref))
+            status = f"error: {run.error}" if run.error else _summary(run.scores)
+            say(f"[bench] {ds.name:<16} {run.method:<12} "
+                f"{run.resources.get('wall_s', 0):7.2f}s  {status}")
+            runs.append((run, ds))
+    meta = {"seed": seed, "methods": names, "datasets": [d.name for d in datasets],
+            "device": str(device or "cpu"), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    df = write_leaderboard(runs, out, meta)
+    if report:
+        from tomohet.bench.report import write_report
+
+        write_report(out / "report.html", runs, df, meta)
+    return df
+
+
+def _summary(scores: dict[str, Any]) -> str:
+    keys = ("ari", "rank_corr", "neigh_sim", "fsc_auc")
+    return "  ".join(f"{k}={scores[k]:.3f}" for k in keys if k in scores)

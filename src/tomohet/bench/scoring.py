@@ -1,0 +1,86 @@
+"""Scores of one method's outputs against the truth, shared by ``bench`` and ``evaluate``.
+
+Inputs are the true states (N,) and/or coordinates (N, C), and the method's labels (N,)
+and/or latent (N, Z). Which metrics apply follows from what is available:
+
+* states with K > 1 and labels (or a latent, clustered by k-means with K = true number
+  of states): ``ari``, ``nmi``, ``accuracy``, ``pop_err_mean``, ``pop_err_max``;
+* coordinates and a latent: ``rank_corr`` (against ``c0``) and ``neigh_sim``;
+* states only and a latent: ``neigh_sim`` (k-NN label purity).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+from tomohet import metrics
+
+__all__ = ["score_outputs", "oracle_fractions", "HIGHER_IS_BETTER", "METRIC_LABELS"]
+
+# metrics whose ratio to the oracle's value is reported as <metric>_frac_oracle
+HIGHER_IS_BETTER = ["ari", "nmi", "accuracy", "rank_corr", "neigh_sim", "fsc_auc"]
+METRIC_LABELS = {
+    "ari": "ARI", "nmi": "NMI", "accuracy": "accuracy", "pop_err_mean": "pop. err. (mean)",
+    "pop_err_max": "pop. err. (max)", "rank_corr": "|Spearman|", "neigh_sim": "neigh. sim.",
+    "fsc_auc": "FSC AUC", "fsc_res_A": "FSC=0.5 res. (A)",
+}
+
+
+def _kmeans_labels(latent: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means (seeded) of a (N, Z) latent into k clusters -> (N,) labels."""
+    z = metrics.latent.as_2d(latent, "latent")
+    return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(z)
+
+
+def score_outputs(
+    states: np.ndarray | None,
+    coords: np.ndarray | None,
+    labels: np.ndarray | None = None,
+    latent: np.ndarray | None = None,
+    seed: int = 0,
+    k_neighbours: int = 20,
+) -> dict[str, Any]:
+    """Every applicable metric (see module doc) as a flat dict of floats.
+
+    states (N,) int or None; coords (N, C) or None; labels (N,) or None; latent (N, Z) or
+    None. Adds ``ari_source`` = "labels" or "kmeans" when clustering scores were computed.
+    """
+    out: dict[str, Any] = {}
+    n_states = 0 if states is None else len(np.unique(states))
+    if n_states > 1:
+        lab, source = labels, "labels"
+        if lab is None and latent is not None:
+            lab, source = _kmeans_labels(latent, n_states, seed), "kmeans"
+        if lab is not None:
+            lab = np.asarray(lab)
+            pe = metrics.population_error(states, lab)
+            out.update(ari=metrics.ari(states, lab), nmi=metrics.nmi(states, lab),
+                       accuracy=metrics.hungarian_accuracy(states, lab),
+                       pop_err_mean=pe.mean, pop_err_max=pe.max, ari_source=source)
+    if latent is not None:
+        z = metrics.latent.as_2d(latent, "latent")
+        k = int(min(k_neighbours, len(z) - 1))
+        if coords is not None:
+            c = metrics.latent.as_2d(coords, "coords")
+            out["rank_corr"] = metrics.rank_correlation(z, c[:, 0])
+            truth = metrics.truth_embedding(states if n_states > 1 else None, c)
+            out["neigh_sim"] = metrics.neighbourhood_similarity(z, truth, k)
+        elif n_states > 1:
+            out["neigh_sim"] = metrics.neighbourhood_similarity(
+                z, metrics.truth_embedding(states), k)
+    return out
+
+
+def oracle_fractions(scores: dict[str, Any], oracle: dict[str, Any]) -> dict[str, float]:
+    """``<metric>_frac_oracle`` = method / oracle for higher-is-better metrics present in
+    both (NaN when the oracle scores <= 0)."""
+    out = {}
+    for m in HIGHER_IS_BETTER:
+        a, b = scores.get(m), oracle.get(m)
+        if a is None or b is None or not np.isfinite(a) or not np.isfinite(b):
+            continue
+        out[f"{m}_frac_oracle"] = float(a / b) if b > 0 else float("nan")
+    return out
