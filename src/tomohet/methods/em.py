@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,16 @@ class EMEngine:
         self.progress = progress
         self.deltas = (pose_deltas(config.local_search_deg, config.local_search_steps,
                                    self.device) if config.local_search_deg > 0 else None)
+        # seconds spent per stage, for benchmarks/bench_ml.py
+        self.timings: dict[str, float] = {"read_prepare": 0.0, "projection": 0.0,
+                                          "likelihood": 0.0, "backprojection": 0.0}
+
+    def _tick(self, key: str, t0: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.timings[key] += now - t0
+        return now
 
     # ------------------------------------------------------------------ data
     def new_noise(self) -> NoiseModel:
@@ -216,8 +227,11 @@ class EMEngine:
         post_all = np.zeros((len(self.index), k))
         total_ll, pos = 0.0, 0
         for idx in self.batches():
+            t0 = time.perf_counter()
             prep = self.prepare(idx)
+            self._tick("read_prepare", t0)
             post, ll_tot, best_rot, resid = self._e_step(proj, prep, noise, log_prior)
+            t0 = time.perf_counter()
             post_all[pos : pos + len(idx)] = post.cpu().numpy()
             total_ll += float(ll_tot)
             new_noise.accumulate(resid, prep)
@@ -229,6 +243,7 @@ class EMEngine:
                     sel = torch.zeros_like(vw)
                     sel[2 * c : 2 * c + 2] = vw[2 * c : 2 * c + 2]
                     insert_prepared(bp, prep, sel, noise, rotation=best_rot[c])
+            self._tick("backprojection", t0)
             pos += len(idx)
             if self.progress:
                 self.progress(len(idx))
@@ -240,7 +255,9 @@ class EMEngine:
         """Posteriors (B, K), summed log evidence, best rotations per class, residual power."""
         k = self.cfg.n_classes
         b = prep.data.shape[0]
+        t0 = time.perf_counter()
         model = model_transforms(proj, prep, self.deltas)  # (K, [J,] B, ...)
+        t0 = self._tick("projection", t0)
         if self.deltas is None:
             model = model[:, None]
         j = model.shape[1]
@@ -259,6 +276,7 @@ class EMEngine:
         bidx = torch.arange(b, device=post.device)
         pick = model[kmap, best_j[bidx, kmap], bidx]
         resid = prep.data - prep.transfer * pick
+        self._tick("likelihood", t0)
         best_rot = None
         if self.deltas is not None:
             r = prep.rotation

@@ -1,0 +1,83 @@
+"""Seconds per EM iteration of ml2d / ml3d / occupancy, with the time split by stage.
+
+Default: 2,000 particles x 41 tilts, box 48, K = 4 (the figure asked for in the issue).
+Run: ``python benchmarks/bench_ml.py [--n 2000] [--box 48] [--k 4] [--threads 2]``.
+Prints a table and a JSON line; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from tomohet.methods.em import EMConfig, EMEngine, EMState
+from tomohet.physics.reconstruction import half_set_labels
+
+
+def synthetic_set(n: int, box: int, n_tilts: int, seed: int):
+    from tomohet.sim import simulate
+    from tomohet.sim.presets import get_preset
+
+    cfg = get_preset("discrete-realistic", n_particles=n, box=box, n_tilts=n_tilts)
+    return simulate(cfg, seed=seed).particles
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--box", type=int, default=48)
+    ap.add_argument("--tilts", type=int, default=41)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--subtomo", action="store_true", help="time ml3d instead of ml2d")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    particles = synthetic_set(args.n, args.box, args.tilts, seed=0)
+    t_sim = time.perf_counter() - t0
+    if args.subtomo:
+        from tomohet.data.subtomo_cache import subtomograms_from_tilts
+
+        t0 = time.perf_counter()
+        particles = subtomograms_from_tilts(particles, progress=False, device=args.device)
+        print(f"subtomogram reconstruction: {time.perf_counter() - t0:.1f}s")
+    n = particles.n_particles
+    cfg = EMConfig(n_classes=args.k, batch_size=args.batch_size, device=args.device)
+    engine = EMEngine(particles, cfg, np.arange(n))
+    halves = half_set_labels(n)
+    rng = np.random.default_rng(0)
+    weights = np.eye(args.k)[rng.integers(0, args.k, n)]
+    vols, _, _ = engine.volumes_from(engine.reconstruct_pass(weights, None, halves))
+    noise = engine.noise_pass(vols.mean(0, keepdim=True), np.zeros(n, dtype=np.int64))
+    state = EMState(volumes=vols, priors=torch.full((args.k,), 1 / args.k),
+                    sigma2=noise.sigma2, posteriors=weights)
+    for key in engine.timings:
+        engine.timings[key] = 0.0
+    t0 = time.perf_counter()
+    bp, _, _, _ = engine.em_pass(state, halves)
+    t_pass = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    engine.volumes_from(bp)
+    t_recon = time.perf_counter() - t0
+    total = t_pass + t_recon
+    res = {"particles": n, "tilts": args.tilts, "box": args.box, "classes": args.k,
+           "threads": args.threads, "device": args.device, "geometry":
+           "subtomo" if args.subtomo else "tilt", "simulate_s": t_sim,
+           "iteration_s": total, **{f"{k}_s": v for k, v in engine.timings.items()},
+           "reconstruct_maps_s": t_recon}
+    for k, v in res.items():
+        share = f"  ({100 * v / total:4.1f}%)" if k.endswith("_s") and k not in (
+            "iteration_s", "simulate_s") else ""
+        print(f"{k:>20}: {v:.2f}{share}" if isinstance(v, float) else f"{k:>20}: {v}")
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
