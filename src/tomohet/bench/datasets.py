@@ -20,7 +20,7 @@ from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 
 __all__ = [
     "BenchDataset", "from_simulated", "load_dataset_dir", "align_truth", "coord_columns",
-    "truth_states", "truth_coords",
+    "truth_states", "truth_coords", "truth_key",
 ]
 
 ParticleSet = TiltSeriesParticles | SubtomogramParticles
@@ -35,14 +35,21 @@ def coord_columns(truth: pd.DataFrame) -> list[str]:
 
 
 def truth_states(truth: pd.DataFrame) -> np.ndarray:
-    """(N,) int64 true state: the ``state`` column when it holds integers (it indexes the
-    state volumes), else its values encoded in sorted order; zeros without the column."""
+    """(N,) int64 true state: the ``state`` column when it holds non-negative integers (it
+    indexes the state volumes), else its values encoded in sorted order (so a single
+    "no discrete state" value such as -1 becomes 0); zeros without the column."""
+    return _state_encoding(truth)[0]
+
+
+def _state_encoding(truth: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """(encoded (N,), raw values (K,) or None when the encoding is the identity)."""
     if "state" not in truth.columns:
-        return np.zeros(len(truth), dtype=np.int64)
+        return np.zeros(len(truth), dtype=np.int64), None
     s = truth["state"].to_numpy()
-    if s.dtype.kind in "iu":
-        return s.astype(np.int64)
-    return np.unique(s.astype(str), return_inverse=True)[1].reshape(-1).astype(np.int64)
+    if s.dtype.kind in "iu" and (len(s) == 0 or s.min() >= 0):
+        return s.astype(np.int64), None
+    values, enc = np.unique(s if s.dtype.kind in "iuf" else s.astype(str), return_inverse=True)
+    return enc.reshape(-1).astype(np.int64), values
 
 
 def truth_coords(truth: pd.DataFrame) -> np.ndarray | None:
@@ -51,17 +58,28 @@ def truth_coords(truth: pd.DataFrame) -> np.ndarray | None:
     return truth[cols].to_numpy(float) if cols else None
 
 
+def truth_key(truth: pd.DataFrame, names: list[str] | pd.Series) -> str:
+    """The truth column holding particle names: of ``name`` (the simulator's) and
+    ``particle``, the one matching most of ``names``. ValueError if neither exists."""
+    cols = [c for c in ("name", "particle") if c in truth.columns]
+    if not cols:
+        raise ValueError("truth table has neither a 'name' nor a 'particle' column")
+    wanted = set(map(str, names))
+    return max(cols, key=lambda c: len(wanted & set(truth[c].astype(str).str.strip())))
+
+
 def align_truth(truth: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """Truth rows reordered to the particle order ``names``; ValueError if any is missing."""
-    if "particle" not in truth.columns:
-        raise ValueError("truth table has no 'particle' column")
+    """Truth rows reordered to the particle order ``names`` (matched by name, see
+    :func:`truth_key`); ValueError if any particle is missing."""
+    key = truth_key(truth, names)
     t = truth.copy()
-    t["particle"] = t["particle"].astype(str)
-    t = t.drop_duplicates("particle").set_index("particle")
+    t["_key"] = t[key].astype(str).str.strip()
+    t = t.drop_duplicates("_key").set_index("_key")
     missing = [n for n in names if n not in t.index]
     if missing:
-        raise ValueError(f"{len(missing)} particles have no truth row, e.g. {missing[:3]}")
-    return t.loc[list(names)].reset_index()
+        raise ValueError(f"{len(missing)} particles have no truth row (column {key!r}), "
+                         f"e.g. {missing[:3]}")
+    return t.loc[list(names)].reset_index(drop=True)
 
 
 @dataclass
@@ -124,9 +142,14 @@ class BenchDataset:
     def volumes_for(self, states: np.ndarray, coords: np.ndarray | None) -> torch.Tensor:
         """True volumes for (M,) states and (M, C) coordinates -> (M, D, D, D)."""
         if coords is not None and self.volume_fn is not None:
-            return torch.as_tensor(self.volume_fn(np.asarray(states), np.asarray(coords)))
+            raw = _state_encoding(self.truth)[1]
+            st = np.asarray(states) if raw is None else raw[np.asarray(states)]
+            return torch.as_tensor(self.volume_fn(st, np.asarray(coords)))
         if self.state_volumes is None:
             raise ValueError(f"{self.name}: no true volumes available")
+        if coords is not None:
+            raise ValueError(f"{self.name}: no per-coordinate volume function for "
+                             "continuous truth")
         return torch.as_tensor(self.state_volumes)[torch.as_tensor(np.asarray(states))]
 
     def true_volumes(self, index: np.ndarray) -> torch.Tensor:
@@ -137,7 +160,11 @@ class BenchDataset:
 
     @property
     def has_volumes(self) -> bool:
-        return self.state_volumes is not None or self.volume_fn is not None
+        """Whether every particle's true volume is known (continuous data need
+        ``volume_fn``)."""
+        if self.volume_fn is not None:
+            return True
+        return self.state_volumes is not None and self.volume_coords is None
 
 
 def _sim_volume_fn(sim: Any) -> VolumeFn | None:
@@ -159,8 +186,29 @@ def from_simulated(sim: Any, name: str) -> BenchDataset:
     )
 
 
+def _volume_fn_from_json(path: Path) -> VolumeFn | None:
+    """Rebuild the simulator's heterogeneity model from ``simulation.json`` -> its
+    per-(state, coordinate) volume function, or None when that is not possible."""
+    try:
+        import json
+
+        from tomohet.sim import SimulationConfig, build_model
+
+        config = SimulationConfig.from_dict(json.loads(path.read_text())["config"])
+        model = build_model(config.structure, config.box, config.pixel_size_A)
+    except Exception:  # no simulator, old or foreign json: fall back to state maps
+        return None
+
+    def fn(states: np.ndarray, coords: np.ndarray) -> torch.Tensor:
+        s = np.maximum(np.asarray(states, dtype=np.int64).reshape(-1), 0)
+        return model.volumes(s, np.asarray(coords, dtype=np.float64).reshape(len(s), -1))
+
+    return fn
+
+
 def load_dataset_dir(path: str | Path) -> BenchDataset:
-    """A folder with ``truth.csv``, a particle file and optionally ``state_*.mrc`` maps."""
+    """A folder written by ``SimulatedDataset.write``: ``truth.csv``, a particle star file,
+    ``state_*.mrc`` maps and ``simulation.json`` (to rebuild per-coordinate volumes)."""
     from tomohet.io import read_particles
 
     d = Path(path)
@@ -171,11 +219,13 @@ def load_dataset_dir(path: str | Path) -> BenchDataset:
     if not candidates:
         raise ValueError(f"{d}: no particle star file (*optimisation_set.star / *particles*.star)")
     particles = read_particles(candidates[0])
-    maps = sorted(d.glob("state_*.mrc")) or sorted((d / "truth").glob("state_*.mrc"))
+    maps = sorted(d.glob("state_*.mrc"))
     vols = None
     if maps:
         import mrcfile
 
         vols = torch.stack([torch.as_tensor(np.asarray(mrcfile.read(m), dtype=np.float32))
                             for m in maps])
-    return BenchDataset(name=d.name, particles=particles, truth=truth, state_volumes=vols)
+    fn = _volume_fn_from_json(d / "simulation.json") if (d / "simulation.json").exists() else None
+    return BenchDataset(name=d.name, particles=particles, truth=truth, state_volumes=vols,
+                        volume_fn=fn)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tomohet.bench.datasets import truth_coords, truth_states
+from tomohet.bench.datasets import truth_coords, truth_key, truth_states
 from tomohet.bench.scoring import score_outputs
 
 __all__ = ["read_predictions", "evaluate_predictions"]
@@ -72,10 +72,10 @@ def evaluate_predictions(truth: pd.DataFrame, pred: pd.DataFrame, seed: int = 0,
     -> dict with counts of matched/unmatched particles (and examples), ``scores`` and,
     with classes, the ``confusion_matrix`` (true states x predicted classes).
     """
-    if "particle" not in truth.columns:
-        raise ValueError("truth has no 'particle' column")
-    t = truth.assign(particle=truth["particle"].astype(str).str.strip())
-    t = t.drop_duplicates("particle")
+    key = truth_key(truth, pred["particle"])
+    t = truth.drop(columns=[c for c in ("particle", "class") if c != key and c in truth])
+    t = t.rename(columns={key: "particle"})
+    t = t.assign(particle=t["particle"].astype(str).str.strip()).drop_duplicates("particle")
     dup = int(pred["particle"].duplicated().sum())
     pr = pred.drop_duplicates("particle")
     both = t.merge(pr, on="particle", how="inner", suffixes=("", "_pred"))

@@ -102,14 +102,14 @@ def population_bars(true_frac: np.ndarray, pred_frac: np.ndarray, title: str) ->
     return to_base64_png(fig)
 
 
-def central_slices(rows: Sequence[tuple[str, np.ndarray]], title: str) -> str:
-    """Central XY, XZ and YZ slices of each named (K, D, D, D) stack: one row per stack,
-    one column block per volume."""
+def central_slices(rows: Sequence[tuple[Sequence[str], np.ndarray]], title: str) -> str:
+    """Central XY, XZ and YZ slices: one row per (labels (K,), (K, D, D, D) stack), one
+    block of three panels per volume."""
     n_rows = len(rows)
     k = max(len(v) for _, v in rows)
     fig, axes = plt.subplots(n_rows, 3 * k, figsize=(1.1 * 3 * k, 1.25 * n_rows + 0.4),
                              squeeze=False)
-    for r, (name, vols) in enumerate(rows):
+    for r, (labels, vols) in enumerate(rows):
         for j in range(k):
             for a in range(3):
                 ax = axes[r, 3 * j + a]
@@ -118,10 +118,9 @@ def central_slices(rows: Sequence[tuple[str, np.ndarray]], title: str) -> str:
                     continue
                 v = np.asarray(vols[j], dtype=float)
                 c = v.shape[0] // 2
-                img = (v[c], v[:, c], v[:, :, c])[a]
-                ax.imshow(img, cmap="gray")
+                ax.imshow((v[c], v[:, c], v[:, :, c])[a], cmap="gray")
                 if a == 0:
-                    ax.set_title(f"{name} {j}", fontsize=7, loc="left")
+                    ax.set_title(labels[j], fontsize=7, loc="left")
     fig.suptitle(title, fontsize=9)
     return to_base64_png(fig)
 

@@ -180,7 +180,8 @@ def oracle_grid(ds: BenchDataset, n_grid: int = 12, seed: int = 0
 
 def run_oracle(ds: BenchDataset, n_grid: int = 12, seed: int = 0,
                device: str | torch.device = "cpu", memory_MB: float = 256.0,
-               max_resolution_A: float | None = None) -> OracleResult:
+               max_resolution_A: float | None = None, projector_MB: float = 1024.0
+               ) -> OracleResult:
     """The oracle on a benchmark data set (see module doc). -> :class:`OracleResult`."""
     if not ds.has_volumes:
         raise ValueError(f"{ds.name}: the oracle needs the true volumes")
@@ -189,7 +190,7 @@ def run_oracle(ds: BenchDataset, n_grid: int = 12, seed: int = 0,
     volumes = ds.volumes_for(grid_states, grid_coords)
     priors = np.bincount(nearest, minlength=len(grid_states)) / len(nearest)
     post = oracle_posteriors(ds.particles, volumes, nearest, priors, device, max_resolution_A,
-                             memory_MB=memory_MB)
+                             memory_MB=memory_MB, projector_MB=projector_MB)
     k = int(grid_states.max()) + 1
     state_post = np.zeros((len(post), k))
     np.add.at(state_post.T, grid_states, post.T)

@@ -11,10 +11,9 @@ from tomohet.bench.datasets import BenchDataset, from_simulated
 __all__ = ["simulate_presets", "QUICK_OVERRIDES"]
 
 # applied with --quick, each only when the preset's config has that field
-QUICK_OVERRIDES: dict[str, Any] = {
-    "n_particles": 120, "particles_per_tomogram": 40, "n_tomograms": 3, "box": 24,
-    "n_tilts": 15,
-}
+QUICK_OVERRIDES: dict[str, Any] = {"n_particles": 120, "n_tomograms": 2, "box": 24, "n_tilts": 15}
+# accepted by get_preset although not config fields
+_PRESET_KEYWORDS = {"n_tilts"}
 
 
 def _config_fields(config: Any) -> set[str]:
@@ -31,9 +30,8 @@ def simulate_presets(names: Sequence[str], seed: int = 0, quick: bool = False
     if not names:
         return []
     try:
-        from tomohet.sim.presets import get_preset, list_presets
-
         from tomohet.sim import simulate
+        from tomohet.sim.presets import get_preset, list_presets
     except ImportError as exc:
         raise ValueError(f"the simulator is not available ({exc}); use --data") from exc
     known = list(list_presets())
@@ -43,7 +41,7 @@ def simulate_presets(names: Sequence[str], seed: int = 0, quick: bool = False
             raise ValueError(f"unknown preset {name!r}; known: {', '.join(known)}")
         overrides: dict[str, Any] = {}
         if quick:
-            fields = _config_fields(get_preset(name))
+            fields = _config_fields(get_preset(name)) | _PRESET_KEYWORDS
             overrides = {k: v for k, v in QUICK_OVERRIDES.items() if k in fields}
         sim = simulate(get_preset(name, **overrides), seed=seed)
         out.append(from_simulated(sim, name))

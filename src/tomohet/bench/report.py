@@ -49,7 +49,8 @@ def _fmt(v: Any) -> str:
 
 
 def _table(df: pd.DataFrame) -> str:
-    cols = [c for c in df.columns if c not in ("py_peak_MB", "rss_max_MB", "gpu_peak_MB")]
+    hidden = ("py_peak_MB", "rss_growth_MB", "rss_max_MB", "gpu_peak_MB")
+    cols = [c for c in df.columns if c not in hidden]
     head = "".join(f"<th>{html.escape(METRIC_LABELS.get(c, c))}</th>" for c in cols)
     body = []
     for _, r in df.iterrows():
@@ -62,34 +63,49 @@ def _table(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _matched_class_volumes(run: MethodRun, ds: BenchDataset) -> np.ndarray | None:
-    """Class volumes reordered so that entry s is the class matched to true state s."""
-    cv = run.class_volumes
-    if cv is None:
+def _matched_class_volumes(run: MethodRun, ds: BenchDataset
+                           ) -> tuple[list[str], np.ndarray] | None:
+    """Class volumes reordered so that entry s is the class matched to true state s, with
+    their labels (``class <label>``)."""
+    if run.class_volumes is None:
         return None
-    vols = np.asarray(cv)
-    if run.labels is None or ds.n_states < 2:
-        return vols
-    from tomohet.metrics import hungarian_mapping
+    vols = np.asarray(run.class_volumes)
+    order = list(range(len(vols)))
+    if run.labels is not None and ds.n_states > 1:
+        from tomohet.metrics import hungarian_mapping
 
-    p_vals = np.unique(run.labels)
-    mapping = hungarian_mapping(ds.states, run.labels)  # enc pred -> enc true
-    order = [int(p_vals[j]) for j, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
-    order += [int(v) for v in p_vals if int(v) not in order]
-    order = [o for o in order if 0 <= o < len(vols)]
-    return vols[order] if order else vols
+        p_vals = np.unique(run.labels)
+        mapping = hungarian_mapping(ds.states, run.labels)  # encoded pred -> encoded true
+        matched = [int(p_vals[j]) for j, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+        rest = [int(v) for v in p_vals if int(v) not in matched]
+        order = [o for o in matched + rest if 0 <= o < len(vols)] or order
+    return [f"class {o}" for o in order], vols[order]
 
 
-def _slice_rows(run: MethodRun, ds: BenchDataset) -> list[tuple[str, np.ndarray]] | None:
-    cls_vols = _matched_class_volumes(run, ds)
-    if cls_vols is not None:
-        rows = [("class", cls_vols[:8])]
-        if ds.state_volumes is not None:
-            rows.insert(0, ("true", np.asarray(ds.state_volumes)[:8]))
-        return rows
+def _true_rows(ds: BenchDataset) -> tuple[list[str], np.ndarray] | None:
+    """True volumes to show: each state's, or for continuous data the volumes at the
+    10/50/90% quantiles of the coordinates."""
+    vc = ds.volume_coords
+    if ds.kind == "continuous" and vc is not None and ds.volume_fn is not None:
+        q = np.quantile(vc, [0.1, 0.5, 0.9], axis=0)
+        return ["true c q10", "true c q50", "true c q90"], np.asarray(
+            ds.volumes_for(np.zeros(3, dtype=np.int64), q))
+    if ds.state_volumes is None:
+        return None
+    vols = np.asarray(ds.state_volumes)[:8]
+    return [f"true state {k}" for k in range(len(vols))], vols
+
+
+def _slice_rows(run: MethodRun, ds: BenchDataset) -> list[tuple[list[str], np.ndarray]] | None:
+    cls = _matched_class_volumes(run, ds)
+    if cls is not None:
+        true = _true_rows(ds)
+        return ([true] if true is not None else []) + [(cls[0][:8], cls[1][:8])]
     if run.examples is not None:
-        pred, true = run.examples
-        return [("true ptcl", np.asarray(true)), ("pred ptcl", np.asarray(pred))]
+        pred, true_v = (np.asarray(x) for x in run.examples)
+        idx = [] if run.fsc_index is None else list(run.fsc_index[: len(pred)])
+        names = [f"ptcl {i}" for i in idx] or [f"ptcl {j}" for j in range(len(pred))]
+        return [([f"true {n}" for n in names], true_v), ([f"pred {n}" for n in names], pred)]
     return None
 
 
@@ -98,7 +114,7 @@ def _method_figures(run: MethodRun, ds: BenchDataset) -> list[str]:
     out: list[str] = []
     tag = f"{run.method} on {ds.name}"
     coords, states = ds.coords, ds.states
-    discrete_colour = coords is None
+    discrete_colour = ds.kind != "continuous"  # mixed data: coloured by state
     truth_colour = states if discrete_colour else coords[:, 0]
     if run.latent is not None:
         out.append(_figure(
@@ -133,7 +149,7 @@ def _tomogram_figure(run: MethodRun, ds: BenchDataset, tag: str) -> str:
         x, y = t["x_A"].to_numpy(float), t["y_A"].to_numpy(float)
     tomo = (t["tomogram"].astype(str).to_numpy() if "tomogram" in t.columns
             else np.asarray(ds.particles.tomo_names))
-    discrete = ds.coords is None
+    discrete = ds.kind != "continuous"
     truth = ds.states if discrete else ds.coords[:, 0]
     pred, pred_discrete = None, True
     if run.labels is not None and discrete and ds.n_states > 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
@@ -60,12 +61,14 @@ class MethodRun:
     scores: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def row(self, dataset_kind: str) -> dict[str, Any]:
         """Flat leaderboard row."""
         return {"method": self.method, "dataset": self.dataset, "dataset_kind": dataset_kind,
                 "method_kind": self.method_kind, "status": "error" if self.error else "ok",
-                **self.scores, **self.resources, "error": self.error or ""}
+                **self.scores, **self.resources, "error": self.error or "",
+                "warning": "; ".join(self.warnings)}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -80,17 +83,55 @@ def atomic_write_text(path: Path, text: str) -> None:
     _write(path, text)
 
 
-def _rss_MB() -> float:
+def _max_rss_MB() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _current_rss_MB() -> float | None:
+    """Resident size now (Linux /proc), or None where unavailable."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _RssSampler(threading.Thread):
+    """Samples the resident size every ``interval`` s: catches torch CPU allocations that
+    tracemalloc does not see and that are freed before the block ends."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.start_MB = _current_rss_MB()
+        self.peak_MB = self.start_MB or 0.0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            now = _current_rss_MB()
+            if now is not None:
+                self.peak_MB = max(self.peak_MB, now)
+
+    def finish(self) -> float:
+        """Stop; -> peak growth of the resident size over the start (MB)."""
+        self._stop_event.set()
+        self.join()
+        now = _current_rss_MB()
+        if self.start_MB is None or now is None:
+            return 0.0
+        return max(self.peak_MB, now) - self.start_MB
 
 
 @contextmanager
 def measure(device: torch.device | None = None) -> Iterator[dict[str, float]]:
     """Wall time and peak memory of the block -> dict filled on exit.
 
-    ``py_peak_MB``: tracemalloc peak (Python + numpy allocations); ``rss_max_MB``: the
-    process's high-water resident size; ``gpu_peak_MB``: torch CUDA peak; ``peak_mem_MB``
-    the largest of the Python peak, the RSS growth and the GPU peak.
+    ``py_peak_MB``: tracemalloc peak (Python + numpy allocations); ``rss_growth_MB``: peak
+    growth of the resident size (sampled every 20 ms; torch CPU tensors included);
+    ``rss_max_MB``: the process's high-water resident size (``ru_maxrss``);
+    ``gpu_peak_MB``: torch CUDA peak; ``peak_mem_MB``: the largest of the Python peak, the
+    RSS growth and the GPU peak.
     """
     stats: dict[str, float] = {}
     was_tracing = tracemalloc.is_tracing()
@@ -101,18 +142,20 @@ def measure(device: torch.device | None = None) -> Iterator[dict[str, float]]:
     cuda = device is not None and device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    rss0, t0 = _rss_MB(), time.perf_counter()
+    sampler = _RssSampler()
+    sampler.start()
+    t0 = time.perf_counter()
     try:
         yield stats
     finally:
         wall = time.perf_counter() - t0
+        growth = sampler.finish()
         py_peak = tracemalloc.get_traced_memory()[1] / 2**20
         if not was_tracing:
             tracemalloc.stop()
         gpu = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else 0.0
-        rss = _rss_MB()
-        stats.update(wall_s=wall, peak_mem_MB=max(py_peak, rss - rss0, gpu),
-                     py_peak_MB=py_peak, rss_max_MB=rss, gpu_peak_MB=gpu)
+        stats.update(wall_s=wall, peak_mem_MB=max(py_peak, growth, gpu), py_peak_MB=py_peak,
+                     rss_growth_MB=growth, rss_max_MB=_max_rss_MB(), gpu_peak_MB=gpu)
 
 
 def resolve_methods(spec: str | Sequence[str] | None) -> list[str]:
@@ -149,7 +192,7 @@ def _particle_fsc(ds: BenchDataset, vols: torch.Tensor, index: np.ndarray) -> Pa
     from tomohet.physics.fourier import soft_sphere_mask
 
     box = ds.particles.optics.box
-    mask = soft_sphere_mask(box, box / 2 - 3, edge_px=2.0)
+    mask = soft_sphere_mask(box, max(box / 2 - 3, box / 4), edge_px=2.0)
     return per_particle_fsc(vols.detach().float().cpu(), ds.true_volumes(index).float(),
                             ds.pixel_size_A, mask=mask)
 
@@ -192,7 +235,9 @@ def run_method(name: str, ds: BenchDataset, seed: int = 0, device: torch.device 
             run.labels = _optional(model.predict)
             run.latent = _optional(model.transform)
             if run.latent is None and run.labels is not None and ds.coords is not None:
-                run.latent = _optional(model.predict_proba)
+                proba = _optional(model.predict_proba)  # rows of filtered particles: NaN
+                run.latent = None if proba is None else np.nan_to_num(
+                    np.asarray(proba, dtype=float), nan=1.0 / max(np.shape(proba)[-1], 1))
             _check_outputs(run, ds.n_particles)
         except Exception as exc:  # a failing method is a result, not a crash
             run.error = f"{type(exc).__name__}: {exc}"
@@ -207,8 +252,8 @@ def run_method(name: str, ds: BenchDataset, seed: int = 0, device: torch.device 
                 vols = torch.as_tensor(vols).detach().float().cpu()
                 run.fsc, run.fsc_index = _particle_fsc(ds, vols, idx), idx
                 run.examples = (vols[:4], ds.true_volumes(idx[:4]).float())
-        except Exception as exc:
-            run.error = f"particle_volumes: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # the other scores still stand
+            run.warnings.append(f"no per-particle FSC: {type(exc).__name__}: {exc}")
     return run
 
 
@@ -245,8 +290,12 @@ def score_run(run: MethodRun, ds: BenchDataset, seed: int) -> None:
         return
     try:
         run.scores = score_outputs(ds.states, ds.coords, run.labels, run.latent, seed)
-    except ValueError as exc:
-        run.error = f"scoring: {exc}"
+    except ValueError as exc:  # e.g. a NaN latent: keep the class scores, note why
+        try:
+            run.scores = score_outputs(ds.states, ds.coords, run.labels, None, seed)
+            run.warnings.append(f"latent not scored: {exc}")
+        except ValueError as exc2:
+            run.error = f"scoring: {exc2}"
     if run.fsc is not None:
         run.scores["fsc_auc"] = run.fsc.mean_auc
         run.scores["fsc_res_A"] = float(np.mean(run.fsc.resolution_A))
@@ -268,8 +317,8 @@ def write_leaderboard(runs: Sequence[tuple[MethodRun, BenchDataset]], out_dir: P
     order = _FIRST_COLUMNS + list(METRIC_LABELS) + ["ari_source"] + [
         f"{m}_frac_oracle" for m in HIGHER_IS_BETTER]
     first = [c for c in order if c in df.columns]
-    last = [c for c in ("wall_s", "peak_mem_MB", "py_peak_MB", "rss_max_MB", "gpu_peak_MB",
-                        "error") if c in df.columns]
+    last = [c for c in ("wall_s", "peak_mem_MB", "py_peak_MB", "rss_growth_MB", "rss_max_MB",
+                        "gpu_peak_MB", "error", "warning") if c in df.columns]
     df = df[first + [c for c in df.columns if c not in first + last] + last]
     atomic_write_text(out_dir / "leaderboard.csv", df.to_csv(index=False))
     records = [{k: _json_safe(v) for k, v in r.items()} for r in df.to_dict("records")]

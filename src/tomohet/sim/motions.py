@@ -21,7 +21,8 @@ import torch
 
 from tomohet.sim.structures import AtomModel
 
-__all__ = ["Motion", "Interpolation", "Hinge", "NormalMode", "build_motion", "anm_modes"]
+__all__ = ["Motion", "Interpolation", "Hinge", "NormalMode", "build_motion", "anm_modes",
+           "superpose"]
 
 
 class Motion:
@@ -103,6 +104,18 @@ def anm_modes(beads_A: np.ndarray, n_modes: int, cutoff_A: float = 15.0) -> np.n
     return vec[:, 6 : 6 + n_modes].T.reshape(n_modes, n, 3)
 
 
+def superpose(mobile: np.ndarray, fixed: np.ndarray, use: np.ndarray,
+              weight: np.ndarray) -> np.ndarray:
+    """Mobile (M, 3) moved by the weighted Kabsch fit of ``mobile[use]`` onto ``fixed[use]``."""
+    w = weight[use] / weight[use].sum()
+    mc, fc = (w[:, None] * mobile[use]).sum(0), (w[:, None] * fixed[use]).sum(0)
+    h = ((mobile[use] - mc) * w[:, None]).T @ (fixed[use] - fc)
+    u, _, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(vt.T @ u.T))
+    rot = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    return (mobile - mc) @ rot.T + fc
+
+
 def _residue_atom(model: AtomModel, chain: str | None, resnum: int) -> int:
     sel = model.resnum == int(resnum)
     if chain is not None:
@@ -137,8 +150,12 @@ def build_motion(spec: dict, model: AtomModel, full_model: AtomModel | None = No
         i, j = model.match(target)
         if len(i) != len(model):
             raise ValueError(f"interpolation target matches only {len(i)}/{len(model)} atoms")
+        align = np.ones(len(i), bool)
+        if spec.get("align_residues"):
+            align = model.select(residues=[tuple(r) for r in spec["align_residues"]])[i]
+        moved = superpose(target.xyz_A[j], model.xyz_A[i], align, model.weight[i])
         disp = np.zeros_like(model.xyz_A)
-        disp[i] = target.xyz_A[j] - model.xyz_A[i]
+        disp[i] = moved - model.xyz_A[i]
         return Interpolation(disp, spec)
     if kind == "hinge":
         moving = model.select(residues=[tuple(r) for r in spec["residues"]])

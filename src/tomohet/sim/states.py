@@ -188,7 +188,7 @@ class AtomicStates(HeterogeneityModel):
     ``component_masks`` (P, M) bool: atoms of each component (atoms in none form the
     base, always present); ``state_components`` (K, P) bool; ``motions`` applied in order,
     motion j driven by coordinate column j drawn from ``distributions[j]``.
-    Coordinates of the model are centred on its centre of mass before anything else.
+    With ``centre`` the model is first centred on its centre of mass.
     """
 
     def __init__(
@@ -197,8 +197,9 @@ class AtomicStates(HeterogeneityModel):
         fractions=None, state_names: list[str] | None = None,
         motions: list[Motion] | None = None, distributions: list[dict] | None = None,
         continuous_mode: str = "exact", n_grid: int = 41, batch_atoms: int = 4096,
+        centre: bool = True,
     ) -> None:
-        self.model = model.translated(-model.centre_of_mass_A())
+        self.model = model.translated(-model.centre_of_mass_A()) if centre else model
         m = len(self.model)
         self.box, self.pixel_size_A = int(box), float(pixel_size_A)
         self.component_masks = (np.zeros((0, m), bool) if component_masks is None
@@ -217,9 +218,9 @@ class AtomicStates(HeterogeneityModel):
         self.sigma_A = torch.as_tensor(atom_sigma_A(self.model, resolution_A), dtype=torch.float32)
         self._xyz = torch.as_tensor(self.model.xyz_A, dtype=torch.float32)
         self._w = torch.as_tensor(self.model.weight, dtype=torch.float32)
-        base = ~self.component_masks.any(0)
-        present = base[None] | (self.state_components.astype(np.int64)
-                                @ self.component_masks.astype(np.int64) > 0)
+        base = np.asarray(~self.component_masks.any(0), dtype=bool)
+        used = self.state_components.astype(np.int64) @ self.component_masks.astype(np.int64)
+        present = np.asarray(used > 0) | base[None, :]
         self._state_weight = self._w[None] * torch.as_tensor(present, dtype=torch.float32)
         if continuous_mode not in ("exact", "grid"):
             raise ValueError("continuous_mode must be 'exact' or 'grid'")
@@ -229,14 +230,18 @@ class AtomicStates(HeterogeneityModel):
         self._projectors: dict[int, VolumeProjector] = {}
 
     def _make_grid(self, n: int) -> _Grid:
+        """Grid over each coordinate's range: uniform bounds, else the 0.1-99.9% quantiles."""
         rng = np.random.default_rng(0)
-        draws = np.stack([sample_distribution(d, 4096, rng) for d in self.distributions], 1) \
-            if self.motions else np.zeros((1, 0))
-        lo = np.array([d.get("low", v.min()) if d.get("kind", "uniform") == "uniform"
-                       else v.min() for d, v in zip(self.distributions, draws.T, strict=True)])
-        hi = np.array([d.get("high", v.max()) if d.get("kind", "uniform") == "uniform"
-                       else v.max() for d, v in zip(self.distributions, draws.T, strict=True)])
-        return _Grid(lo.reshape(-1), hi.reshape(-1), n)
+        lo, hi = [], []
+        for d in self.distributions:
+            if d.get("kind", "uniform") == "uniform":
+                lo.append(float(d.get("low", 0.0)))
+                hi.append(float(d.get("high", 1.0)))
+            else:
+                v = sample_distribution(d, 20001, rng)
+                lo.append(float(np.quantile(v, 0.001)))
+                hi.append(float(np.quantile(v, 0.999)))
+        return _Grid(np.array(lo), np.array(hi), n)
 
     def sample(self, n, rng):
         state = sample_states(self.fractions, n, rng)

@@ -22,7 +22,7 @@ noise level through the SNR, so only relative densities matter.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mrcfile
@@ -33,6 +33,7 @@ from scipy import ndimage
 __all__ = [
     "STRUCTURE_DIR", "list_structures", "structure_path", "read_map", "load_map",
     "AtomModel", "read_model", "atoms_to_density", "project_atoms", "atom_sigma_A",
+    "model_density",
 ]
 
 STRUCTURE_DIR = Path(__file__).resolve().parent / "structures"
@@ -85,7 +86,7 @@ def _lowpass(vol: np.ndarray, cutoff_per_voxel: float) -> np.ndarray:
     k = np.sqrt(kx**2 + ky**2 + kz**2)
     edge = np.clip((k - 0.9 * cutoff_per_voxel) / (0.1 * cutoff_per_voxel), 0, 1)
     filt = 0.5 * (1 + np.cos(np.pi * edge))
-    return np.fft.irfftn(np.fft.rfftn(vol) * filt, s=vol.shape).astype(np.float32)
+    return np.fft.irfftn(np.fft.rfftn(vol) * filt, s=vol.shape, axes=(0, 1, 2)).astype(np.float32)
 
 
 def load_map(
@@ -133,10 +134,10 @@ class AtomModel:
     chain: np.ndarray
     resnum: np.ndarray
     atom_name: np.ndarray
-    extra_sigma_A: np.ndarray | None = None
+    extra_sigma_A: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
-        if self.extra_sigma_A is None:
+        if len(self.extra_sigma_A) != len(self.weight):
             self.extra_sigma_A = np.zeros(len(self.weight))
 
     def __len__(self) -> int:
@@ -296,3 +297,23 @@ def project_atoms(
     gx = _profiles(p[..., 0], sig, box)  # (B, T, M, D)
     gy = _profiles(p[..., 1], sig, box) * w
     return gy.transpose(-1, -2) @ gx
+
+
+def model_density(
+    name: str | Path, pixel_size_A: float, box: int, resolution_A: float | None = None,
+    chains: list[str] | None = None, residues: list[tuple[str | None, int, int]] | None = None,
+    centre: bool = True,
+) -> torch.Tensor:
+    """Density of an atomic model (optionally only ``chains`` / ``residues``) -> (D, D, D).
+
+    ``resolution_A`` defaults to twice the pixel size; ``centre`` puts the selected atoms'
+    centre of mass at the box centre.
+    """
+    model = read_model(name)
+    if chains is not None or residues is not None:
+        model = model.subset(model.select(chains, residues))
+    if centre:
+        model = model.translated(-model.centre_of_mass_A())
+    sigma = atom_sigma_A(model, resolution_A or 2.0 * pixel_size_A)
+    return atoms_to_density(torch.as_tensor(model.xyz_A), torch.as_tensor(model.weight),
+                            torch.as_tensor(sigma), box, pixel_size_A)
