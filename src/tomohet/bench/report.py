@@ -29,7 +29,7 @@ color:#222;max-width:1400px}
 table{border-collapse:collapse;font-size:12px;margin:0.5em 0}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f0f0f0}td.t{text-align:left}tr.oracle{background:#f7f7e8}
-tr.error{background:#fbeaea}
+tr.error{background:#fbeaea}.scroll{overflow-x:auto}
 figure{display:inline-block;margin:6px;vertical-align:top;border:1px solid #eee;padding:4px}
 figcaption{font-size:11px;color:#555;max-width:480px}
 img{max-width:100%}pre{background:#fbeaea;padding:6px;white-space:pre-wrap;font-size:11px}
@@ -51,7 +51,12 @@ def _fmt(v: Any) -> str:
 def _table(df: pd.DataFrame) -> str:
     hidden = ("py_peak_MB", "rss_growth_MB", "rss_max_MB", "gpu_peak_MB")
     cols = [c for c in df.columns if c not in hidden]
-    head = "".join(f"<th>{html.escape(METRIC_LABELS.get(c, c))}</th>" for c in cols)
+    def label(c: str) -> str:
+        if c.endswith("_frac_oracle") and c[: -len("_frac_oracle")] in METRIC_LABELS:
+            return f"{METRIC_LABELS[c[: -len('_frac_oracle')]]} / oracle"
+        return METRIC_LABELS.get(c, c)
+
+    head = "".join(f"<th>{html.escape(label(c))}</th>" for c in cols)
     body = []
     for _, r in df.iterrows():
         cls = "oracle" if r.get("method") == "oracle" else (
@@ -60,7 +65,8 @@ def _table(df: pd.DataFrame) -> str:
             f'<td class="{"t" if isinstance(r[c], str) else ""}">{_fmt(r[c])}</td>'
             for c in cols)
         body.append(f'<tr class="{cls}">{cells}</tr>')
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _matched_class_volumes(run: MethodRun, ds: BenchDataset

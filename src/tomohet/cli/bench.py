@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "the true volumes -- and write a leaderboard and an offline HTML report.",
         epilog=EXAMPLE, formatter_class=HelpFormatter)
     p.add_argument("--preset", action="append", default=None, metavar="NAME",
-                   help="simulator preset (repeatable); default demo when no --data")
+                   help="simulator preset, e.g. demo, discrete, continuous, mixed (suffix "
+                   "-easy / -realistic for the SNR); repeatable; default demo when no --data")
     p.add_argument("--data", action="append", default=None, metavar="DIR",
                    help="folder written by 'tomohet simulate' (with truth.csv); repeatable")
     p.add_argument("--methods", default="all",

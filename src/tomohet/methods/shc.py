@@ -7,7 +7,9 @@ random order per particle and the first that beats the current score is taken; w
 temperature ``T`` is above 0 a non-improving candidate is also accepted with probability
 ``T / 100`` (``T`` falls linearly to 0 over ``anneal_iters`` iterations; the schedule is
 configurable). References are re-averaged each iteration by wedge-weighted averaging
-(the same back-projection as maximum likelihood, hard assignments).
+(the same back-projection as maximum likelihood, hard assignments), separately for two
+half sets: each particle is scored against the other half's references, which removes
+the self-bias that otherwise freezes a random partition at low SNR.
 
 Consistency cleaning: ``n_runs`` independent runs with different seeds; classes of each run
 matched to the first by the Hungarian algorithm on their overlap; a particle's consistency
@@ -36,7 +38,7 @@ from tomohet.physics.fourier import (
     radial_shell_index,
     soft_sphere_mask,
 )
-from tomohet.physics.reconstruction import half_set_labels
+from tomohet.physics.reconstruction import half_set_labels, wiener_reconstruct
 
 __all__ = ["SHC", "ncc_scores", "match_labels", "temperature_schedule"]
 
@@ -121,37 +123,78 @@ class SHC(HeterogeneityMethod):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ helpers
-    def _band(self, box: int, px: float, ndim: int, device: torch.device) -> torch.Tensor:
+    def _band(self, box: int, px: float, ndim: int, device: torch.device,
+              resolution_A: float | None = None) -> torch.Tensor:
+        """Shells scored: high-pass .. low-pass; without a user low-pass, the references'
+        current FSC-0.143 resolution (adaptive, as noise past it only blurs the score)."""
         shell = radial_shell_index(box, ndim, device=device)
-        hi = box // 2 if self.lowpass_A is None else min(box // 2, box * px / self.lowpass_A)
+        lp = self.lowpass_A if self.lowpass_A is not None else resolution_A
+        hi = box // 2 if lp is None else min(box // 2, box * px / lp)
         lo = 1 if self.highpass_A is None else box * px / self.highpass_A
         return (shell >= lo) & (shell <= hi)
 
-    def _initial_references(self, engine: EMEngine, n: int, halves, rng) -> torch.Tensor:
+    def _references(self, engine: EMEngine, labels: np.ndarray, halves: np.ndarray
+                    ) -> tuple[torch.Tensor, float, np.ndarray]:
+        """Half-set references (2K, D, D, D), their FSC resolution, and the labels.
+
+        The two halves are classified independently, so class c of one half need not be
+        class c of the other: half 1's classes are matched to half 0's by the Hungarian
+        algorithm on map correlations, and half 1's labels renamed to match.
+        """
+        k = self.n_classes
+        bp = engine.reconstruct_pass(np.eye(k)[labels], None, halves)
+        maps = wiener_reconstruct(bp).cpu()
+        if k > 1:
+            h0 = maps[0::2].reshape(k, -1)
+            h1 = maps[1::2].reshape(k, -1)
+            h0 = (h0 - h0.mean(1, keepdim=True)) / h0.std(1, keepdim=True).clamp_min(1e-12)
+            h1 = (h1 - h1.mean(1, keepdim=True)) / h1.std(1, keepdim=True).clamp_min(1e-12)
+            corr = (h0 @ h1.T).numpy()
+            rows, cols = linear_sum_assignment(-corr)  # half-1 class cols[i] == class rows[i]
+            rename = np.empty(k, dtype=np.int64)
+            rename[cols] = rows
+            if not np.array_equal(rename, np.arange(k)):
+                labels = labels.copy()
+                labels[halves == 1] = rename[labels[halves == 1]]
+                bp = engine.reconstruct_pass(np.eye(k)[labels], None, halves)
+                maps = wiener_reconstruct(bp).cpu()
+        _, _, res = engine.volumes_from(bp)
+        return maps, max(res), labels
+
+    def _initial_references(self, engine: EMEngine, n: int, halves, rng
+                            ) -> tuple[torch.Tensor, float | None]:
         refs = self.references
         if refs is not None:
             vols = [_load_volume(r) for r in refs] if isinstance(refs, list | tuple) else None
             stack = torch.stack(vols) if vols else _load_volume(refs)
             if stack is None or stack.ndim != 4 or stack.shape[0] != self.n_classes:
                 raise ValueError(f"shc: references must be {self.n_classes} volumes")
-            return stack.float()
+            return stack.float().repeat_interleave(2, dim=0), None
         labels = rng.permutation(np.arange(n) % self.n_classes)
-        bp = engine.reconstruct_pass(np.eye(self.n_classes)[labels], None, halves)
-        return engine.volumes_from(bp)[0]
+        maps, res, _ = self._references(engine, labels, halves)
+        return maps, res
 
-    def _score_pass(self, engine: EMEngine, refs: torch.Tensor, band: torch.Tensor
-                    ) -> np.ndarray:
-        """Scores (N, K, J) of every particle against every class and pose candidate."""
+    def _score_pass(self, engine: EMEngine, refs: torch.Tensor, band: torch.Tensor,
+                    halves: np.ndarray) -> np.ndarray:
+        """Scores (N, K, J) of every particle against every class and pose candidate.
+
+        ``refs`` (2K, D, D, D) are half-set references (class c, half h at 2c + h); each
+        particle is scored against the references of the *other* half, so its own noise,
+        averaged into its own class, cannot pull it there (self-bias at low SNR).
+        """
         proj = engine.projector(refs)
-        out = []
+        out, pos = [], 0
         for idx in engine.batches():
             prep = engine.prepare(idx)
             model = model_transforms(proj, prep, engine.deltas)
             if engine.deltas is None:
                 model = model[:, None]
-            k, j = model.shape[:2]
-            s = ncc_scores(prep, model.flatten(0, 1), band).reshape(len(idx), k, j)
+            m, j = model.shape[:2]
+            s = ncc_scores(prep, model.flatten(0, 1), band).reshape(len(idx), m // 2, 2, j)
+            other = torch.as_tensor(1 - halves[pos : pos + len(idx)], device=s.device)
+            s = s[torch.arange(len(idx), device=s.device), :, other]  # (B, K, J)
             out.append(s.cpu().numpy())
+            pos += len(idx)
             if engine.progress:
                 engine.progress(len(idx))
         return np.concatenate(out)
@@ -176,21 +219,21 @@ class SHC(HeterogeneityMethod):
         has = ranked[np.arange(n), first]
         return np.where(has, order[np.arange(n), first], current)
 
-    def _run(self, engine: EMEngine, n: int, halves, band, seed: int) -> tuple[np.ndarray,
-                                                                               torch.Tensor]:
+    def _run(self, engine: EMEngine, n: int, halves, band_fn, seed: int
+             ) -> tuple[np.ndarray, torch.Tensor]:
         rng = np.random.default_rng(seed)
-        refs = self._initial_references(engine, n, halves, rng)
+        refs, res = self._initial_references(engine, n, halves, rng)
         labels = rng.permutation(np.arange(n) % self.n_classes)
         self._history_run = []
         for it in range(self.n_iter):
-            scores = self._score_pass(engine, refs, band)
+            scores = self._score_pass(engine, refs, band_fn(res), halves)
             temp = temperature_schedule(it, self.temperature, self.anneal_iters)
             new = self._climb(scores, labels, temp, rng)
             changed = float((new != labels).mean())
             labels = new
-            bp = engine.reconstruct_pass(np.eye(self.n_classes)[labels], None, halves)
-            refs = engine.volumes_from(bp)[0]
+            refs, res, labels = self._references(engine, labels, halves)
             self._history_run.append({"iteration": it + 1, "temperature": temp,
+                                      "resolution_A": res,
                                       "changed_fraction": changed,
                                       "populations": np.bincount(
                                           labels, minlength=self.n_classes).tolist()})
@@ -216,8 +259,11 @@ class SHC(HeterogeneityMethod):
                           progress=bar.update)
         from tomohet.data.particles import TiltSeriesParticles
 
-        band = self._band(box, px, 2 if isinstance(particles, TiltSeriesParticles) else 3,
-                          device)
+        ndim = 2 if isinstance(particles, TiltSeriesParticles) else 3
+
+        def band(res: float | None) -> torch.Tensor:
+            return self._band(box, px, ndim, device, res)
+
         halves = half_set_labels(n, seed=(self.random_state or 0) + 11)
         runs, self.history_ = [], []
         base = 0 if self.random_state is None else int(self.random_state)

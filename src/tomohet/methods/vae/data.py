@@ -1,0 +1,207 @@
+"""Masked Fourier samples of tilt images, gathered in flat (ragged) batches for the VAE.
+
+Every kept particle's tilt images are transformed once (:func:`prepare_batch`) and only
+the frequencies inside each image's dose mask (and resolution limit) are stored: the
+observed value ``X``, the transfer ``H`` (CTF x exposure x shift phase) and the rfft pixel
+index. A training batch of ``B`` particles with ``S`` chosen tilt slots each is a flat
+list of ``M`` samples (:class:`PointBatch`), so the decoder runs on exactly the samples
+that carry signal, in one call, with no loop over images.
+
+The 3D frequency of a sample is ``R.T [kx, ky, 0]`` with ``R`` the image's full rotation
+(:func:`tomohet.physics.projection._slice_coordinates`), in cycles/pixel (x, y, z).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tomohet.data.particles import TiltSeriesParticles
+from tomohet.physics.ctf import tilt_weight
+from tomohet.physics.forward import prepare_batch
+from tomohet.physics.fourier import freq_grid_2d, hermitian_weights_2d
+
+__all__ = ["FourierCache", "PointBatch", "build_cache", "select_lowest_dose",
+           "sample_tilts", "all_tilts"]
+
+
+@dataclass
+class PointBatch:
+    """Flat Fourier samples of B particles x S tilt slots (M samples in all).
+
+    image (M,) long: image slot ``b * S + s`` of each sample; particle (M,) long: ``b``;
+    freq (M, 3) cycles/pixel (x, y, z) in the reference frame; shell (M,) long: 2D radius
+    ``round(|k| D)``; pix (M,) rfft pixel index; data, transfer (M,) complex64; tilt_w (M,)
+    cos(tilt) of the sample's image; herm (M,) Hermitian multiplicity (1 on the kx = 0
+    and Nyquist columns, else 2); rotation (B * S, 3, 3); n_particles B; n_slots S.
+    """
+
+    image: torch.Tensor
+    particle: torch.Tensor
+    freq: torch.Tensor
+    shell: torch.Tensor
+    pix: torch.Tensor
+    data: torch.Tensor
+    transfer: torch.Tensor
+    tilt_w: torch.Tensor
+    herm: torch.Tensor
+    rotation: torch.Tensor
+    n_particles: int
+    n_slots: int
+
+
+@dataclass
+class FourierCache:
+    """Masked samples of every image of the kept particles, stored flat.
+
+    pix (P,) int32 rfft pixel index ``y * Dh + x``; data, transfer (P,) complex64;
+    start, count (N, T) int64: where image (n, t) lies in the flat arrays (count 0 for
+    images that are not visible); rotation (N, T, 3, 3); tilt_w (N, T) cos(tilt);
+    dose (N, T) e/A^2; visible (N, T) bool. ``N`` counts kept particles only.
+    """
+
+    pix: torch.Tensor
+    data: torch.Tensor
+    transfer: torch.Tensor
+    start: torch.Tensor
+    count: torch.Tensor
+    rotation: torch.Tensor
+    tilt_w: torch.Tensor
+    dose: torch.Tensor
+    visible: torch.Tensor
+    box: int
+
+    @property
+    def n_particles(self) -> int:
+        return int(self.start.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.pix, self.data, self.transfer))
+
+    def to(self, device: torch.device | str) -> FourierCache:
+        fields = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                  for k, v in self.__dict__.items()}
+        return FourierCache(**fields)
+
+    def gather(self, rows: torch.Tensor, slots: torch.Tensor) -> PointBatch:
+        """Samples of particles ``rows`` (B,) at tilt slots ``slots`` (B, S), -1 = none."""
+        dev = self.pix.device
+        rows, slots = rows.to(dev), slots.to(dev)
+        b, s = slots.shape
+        ok = slots >= 0
+        t = slots.clamp_min(0)
+        r2 = rows[:, None].expand(b, s)
+        st = self.start[r2, t].reshape(-1)
+        ct = torch.where(ok, self.count[r2, t], 0).reshape(-1)
+        total = int(ct.sum())
+        image = torch.repeat_interleave(torch.arange(b * s, device=dev), ct,
+                                        output_size=total)
+        first = torch.cumsum(ct, 0) - ct
+        idx = st[image] + torch.arange(total, device=dev) - first[image]
+        pix = self.pix[idx].long()
+        rot = self.rotation[r2, t].reshape(b * s, 3, 3)
+        k2 = _grid(self.box, dev)
+        kx, ky = k2[pix, 0], k2[pix, 1]
+        freq = kx[:, None] * rot[image, 0] + ky[:, None] * rot[image, 1]
+        herm = hermitian_weights_2d(self.box, device=dev).reshape(-1)[pix]
+        tw = self.tilt_w[r2, t].reshape(-1)[image]
+        shell = torch.round(torch.sqrt(kx**2 + ky**2) * self.box).long()
+        return PointBatch(image=image, particle=torch.div(image, s, rounding_mode="floor"),
+                          freq=freq, shell=shell, pix=pix, data=self.data[idx],
+                          transfer=self.transfer[idx], tilt_w=tw, herm=herm, rotation=rot,
+                          n_particles=b, n_slots=s)
+
+
+_GRIDS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _grid(box: int, device: torch.device) -> torch.Tensor:
+    """(D * Dh, 2) rfft frequencies (kx, ky), cached per box and device."""
+    key = (box, str(device))
+    if key not in _GRIDS:
+        _GRIDS[key] = freq_grid_2d(box, device=device).reshape(-1, 2)
+    return _GRIDS[key]
+
+
+def build_cache(particles: TiltSeriesParticles, index: np.ndarray, visible: np.ndarray,
+                max_resolution_A: float | None = None, batch_size: int = 64,
+                device: torch.device | str = "cpu", progress=None) -> FourierCache:
+    """Transform the images of particles ``index`` once and keep their masked samples.
+
+    visible (len(index), T) bool: the tilt slots to keep (e.g. the lowest-dose ones).
+    Transforms run on ``device``; the cache is returned on the CPU.
+    """
+    box = particles.optics.box
+    n, t = visible.shape
+    pix, data, transfer, counts = [], [], [], []
+    sub = particles.with_visible(_full_visible(particles, index, visible))
+    for start in range(0, n, batch_size):
+        rows = index[start : start + batch_size]
+        prep = prepare_batch(sub.batch(rows, device), particles.optics, max_resolution_A)
+        mask = prep.mask  # (B, T, D, Dh)
+        counts.append(mask.flatten(2).sum(-1).cpu())
+        nz = mask.nonzero()  # ordered (b, t, y, x): matches counts' cumulative offsets
+        pix.append((nz[:, 2] * (box // 2 + 1) + nz[:, 3]).to(torch.int32).cpu())
+        data.append(prep.data[mask].to(torch.complex64).cpu())
+        transfer.append(prep.transfer[mask].to(torch.complex64).cpu())
+        if progress is not None:
+            progress(len(rows))
+    count = torch.cat(counts).long()
+    start_idx = (torch.cumsum(count.reshape(-1), 0) - count.reshape(-1)).reshape(n, t)
+    rot = torch.as_tensor(particles.full_rotation()[index], dtype=torch.float32)
+    tilt = torch.as_tensor(particles.tilt_deg[index], dtype=torch.float32)
+    return FourierCache(
+        pix=torch.cat(pix), data=torch.cat(data), transfer=torch.cat(transfer),
+        start=start_idx, count=count, rotation=rot, tilt_w=tilt_weight(tilt),
+        dose=torch.as_tensor(particles.dose_e_per_A2[index], dtype=torch.float32),
+        visible=torch.as_tensor(visible), box=box)
+
+
+def _full_visible(particles: TiltSeriesParticles, index: np.ndarray,
+                  visible: np.ndarray) -> np.ndarray:
+    """(N_all, T) visibility with rows ``index`` replaced by ``visible``."""
+    vis = np.zeros_like(particles.visible)
+    vis[index] = visible
+    return vis & particles.visible
+
+
+def select_lowest_dose(particles: TiltSeriesParticles, n_tilts: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """cryoDRGN-ET selection: each particle's ``n_tilts`` lowest-dose visible images.
+
+    -> (kept particle indices (K,), visibility (K, T) of the chosen slots). Particles with
+    fewer visible images are left out.
+    """
+    vis = particles.visible
+    dose = np.where(vis, particles.dose_e_per_A2, np.inf)
+    order = np.argsort(dose, axis=1, kind="stable")[:, :n_tilts]
+    chosen = np.zeros_like(vis)
+    np.put_along_axis(chosen, order, True, axis=1)
+    chosen &= vis
+    kept = np.nonzero(chosen.sum(1) >= n_tilts)[0]
+    return kept, chosen[kept]
+
+
+def sample_tilts(visible: torch.Tensor, n_tilts: int, generator: torch.Generator
+                 ) -> torch.Tensor:
+    """tomoDRGN sampling: ``n_tilts`` random visible slots per row, -1 where fewer.
+
+    visible (B, T) bool -> (B, min(n_tilts, T)) long. Random numbers come from
+    ``generator`` (CPU), so the draw does not depend on the device.
+    """
+    b, t = visible.shape
+    s = min(n_tilts, t)
+    score = torch.rand((b, t), generator=generator)
+    score = torch.where(visible.cpu(), score, torch.full_like(score, -1.0))
+    top, slots = torch.topk(score, s, dim=1)
+    return torch.where(top >= 0, slots, torch.full_like(slots, -1))
+
+
+def all_tilts(visible: torch.Tensor) -> torch.Tensor:
+    """Every visible slot of each row (B, T) -> (B, T) long, -1 where not visible."""
+    t = visible.shape[1]
+    slots = torch.arange(t).expand(visible.shape[0], t)
+    return torch.where(visible.cpu(), slots, torch.full_like(slots, -1))

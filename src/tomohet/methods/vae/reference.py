@@ -1,0 +1,93 @@
+"""Consensus map, noise power and amplitude envelope that anchor the VAE decoder.
+
+The decoder predicts ``V(k; z) = V0(k) + env(|k|) f(k, z)``: ``V0`` is the consensus
+(FSC-weighted Wiener back-projection of every kept image), ``env`` the radial amplitude
+of ``V0``, so the network works with O(1) numbers at every resolution, and the loss
+divides squared residuals by the noise power per 2D shell (a Gaussian likelihood).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tomohet.methods.vae.data import FourierCache, all_tilts
+from tomohet.physics.fourier import radial_shell_index, soft_sphere_mask, volume_to_ft
+from tomohet.physics.fsc import fsc
+from tomohet.physics.projection import Backprojector, VolumeProjector, scatter_plan
+from tomohet.physics.reconstruction import half_set_labels, wiener_reconstruct
+
+__all__ = ["consensus_volume", "noise_power", "radial_envelope", "iterate_all"]
+
+
+def iterate_all(cache: FourierCache, batch: int):
+    """Yield (rows (b,), PointBatch) over every particle with all its cached slots."""
+    n = cache.n_particles
+    for s in range(0, n, batch):
+        rows = torch.arange(s, min(n, s + batch))
+        yield rows, cache.gather(rows, all_tilts(cache.visible[rows]))
+
+
+def consensus_volume(cache: FourierCache, device: torch.device, seed: int = 0,
+                     batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """FSC-weighted Wiener reconstruction from two random half sets (tilt-weighted).
+
+    cache on ``device`` -> (volume (D, D, D) in a soft sphere, half-map FSC (D//2+1,)).
+    """
+    box = cache.box
+    halves = torch.as_tensor(half_set_labels(cache.n_particles, seed=seed), device=device)
+    bp = Backprojector(box, 2, 2, device)
+    dh = box // 2 + 1
+    for rows, pb in iterate_all(cache, batch):
+        vals = pb.transfer.conj() * pb.data * pb.tilt_w
+        wts = (pb.transfer.real**2 + pb.transfer.imag**2) * pb.tilt_w
+        # the plan inserts Friedel mates itself; kx = 0 samples have theirs in the input
+        plan = scatter_plan(pb.freq, vals, wts, (pb.pix % dh) == 0, bp.padded)
+        bp.insert_plan(plan, len(vals), volume_index=halves[rows.to(device)][pb.particle])
+    half_maps = wiener_reconstruct(bp)
+    curve = fsc(half_maps[0], half_maps[1])
+    merged = Backprojector(box, 1, 2, device)
+    data, weight = bp.grids()
+    merged.data = (data[0] + data[1]).reshape(1, -1)
+    merged.weight = (weight[0] + weight[1]).reshape(1, -1)
+    vol = wiener_reconstruct(merged, curve.clamp_max(0.999))[0]
+    mask = soft_sphere_mask(box, box / 2 - 2, edge_px=2.0, device=vol.device)
+    return (vol * mask).float(), curve.cpu()
+
+
+def noise_power(cache: FourierCache, v0: VolumeProjector, device: torch.device,
+                batch: int = 256) -> torch.Tensor:
+    """Mean ``|X - H V0|^2`` per 2D shell -> (D//2 + 2,), gaps filled from neighbours."""
+    n_sh = cache.box // 2 + 2
+    total = torch.zeros(n_sh, dtype=torch.float64, device=device)
+    cnt = torch.zeros(n_sh, dtype=torch.float64, device=device)
+    for _rows, pb in iterate_all(cache, batch):
+        pred = v0.sample(pb.freq)[0] * pb.transfer
+        r = pb.data - pred
+        sh = pb.shell.clamp_max(n_sh - 1)
+        total.index_add_(0, sh, (r.real**2 + r.imag**2).double())
+        cnt.index_add_(0, sh, torch.ones_like(sh, dtype=torch.float64))
+    power = (total / cnt.clamp_min(1)).float().cpu()
+    good = (cnt > 0).cpu()
+    if not bool(good.any()):
+        return torch.ones(n_sh)
+    idx = np.arange(n_sh)
+    filled = np.interp(idx, idx[good.numpy()], power[good].numpy())
+    return torch.as_tensor(filled, dtype=torch.float32).clamp_min(float(power[good].max())
+                                                                  * 1e-6)
+
+
+def radial_envelope(volume: torch.Tensor, floor: float = 0.02) -> torch.Tensor:
+    """RMS Fourier amplitude of ``volume`` per 3D shell -> (D//2 + 2,), floored at
+    ``floor`` x its maximum past the origin so that no shell is switched off."""
+    box = volume.shape[-1]
+    ft = volume_to_ft(volume.float())
+    shell = radial_shell_index(box, 3, device=volume.device).clamp_max(box // 2 + 1)
+    n_sh = box // 2 + 2
+    p = torch.zeros(n_sh, device=volume.device).index_add_(
+        0, shell.reshape(-1), (ft.abs() ** 2).reshape(-1))
+    c = torch.zeros(n_sh, device=volume.device).index_add_(
+        0, shell.reshape(-1), torch.ones(shell.numel(), device=volume.device))
+    env = torch.sqrt(p / c.clamp_min(1)).cpu()
+    ref = float(env[1:].max()) if n_sh > 1 else float(env.max())
+    return env.clamp_min(max(ref * floor, 1e-12))
