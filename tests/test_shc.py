@@ -46,3 +46,19 @@ def test_consistency_one_without_noise_and_falls_with_noise():
     mn = SHC(n_classes=2, n_iter=6, n_runs=3, random_state=1, progress=False).fit(noisy)
     assert mn.consistency_.mean() < 1.0
     assert mn.predict_proba().shape == (100, 2)
+
+
+def test_align_runs_uses_medoid_not_first_run():
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1], 50)
+    bad = rng.integers(0, 2, 100)  # a run stuck in a poor optimum, listed first
+    good1 = 1 - truth  # same partition as truth, other class names
+    good2 = truth.copy()
+    good2[:3] = 1
+    from tomohet.methods.shc import align_runs
+
+    aligned = align_runs(np.stack([bad, good1, good2]), 2)
+    votes = np.stack([(aligned == c).sum(0) for c in range(2)], axis=1).argmax(1)
+    assert adjusted_rand_score(truth, votes) > 0.85
+    # the good runs agree with each other after alignment
+    assert (aligned[1] == aligned[2]).mean() > 0.95

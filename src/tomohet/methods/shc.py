@@ -40,7 +40,7 @@ from tomohet.physics.fourier import (
 )
 from tomohet.physics.reconstruction import half_set_labels, wiener_reconstruct
 
-__all__ = ["SHC", "ncc_scores", "match_labels", "temperature_schedule"]
+__all__ = ["SHC", "ncc_scores", "match_labels", "align_runs", "temperature_schedule"]
 
 
 def temperature_schedule(iteration: int, t0: float, anneal_iters: int) -> float:
@@ -77,6 +77,23 @@ def match_labels(reference: np.ndarray, labels: np.ndarray, k: int) -> np.ndarra
     mapping = np.arange(k)
     mapping[rows] = cols
     return np.where(labels >= 0, mapping[np.clip(labels, 0, None)], -1)
+
+
+def align_runs(runs: np.ndarray, k: int) -> np.ndarray:
+    """Rename every run's classes to match the medoid run (the one agreeing most with
+    the others after Hungarian matching), so one run stuck in a local optimum cannot
+    become the reference the others are voted against. (R, N) -> (R, N)."""
+    r = runs.shape[0]
+    if r == 1:
+        return runs
+    agree = np.zeros((r, r))
+    for i in range(r):
+        for j in range(r):
+            if i != j:
+                agree[i, j] = (match_labels(runs[i], runs[j], k) == runs[i]).mean()
+    ref = int(agree.sum(1).argmax())
+    return np.stack([runs[ref] if i == ref else match_labels(runs[ref], runs[i], k)
+                     for i in range(r)])
 
 
 @register
@@ -269,9 +286,9 @@ class SHC(HeterogeneityMethod):
         base = 0 if self.random_state is None else int(self.random_state)
         for r in range(max(1, self.n_runs)):
             labels, _ = self._run(engine, n, halves, band, seed=base + 7919 * r)
-            runs.append(labels if r == 0 else match_labels(runs[0], labels, self.n_classes))
+            runs.append(labels)
             self.history_.append(self._history_run)
-        self._finish(engine, np.stack(runs), halves)
+        self._finish(engine, align_runs(np.stack(runs), self.n_classes), halves)
         bar.close()
         self.pixel_size_A_ = px
         return self

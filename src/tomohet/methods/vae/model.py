@@ -90,8 +90,10 @@ class FourierFeatures(nn.Module):
         self.out_dim = 2 * self.basis.shape[1]
 
     def forward(self, k: torch.Tensor) -> torch.Tensor:
-        phase = (2 * math.pi) * (k @ self.basis)
-        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)
+        # phases need float32 even under autocast: bf16 would scramble them
+        with torch.autocast(k.device.type, enabled=False):
+            phase = (2 * math.pi) * (k.float() @ self.basis.float())
+            return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)
 
 
 class FourierDecoder(nn.Module):
@@ -313,11 +315,15 @@ class TiltVAE(nn.Module):
         self.consensus.copy_(volume)
         self._proj = None
 
-    def consensus_at(self, k: torch.Tensor) -> torch.Tensor:
-        """Consensus transform at (M, 3) frequencies -> complex (M,)."""
+    def _projector(self) -> VolumeProjector:
+        """Projector of the consensus map (rebuilt when the map or device changes)."""
         if self._proj is None or self._proj.device != self.consensus.device:
             self._proj = VolumeProjector(self.consensus.detach())
-        return self._proj.sample(k.detach())[0]
+        return self._proj
+
+    def consensus_at(self, k: torch.Tensor) -> torch.Tensor:
+        """Consensus transform at (M, 3) frequencies -> complex (M,)."""
+        return self._projector().sample(k.detach().float())[0]
 
     def encode(self, pb: PointBatch, resid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (mu, logvar), each (B, Z) float32; zeros without an encoder."""
