@@ -24,9 +24,10 @@ def _config_fields(config: Any) -> set[str]:
     return set(vars(config))
 
 
-def simulate_presets(names: Sequence[str], seed: int = 0, quick: bool = False
-                     ) -> list[BenchDataset]:
-    """Simulate each named preset (quick overrides applied where they fit)."""
+def simulate_presets(names: Sequence[str], seed: int = 0, quick: bool = False,
+                     overrides: dict[str, Any] | None = None) -> list[BenchDataset]:
+    """Simulate each named preset (quick overrides applied where they fit, then the
+    caller's ``overrides`` of config fields, e.g. ``{"n_particles": 600}``)."""
     if not names:
         return []
     try:
@@ -39,10 +40,15 @@ def simulate_presets(names: Sequence[str], seed: int = 0, quick: bool = False
     for name in names:
         if name not in known:
             raise ValueError(f"unknown preset {name!r}; known: {', '.join(known)}")
-        overrides: dict[str, Any] = {}
+        fields = _config_fields(get_preset(name)) | _PRESET_KEYWORDS
+        changes: dict[str, Any] = {}
         if quick:
-            fields = _config_fields(get_preset(name)) | _PRESET_KEYWORDS
-            overrides = {k: v for k, v in QUICK_OVERRIDES.items() if k in fields}
-        sim = simulate(get_preset(name, **overrides), seed=seed)
+            changes = {k: v for k, v in QUICK_OVERRIDES.items() if k in fields}
+        unknown = set(overrides or {}) - fields
+        if unknown:
+            raise ValueError(f"preset {name!r} has no field(s) {sorted(unknown)}; "
+                             f"known: {', '.join(sorted(fields))}")
+        changes.update(overrides or {})
+        sim = simulate(get_preset(name, **changes), seed=seed)
         out.append(from_simulated(sim, name))
     return out

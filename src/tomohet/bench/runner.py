@@ -197,9 +197,16 @@ def _particle_fsc(ds: BenchDataset, vols: torch.Tensor, index: np.ndarray) -> Pa
                             ds.pixel_size_A, mask=mask)
 
 
-def _method_params(cls: type, seed: int, device: torch.device | None) -> dict[str, Any]:
+def _method_params(cls: type, seed: int, device: torch.device | None,
+                   n_states: int = 0, overrides: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """``bench_params``, the true number of states as ``n_classes`` (when the data set has
+    more than one state), then the user's ``overrides`` (unknown names ignored)."""
     params = dict(cls.bench_params)
     names = cls._param_names()
+    if "n_classes" in names and n_states > 1:
+        params["n_classes"] = n_states
+    params.update({k: v for k, v in (overrides or {}).items() if k in names})
     if "progress" in names:
         params.setdefault("progress", False)
     if "device" in names and device is not None:
@@ -221,7 +228,7 @@ def _check_outputs(run: MethodRun, n: int) -> None:
 
 
 def run_method(name: str, ds: BenchDataset, seed: int = 0, device: torch.device | None = None,
-               fsc_particles: int = 128) -> MethodRun:
+               fsc_particles: int = 128, params: dict[str, Any] | None = None) -> MethodRun:
     """Fit registered method ``name`` on ``ds`` and collect outputs; never raises."""
     from tomohet.methods import REGISTRY
 
@@ -230,7 +237,7 @@ def run_method(name: str, ds: BenchDataset, seed: int = 0, device: torch.device 
     model = None
     with measure(device) as stats:
         try:
-            model = cls(**_method_params(cls, seed, device))
+            model = cls(**_method_params(cls, seed, device, ds.n_states, params))
             model.fit(ds.particles)
             run.labels = _optional(model.predict)
             run.latent = _optional(model.transform)
@@ -337,11 +344,13 @@ def run_bench(
     oracle_grid: int = 12,
     report: bool = True,
     log: Callable[[str], None] | None = print,
+    params: dict[str, dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Benchmark ``methods`` (plus the oracle) on ``datasets``; write leaderboard + report.
 
     -> the leaderboard DataFrame (one row per method x data set), also written to
     ``out_dir/leaderboard.csv`` / ``.json``; ``out_dir/report.html`` with ``report``.
+    ``params`` maps a method name to parameters replacing its ``bench_params``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -353,7 +362,8 @@ def run_bench(
         if oracle and ds.has_volumes:
             ds_runs.append(run_oracle_row(ds, seed, device, n_grid=oracle_grid))
         for name in names:
-            ds_runs.append(run_method(name, ds, seed, device))
+            ds_runs.append(run_method(name, ds, seed, device,
+                                       params=(params or {}).get(name)))
         for run in ds_runs:
             score_run(run, ds, seed)
         ref = next((r.scores for r in ds_runs if r.method == "oracle" and not r.error), None)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
+from typing import Any
 
 from tomohet.cli.common import HelpFormatter
 
@@ -11,6 +13,8 @@ EXAMPLE = """example:
   tomohet bench --preset demo --out bench_demo --quick
   tomohet bench --preset demo --preset continuous --methods ml2d,occupancy --out bench
   tomohet bench --data sim_out/ --methods all --out bench_sim --seed 3
+  tomohet bench --preset discrete-realistic --set n_particles=600 \\
+      --methods ml2d,shc --param shc.n_runs=5 --out bench_discrete
 
 outputs: leaderboard.csv, leaderboard.json, report.html (self-contained), config.json
 """
@@ -40,7 +44,38 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--oracle-grid", type=int, default=12,
                    help="true volumes per state along continuous coordinates for the oracle")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a simulator preset field, e.g. n_particles=600 or "
+                   "box=32; repeatable")
+    p.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                   help="override a method's bench parameter, e.g. ml2d.n_iter=20 or "
+                   "shc.n_runs=5; repeatable")
     return p
+
+
+def _value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_assignments(items: list[str], dotted: bool) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``; with ``dotted``, ``"m.k=v"`` ->
+    ``{"m": {"k": v}}``. Raises ValueError naming the bad item."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, val = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        if dotted:
+            method, dot, name = key.partition(".")
+            if not dot or not name:
+                raise ValueError(f"expected METHOD.NAME=VALUE, got {item!r}")
+            out.setdefault(method, {})[name] = _value(val)
+        else:
+            out[key] = _value(val)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
     presets = args.preset or ([] if args.data else ["demo"])
     try:
         methods = resolve_methods(args.methods)
+        overrides = parse_assignments(args.set, dotted=False)
+        params = parse_assignments(args.param, dotted=True)
         datasets = [load_dataset_dir(d) for d in args.data or []]
-        datasets += simulate_presets(presets, seed=args.seed, quick=args.quick)
+        datasets += simulate_presets(presets, seed=args.seed, quick=args.quick,
+                                     overrides=overrides)
     except ValueError as exc:
         print(f"tomohet bench: error: {exc}", file=sys.stderr)
         return 2
@@ -62,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(getattr(args, "device", None))
     df = run_bench(datasets, out, methods=methods, seed=args.seed, device=device,
                    oracle=not args.no_oracle, oracle_grid=args.oracle_grid,
-                   report=not args.no_report)
+                   report=not args.no_report, params=params)
     n_err = int((df["status"] == "error").sum()) if len(df) else 0
     print(f"wrote {out / 'leaderboard.csv'} ({len(df)} rows, {n_err} errors)"
           + ("" if args.no_report else f" and {out / 'report.html'}"))

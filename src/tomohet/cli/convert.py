@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from tomohet.cli.common import HelpFormatter
+from tomohet.cli.common import HelpFormatter, stamp_config
 
 FORMATS = ["relion5", "warp", "relion4", "stopgap", "dynamo"]
 EXAMPLE = """example:
@@ -29,7 +30,15 @@ def run(args: argparse.Namespace) -> int:
     from tomohet.io import read_particles, write_particles
 
     particles = read_particles(args.data, tomograms=args.tomograms)
-    written = write_particles(particles, args.out, fmt=args.to)
+    out = Path(args.out)
+    written = write_particles(particles, out, fmt=args.to)
+    stamp_config(out.parent, "convert", vars(args))
+    stacks = [p for p in written if p.suffix == ".mrcs"]
     for path in written:
-        print(f"wrote {path}")
+        if path.suffix != ".mrcs":
+            print(f"wrote {path}")
+    if stacks:
+        print(f"wrote {len(stacks)} image stack(s) next to them")
+    print(f"{particles.n_particles} particles: {particles.meta.get('format', '?')} -> "
+          f"{args.to}; config.json in {out.parent}")
     return 0

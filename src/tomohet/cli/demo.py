@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     methods = args.methods
     df = run_bench(datasets, out, methods=methods, seed=args.seed,
                    device=pick_device(args.device))
-    cols = [c for c in ("method", "ari", "ari_oracle_frac", "rank_corr", "fsc_auc", "wall_s")
+    cols = [c for c in ("method", "ari", "ari_frac_oracle", "rank_corr", "fsc_auc", "wall_s")
             if c in df.columns]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"[demo] done in {time.perf_counter() - t0:.0f}s; open {out}/report.html")

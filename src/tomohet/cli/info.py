@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
+
+import numpy as np
 
 from tomohet.cli.common import HelpFormatter
 
@@ -25,18 +28,46 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def headline(s: dict[str, Any]) -> str:
+    """One line with the counts everyone asks for first."""
+    tilts = ""
+    if "tilt_slots" in s:
+        lo, hi = s["tilts_per_particle_min"], s["tilts_per_particle_max"]
+        tilts = (f", {s['tilt_slots']} tilts per tilt series ("
+                 + (f"{lo}" if lo == hi else f"{lo}-{hi}") + " visible per particle)")
+    return (f"{s['particles']} particles, {s['tomograms']} tomograms{tilts}, "
+            f"box {s['box']}, {s['pixel_size_A']:g} A/px")
+
+
+def missing_tilts(particles: Any) -> dict[str, list[int]]:
+    """{tomogram: 1-based tilt slots that no particle of it sees} (2D sets only)."""
+    if not hasattr(particles, "visible"):
+        return {}
+    out: dict[str, list[int]] = {}
+    names = np.asarray(particles.tomo_names, dtype=object)
+    for tomo in dict.fromkeys(particles.tomo_names):
+        vis = particles.visible[names == tomo]
+        slots = np.nonzero(~vis.any(axis=0))[0]
+        if len(slots):
+            out[tomo] = [int(t) + 1 for t in slots]
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from tomohet.io import read_particles
 
     particles = read_particles(args.data, tomograms=args.tomograms)
     s = particles.summary()
+    missing = missing_tilts(particles)
     if args.json:
-        print(json.dumps(s, indent=2))
+        print(json.dumps({**s, "missing_tilts_per_tomogram": missing}, indent=2))
         return 0
     width = max(len(k) for k in s)
-    print(f"{args.data}")
+    print(f"{args.data}: {headline(s)}")
     for k, v in s.items():
         if isinstance(v, float):
             v = f"{v:.4g}"
         print(f"  {k.replace('_', ' '):<{width}}  {v}")
+    for tomo, slots in missing.items():
+        print(f"  missing tilts of {tomo} (1-based): {', '.join(map(str, slots))}")
     return 0

@@ -146,8 +146,8 @@ def write_dynamo(particles: SubtomogramParticles, path: str | Path,
         raise DataError(f"{out}: a Dynamo table needs 3D subtomogram particles")
     n = p.n_particles
     df = first_rows(p.table, n)
-    tags = _column(df, "tag", _numbers(p.names) if _numbers(p.names) is not None
-                   else np.arange(1, n + 1))
+    numbers = _numbers(p.names)
+    tags = _column(df, "tag", numbers if numbers is not None else np.arange(1, n + 1))
     tomo_default = _numbers(list(dict.fromkeys(p.tomo_names)))
     tomo = _column(df, "tomo", np.array([int(t) for t in p.tomo_names]) if tomo_default
                    is not None else pd.factorize(pd.Series(p.tomo_names))[0] + 1)

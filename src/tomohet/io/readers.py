@@ -14,6 +14,10 @@ from tomohet.io.subtomo import VolumeSpec
 __all__ = ["read_particles"]
 
 
+def _opt_path(path: str | os.PathLike[str] | None) -> Path | None:
+    return None if path is None else Path(path)
+
+
 def read_particles(
     path: str | os.PathLike[str],
     *,
@@ -52,7 +56,7 @@ def read_particles(
     if kind == "relion5":
         from tomohet.io.relion5 import read_relion5
 
-        return read_relion5(p, tomograms=tomograms, overrides=ov)
+        return read_relion5(p, tomograms=_opt_path(tomograms), overrides=ov)
     if kind == "warp":
         from tomohet.io.warp import read_warp
 
@@ -60,7 +64,7 @@ def read_particles(
     if kind == "relion4":
         from tomohet.io.relion4 import read_relion4
 
-        return read_relion4(p, tomograms=tomograms, overrides=ov)
+        return read_relion4(p, tomograms=_opt_path(tomograms), overrides=ov)
     if kind == "stopgap":
         from tomohet.io.stopgap import read_stopgap
 

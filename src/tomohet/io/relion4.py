@@ -90,7 +90,7 @@ def read_relion4(path: str | Path, tomograms: str | Path | None = None,
     if len(parts) == 0:
         raise DataError(f"{p}: no particles in data_{block}")
     opt = loop_blocks(blocks).get("optics")
-    vols = resolve_files(strings(parts, "rlnImageName", p, block), p, "subtomogram")
+    vols = resolve_files(strings(parts, "rlnImageName", p, block), p, "subtomogram (rlnImageName)")
     optics = volume_optics(vols[0], ov, p, _pixel(parts, opt, p))
     box = optics_value(parts.iloc[:0], opt, "rlnImageSize", p, optics.box) \
         if opt is not None else optics.box
@@ -116,10 +116,13 @@ def read_relion4(path: str | Path, tomograms: str | Path | None = None,
                                             np.full(len(parts), coord_pix))
     weights, layout = None, "none"
     if "rlnCtfImage" in parts.columns:
-        ctf = resolve_files(strings(parts, "rlnCtfImage", p, block), p, "CTF volume")
+        ctf = resolve_files(strings(parts, "rlnCtfImage", p, block), p, "CTF volume (rlnCtfImage)")
         shape = mrc_info(ctf[0]).shape
-        layout = detect_weight_layout(shape, optics.box)
-        weights = VolumeSource(ctf, tuple(shape))
+        try:
+            layout = detect_weight_layout(shape, optics.box)
+        except DataError as exc:
+            raise DataError(f"{p}: rlnCtfImage {ctf[0]}: {exc}") from exc
+        weights = VolumeSource(ctf, (int(shape[0]), int(shape[1]), int(shape[2])))
     names = strings(parts, "rlnTomoParticleName", p, block) \
         if "rlnTomoParticleName" in parts.columns else strings(parts, "rlnImageName", p, block)
     general = key_values(blocks, "general")

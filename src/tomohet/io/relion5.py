@@ -217,7 +217,7 @@ def _images(parts: pd.DataFrame, path: Path, vis: np.ndarray, frames: np.ndarray
             box: int) -> tuple[ImageSource, np.ndarray, int]:
     """One 2D stack per particle; returns (source, image_index (N, T), box)."""
     names = strings(parts, "rlnImageName", path, "particles")
-    files = resolve_files(names, path, "2D stack")
+    files = resolve_files(names, path, "2D stack (rlnImageName)")
     unique = list(dict.fromkeys(files))
     file_id = {f: i for i, f in enumerate(unique)}
     check = unique if len(unique) <= MAX_HEADER_CHECKS else [unique[0], unique[-1]]
@@ -228,11 +228,12 @@ def _images(parts: pd.DataFrame, path: Path, vis: np.ndarray, frames: np.ndarray
         if box <= 0:
             box = int(nx)
         if (ny, nx) != (box, box):
-            raise DataError(f"{f}: images are {ny}x{nx} px but rlnImageSize is {box}")
+            raise DataError(f"{path}: rlnImageSize is {box} but the 2D stack {f} holds "
+                            f"{ny}x{nx} px images (rlnImageName)")
         count = info.shape[0] if len(info.shape) == 3 else 1
         if count < first_frames[f]:
-            raise DataError(f"{f}: stack has {count} images but the tomogram has "
-                            f"{first_frames[f]} tilts")
+            raise DataError(f"{path}: the 2D stack {f} (rlnImageName) has {count} images "
+                            f"but its tomogram has {first_frames[f]} tilts")
     n_idx, t_idx = np.nonzero(vis)
     image_index = np.full(vis.shape, -1, dtype=np.int64)
     image_index[n_idx, t_idx] = np.arange(len(n_idx))
@@ -290,7 +291,7 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
     infos = read_tomograms_star(tpath)
     unknown = [t for t in dict.fromkeys(tomo) if t not in infos]
     if unknown:
-        raise DataError(f"{ppath}: tomogram {unknown[0]!r} is not in {tpath}"
+        raise DataError(f"{ppath}: rlnTomoName {unknown[0]!r} is not in {tpath}"
                         + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
     optics, pix_ts = _optics(parts, loop_blocks(blocks).get("optics"), infos, tomo, ppath)
     centre = np.stack([infos[t].centre_px * pix for t, pix in zip(tomo, pix_ts, strict=True)])

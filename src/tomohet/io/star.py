@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 FLOAT_FORMAT = "%.10g"
-Block = pd.DataFrame | dict[str, Any]
+Block: TypeAlias = pd.DataFrame | dict[str, Any]
 
 
 def _check_cells(df: pd.DataFrame, path: Path, name: str) -> None:
@@ -38,8 +38,8 @@ def _check_cells(df: pd.DataFrame, path: Path, name: str) -> None:
         if missing.any():
             row = int(np.nonzero(missing)[0][0]) + 1
             raise DataError(
-                f"{path}: block data_{name}, column {col}: missing value in row {row} "
-                "(file truncated or line malformed?)"
+                f"{path}: block data_{name}, column {col}: NaN or missing value in row "
+                f"{row} (NaN in the file, or a truncated or malformed line?)"
             )
 
 
@@ -77,9 +77,12 @@ def loop_blocks(blocks: dict[str, Block]) -> dict[str, pd.DataFrame]:
 
 def find_block(
     blocks: dict[str, Block], path: Path, names: Sequence[str] = ("particles",),
-    columns: Sequence[str] = (), required: bool = True,
-) -> tuple[str, pd.DataFrame] | None:
-    """The loop block named one of ``names``, else the first with all of ``columns``."""
+    columns: Sequence[str] = (),
+) -> tuple[str, pd.DataFrame]:
+    """The loop block named one of ``names``, else the first with all of ``columns``.
+
+    Raises DataError naming the file and the wanted block when there is none.
+    """
     loops = loop_blocks(blocks)
     for name in names:
         if name in loops:
@@ -87,11 +90,9 @@ def find_block(
     for name, df in loops.items():
         if columns and all(c in df.columns for c in columns):
             return name, df
-    if required:
-        want = " or ".join(f"data_{n}" for n in names)
-        cols = f" with columns {', '.join(columns)}" if columns else ""
-        raise DataError(f"{path}: no {want} block{cols} found")
-    return None
+    want = " or ".join(f"data_{n}" for n in names)
+    cols = f" with columns {', '.join(columns)}" if columns else ""
+    raise DataError(f"{path}: no {want} block{cols} found")
 
 
 def key_values(blocks: dict[str, Block], name: str) -> dict[str, Any]:

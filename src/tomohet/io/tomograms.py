@@ -1,4 +1,9 @@
-"""RELION 5 tomograms star: a ``data_global`` table plus one per-tilt block per tomogram.
+"""RELION 5 tomograms star: a ``data_global`` table plus one per-tilt table per tomogram.
+
+The per-tilt table is a block named after the tomogram, either in the tomograms star
+(WarpTools exports, tomohet's writer) or in the tilt-series star that
+``rlnTomoTiltSeriesStarFile`` names (RELION 5 pipelines; resolved next to the tomograms
+star, in its parent folders - the RELION project folder - or the working folder).
 
 Per-tilt rows are kept in file order: frame ``f`` of a particle's 2D stack is tilt row
 ``f`` (never dose order). The projection comes from ``rlnTomoProjX/Y/Z/W`` (rows of a
@@ -29,6 +34,7 @@ from tomohet.io.star import (
     numeric,
     read_star,
     require_columns,
+    resolve_path,
     strings,
     vectors,
 )
@@ -37,6 +43,7 @@ from tomohet.physics.geometry import tilt_angle_from_matrix
 __all__ = ["TiltSeriesInfo", "read_tomograms_star", "tomograms_blocks", "PROJ_COLS"]
 
 PROJ_COLS = ("rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ", "rlnTomoProjW")
+TS_FILE_COL = "rlnTomoTiltSeriesStarFile"
 ANGLE_COLS = ("rlnTomoYTilt", "rlnTomoZRot", "rlnTomoXShiftAngst", "rlnTomoYShiftAngst")
 
 
@@ -123,6 +130,36 @@ def _tilt_info(df: pd.DataFrame, path: Path, block: str, grow: dict[str, Any],
     )
 
 
+def _tilt_block(p: Path, blocks: dict, tilt_blocks: list[str], grow: dict[str, Any],
+                name: str, i: int, count: int) -> tuple[Path, pd.DataFrame, str]:
+    """(file, per-tilt table, block name) of tomogram ``name`` (row ``i`` of data_global).
+
+    RELION 5 keeps the per-tilt rows in a tilt-series star named by
+    ``rlnTomoTiltSeriesStarFile`` (a block named after the tomogram); exports such as
+    WarpTools put a block named after the tomogram into the tomograms star itself;
+    RELION 4 used ``data_tomo_<index>``.
+    """
+    ts_file = grow.get(TS_FILE_COL)
+    if name not in blocks and ts_file is not None and str(ts_file).strip():
+        ts_path = resolve_path(str(ts_file), p, bases=list(p.resolve().parents)[:3])
+        if not ts_path.exists():
+            raise DataError(f"{p}: data_global, {TS_FILE_COL} of {name}: {ts_file} not found "
+                            f"(looked next to {p} and in its parent folders)")
+        ts_blocks = read_star(ts_path)
+        loops = loop_blocks(ts_blocks)
+        block_name = name if name in loops else next(iter(loops), None)
+        if block_name is None:
+            raise DataError(f"{ts_path}: no per-tilt loop block for tomogram {name}")
+        return ts_path, loops[block_name], block_name
+    block = name if name in blocks else f"tomo_{i}" if f"tomo_{i}" in blocks else None
+    if block is None and len(tilt_blocks) == count:
+        block = tilt_blocks[i]
+    if block is None or not isinstance(blocks[block], pd.DataFrame):
+        raise DataError(f"{p}: no per-tilt block data_{name} for tomogram {name} "
+                        f"(file truncated?) and no {TS_FILE_COL} in data_global")
+    return p, blocks[block], block
+
+
 def read_tomograms_star(path: str | Path) -> dict[str, TiltSeriesInfo]:
     """Tomograms star -> ``{rlnTomoName: TiltSeriesInfo}`` in file order."""
     p = Path(path)
@@ -141,15 +178,9 @@ def read_tomograms_star(path: str | Path) -> dict[str, TiltSeriesInfo]:
     tilt_blocks = [k for k in blocks if k != "global"]
     out: dict[str, TiltSeriesInfo] = {}
     for i, name in enumerate(names):
-        # RELION 5 names the block after the tomogram; RELION 4 used tomo_<index>
-        block = name if name in blocks else f"tomo_{i}" if f"tomo_{i}" in blocks else None
-        if block is None and len(tilt_blocks) == len(names):
-            block = tilt_blocks[i]
-        if block is None or not isinstance(blocks[block], pd.DataFrame):
-            raise DataError(f"{p}: no per-tilt block data_{name} for tomogram {name} "
-                            "(file truncated?)")
         grow = glob.iloc[i].to_dict()
-        info = _tilt_info(blocks[block], p, block, grow, name)
+        file, tilts, block = _tilt_block(p, blocks, tilt_blocks, grow, name, i, len(names))
+        info = _tilt_info(tilts, file, block, grow, name)
         count = grow.get("rlnTomoFrameCount")
         if count is not None and int(count) != info.n_frames:
             raise DataError(f"{p}: tomogram {name} has {info.n_frames} tilt rows but "
@@ -170,6 +201,7 @@ def tomograms_blocks(infos: list[TiltSeriesInfo]) -> dict[str, pd.DataFrame]:
     blocks: dict[str, pd.DataFrame] = {}
     for info in infos:
         row = dict(info.global_row)
+        row.pop(TS_FILE_COL, None)  # the per-tilt rows are written inline
         row.update({
             "rlnTomoName": info.name, "rlnTomoFrameCount": info.n_frames,
             "rlnTomoSizeX": int(round(info.size_px[0])),

@@ -18,12 +18,16 @@ tomohet layout: the tilt slots of the particles of one tomogram are the distinct
 (dose, tilt) pairs of that tomogram sorted by dose, so slot 0 is the lowest dose and a
 slot means the same tilt for every particle of the tomogram; the star row order is
 never used. ``rotation[n]`` is the full rotation of the particle's lowest-dose image
-and ``tilt_rotation[n, t] = R_full[n, t] @ rotation[n].T``.
+and ``tilt_rotation[n, t] = R_full[n, t] @ rotation[n].T``, unless the star has
+tomohet's ``tomohetParticleAngleRot/Tilt/Psi`` columns (written by :func:`write_warp`):
+then ``rotation[n]`` is the particle orientation in the tomogram frame they give, so a
+RELION 5 -> Warp -> RELION 5 round trip keeps the tomogram geometry.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +51,10 @@ from tomohet.io.star import find_block, loop_blocks, numeric, read_star, strings
 __all__ = ["read_warp", "write_warp", "TILT_COLS", "group_column"]
 
 TILT_COLS = ("rlnTomoYTilt", "rlnTomoNominalStageTiltAngle")
+# tomohet's own columns: the particle orientation in the tomogram frame (RELION Euler
+# angles), so that the tilt geometry survives a round trip (other tools ignore them)
+PARTICLE_ANGLE_COLS = ("tomohetParticleAngleRot", "tomohetParticleAngleTilt",
+                       "tomohetParticleAnglePsi")
 
 
 def group_column(df: pd.DataFrame) -> str | None:
@@ -57,7 +65,7 @@ def group_column(df: pd.DataFrame) -> str | None:
     return None
 
 
-def _per_row(df: pd.DataFrame, path: Path, block: str, pixel: float) -> dict[str, np.ndarray]:
+def _per_row(df: pd.DataFrame, path: Path, block: str, pixel: float) -> dict[str, Any]:
     """Per-row (per image) values: dose, tilt, scale, defocus, full rotation, shift."""
     if "rlnMicrographPreExposure" in df.columns:
         dose = numeric(df, "rlnMicrographPreExposure", path, block)
@@ -80,8 +88,12 @@ def _per_row(df: pd.DataFrame, path: Path, block: str, pixel: float) -> dict[str
                            for a in "XY"], axis=-1) * pixel
     full = relion_to_matrix(*[numeric(df, c, path, block) for c in (
         "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")])
+    particle = None
+    if all(c in df.columns for c in PARTICLE_ANGLE_COLS):
+        particle = relion_to_matrix(*[numeric(df, c, path, block) for c in PARTICLE_ANGLE_COLS])
     return {
         "dose": dose, "tilt": tilt, "scale": scale, "shift": -origin, "full": full,
+        "particle": particle,
         "du": numeric(df, "rlnDefocusU", path, block),
         "dv": numeric(df, "rlnDefocusV", path, block),
         "da": numeric(df, "rlnDefocusAngle", path, block, default=0.0),
@@ -131,7 +143,7 @@ def _pixel_size(df: pd.DataFrame, opt: pd.DataFrame | None, path: Path) -> float
 
 def _images(df: pd.DataFrame, path: Path, box: int) -> tuple[ImageSource, int, float]:
     frames, files = split_image_names(strings(df, "rlnImageName", path, "particles"), path)
-    resolved = resolve_files(files, path, "image stack")
+    resolved = resolve_files(files, path, "image stack (rlnImageName)")
     unique = list(dict.fromkeys(resolved))
     fid = {f: i for i, f in enumerate(unique)}
     header_px = float("nan")
@@ -141,11 +153,13 @@ def _images(df: pd.DataFrame, path: Path, box: int) -> tuple[ImageSource, int, f
         box = int(nx) if box <= 0 else box
         header_px = info.pixel_size_A
         if (ny, nx) != (box, box):
-            raise DataError(f"{f}: images are {ny}x{nx} px but the metadata box is {box}")
+            raise DataError(f"{path}: rlnImageSize is {box} but the stack {f} holds "
+                            f"{ny}x{nx} px images (rlnImageName)")
         count = info.shape[0] if len(info.shape) == 3 else 1
         top = int(frames[np.array([r == f for r in resolved])].max())
         if top >= count:
-            raise DataError(f"{f}: image {top + 1} requested but the stack has {count}")
+            raise DataError(f"{path}: rlnImageName asks for image {top + 1} of {f}, "
+                            f"which has {count}")
     source = ImageSource(unique, np.array([fid[f] for f in resolved]), frames, box)
     return source, box, header_px
 
@@ -192,7 +206,7 @@ def _assemble(p: Path, df: pd.DataFrame, names: list[str], pid: np.ndarray, slot
     image_index[pid, slot] = np.arange(len(pid))
     ref = np.argmax(visible, axis=1)  # lowest-dose visible slot of each particle
     ref_row = image_index[np.arange(n), ref]
-    rotation = row["full"][ref_row]
+    rotation = row["full"][ref_row] if row["particle"] is None else row["particle"][ref_row]
     full = np.broadcast_to(np.eye(3), (n, t, 3, 3)).copy()
     full[pid, slot] = row["full"]
     tilt_rotation = np.where(visible[..., None, None],
@@ -293,7 +307,10 @@ def write_warp(particles: TiltSeriesParticles, path: str | Path,
     ang = matrix_to_relion(p.full_rotation()[n_idx, t_idx])
     for k, c in enumerate(("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")):
         df[c] = ang[:, k]
-    origin = -p.shift_A[n_idx, t_idx]
+    part = matrix_to_relion(p.rotation)[n_idx]
+    for k, c in enumerate(PARTICLE_ANGLE_COLS):
+        df[c] = part[:, k]
+    origin = 0.0 - p.shift_A[n_idx, t_idx]  # no -0 in the file
     if "rlnOriginXAngst" in df.columns or "rlnOriginYAngst" in df.columns:
         df = df.drop(columns=[c for c in ("rlnOriginX", "rlnOriginY") if c in df.columns])
         df["rlnOriginXAngst"], df["rlnOriginYAngst"] = origin[:, 0], origin[:, 1]
