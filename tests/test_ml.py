@@ -73,3 +73,20 @@ def test_checkpoint_resume_identical(tmp_path, two_states):
     b = ML2D(n_classes=2, n_iter=3, min_iter=3, random_state=3, progress=False,
              checkpoint_dir=str(ck)).fit(sub)
     np.testing.assert_allclose(a.predict_proba(), b.predict_proba(), atol=1e-5)
+
+
+def test_tempered_posteriors_cap_and_identity():
+    from tomohet.methods.em import tempered_posteriors
+
+    g = torch.Generator().manual_seed(0)
+    ll = torch.randn(64, 4, generator=g) * 200.0  # very confident likelihoods
+    prior = torch.log(torch.full((4,), 0.25))
+    true = torch.softmax(ll + prior, -1)
+    torch.testing.assert_close(tempered_posteriors(ll, prior, None), true)
+    capped = tempered_posteriors(ll, prior, 0.6)
+    assert abs(float(capped.max(-1).values.mean()) - 0.6) < 0.01
+    # the ranking of classes per particle is unchanged by the temperature
+    assert torch.equal(capped.argmax(-1), true.argmax(-1))
+    soft = ll / 1000.0  # already below the cap: untouched
+    torch.testing.assert_close(tempered_posteriors(soft, prior, 0.99),
+                               torch.softmax(soft + prior, -1))

@@ -33,7 +33,30 @@ from tomohet.physics.fsc import fsc, resolution_at
 from tomohet.physics.projection import Backprojector, VolumeProjector
 from tomohet.physics.reconstruction import insert_prepared, wiener_reconstruct
 
-__all__ = ["EMConfig", "EMState", "EMEngine"]
+__all__ = ["EMConfig", "EMState", "EMEngine", "tempered_posteriors"]
+
+
+def tempered_posteriors(ll: torch.Tensor, log_prior: torch.Tensor,
+                        max_mean_top: float | None = None, steps: int = 30) -> torch.Tensor:
+    """Class posteriors softmax(ll / T + log prior), (B, K) -> (B, K).
+
+    Without ``max_mean_top`` T = 1 (the true posterior). With it (deterministic
+    annealing), T >= 1 is the smallest temperature at which the batch's mean largest
+    posterior does not exceed ``max_mean_top`` (bisection on log T): early on, particles
+    are shared between classes, so classes split along the largest differences first
+    instead of freezing a random initial partition.
+    """
+    post = torch.softmax(ll + log_prior, dim=-1)
+    k = ll.shape[-1]
+    if max_mean_top is None or k < 2 or float(post.max(-1).values.mean()) <= max_mean_top:
+        return post
+    target = max(float(max_mean_top), 1.0 / k + 1e-3)
+    lo, hi = 0.0, 30.0  # log T
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        top = torch.softmax(ll / math.exp(mid) + log_prior, dim=-1).max(-1).values.mean()
+        lo, hi = (mid, hi) if float(top) > target else (lo, mid)
+    return torch.softmax(ll / math.exp(hi) + log_prior, dim=-1)
 
 
 @dataclass
@@ -214,9 +237,12 @@ class EMEngine:
             vw[2 * c + h, np.arange(len(h))] = w[:, c]
         return torch.from_numpy(vw).to(self.device)
 
-    def em_pass(self, state: EMState, halves: np.ndarray) -> tuple[Backprojector, NoiseModel,
-                                                                   np.ndarray, float]:
-        """E-step for every particle and M-step sums. Returns (bp, noise, posteriors, ll)."""
+    def em_pass(self, state: EMState, halves: np.ndarray, max_mean_top: float | None = None
+                ) -> tuple[Backprojector, NoiseModel, np.ndarray, float]:
+        """E-step for every particle and M-step sums. Returns (bp, noise, posteriors, ll).
+
+        ``max_mean_top``: deterministic annealing cap on the mean largest posterior (see
+        :func:`tempered_posteriors`); None = true posteriors."""
         k = self.cfg.n_classes
         noise = self.new_noise()
         noise.sigma2 = state.sigma2.to(self.device)
@@ -230,7 +256,8 @@ class EMEngine:
             t0 = time.perf_counter()
             prep = self.prepare(idx)
             self._tick("read_prepare", t0)
-            post, ll_tot, best_rot, resid = self._e_step(proj, prep, noise, log_prior)
+            post, ll_tot, best_rot, resid = self._e_step(proj, prep, noise, log_prior,
+                                                         max_mean_top)
             t0 = time.perf_counter()
             post_all[pos : pos + len(idx)] = post.cpu().numpy()
             total_ll += float(ll_tot)
@@ -251,7 +278,7 @@ class EMEngine:
         return bp, new_noise, post_all, total_ll
 
     def _e_step(self, proj: VolumeProjector, prep: PreparedBatch, noise: NoiseModel,
-                log_prior: torch.Tensor):
+                log_prior: torch.Tensor, max_mean_top: float | None = None):
         """Posteriors (B, K), summed log evidence, best rotations per class, residual power."""
         k = self.cfg.n_classes
         b = prep.data.shape[0]
@@ -270,7 +297,7 @@ class EMEngine:
         ll_class = torch.logsumexp(ll, dim=-1) - math.log(j)
         joint = ll_class + log_prior
         evidence = torch.logsumexp(joint, dim=-1)
-        post = torch.softmax(joint, dim=-1)
+        post = tempered_posteriors(ll_class, log_prior, max_mean_top)
         best_j = ll.argmax(-1)  # (B, K)
         kmap = post.argmax(-1)
         bidx = torch.arange(b, device=post.device)

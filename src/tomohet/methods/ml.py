@@ -54,6 +54,7 @@ class MLClassifier(HeterogeneityMethod):
         init_lowpass_A: float | None = None,
         n_restarts: int = 1,
         restart_iters: int = 3,
+        anneal_iters: int = 6,
         mask_radius_A: float | None = None,
         focus_mask: Any = None,
         max_dose_e_per_A2: float | None = None,
@@ -76,6 +77,7 @@ class MLClassifier(HeterogeneityMethod):
         self.init_lowpass_A = init_lowpass_A
         self.n_restarts = n_restarts
         self.restart_iters = restart_iters
+        self.anneal_iters = anneal_iters
         self.mask_radius_A = mask_radius_A
         self.focus_mask = focus_mask
         self.max_dose_e_per_A2 = max_dose_e_per_A2
@@ -211,7 +213,8 @@ class MLClassifier(HeterogeneityMethod):
                  ckpt: Path | None) -> EMState:
         start = state.iteration
         for it in range(start, n_iter):
-            bp, noise, post, ll = engine.em_pass(state, halves)
+            cap = self._anneal_cap(it)
+            bp, noise, post, ll = engine.em_pass(state, halves, cap)
             vols, curves, res = engine.volumes_from(bp)
             changed = float((post.argmax(1) != state.posteriors.argmax(1)).mean())
             priors = torch.as_tensor(post.mean(0), dtype=torch.float32).clamp_min(1e-6)
@@ -223,14 +226,24 @@ class MLClassifier(HeterogeneityMethod):
                     "iteration": it + 1, "log_likelihood": ll, "changed_fraction": changed,
                     "populations": priors.tolist(), "resolution_A": res,
                     "mean_max_prob": float(post.max(1).mean()),
+                    "anneal_cap": cap,
                 }],
             )
             if ckpt is not None:
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
                 state.save(ckpt)
-            if it + 1 >= self.min_iter and changed < self.tol:
+            if it + 1 >= max(self.min_iter, self.anneal_iters) and changed < self.tol:
                 break
         return state
+
+    def _anneal_cap(self, iteration: int) -> float | None:
+        """Deterministic annealing: the cap on the mean largest posterior at ``iteration``
+        (0-based) rises linearly from 1/K + 0.3 (1 - 1/K) to 1 over ``anneal_iters``;
+        None (true posteriors) afterwards."""
+        if iteration >= self.anneal_iters or self.n_classes < 2:
+            return None
+        floor = 1.0 / self.n_classes + 0.3 * (1.0 - 1.0 / self.n_classes)
+        return floor + (1.0 - floor) * iteration / self.anneal_iters
 
     # ------------------------------------------------------------------ outputs
     def predict(self, particles: ParticleSet | None = None) -> np.ndarray:
