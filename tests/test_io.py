@@ -1,9 +1,8 @@
-"""Readers and writers: the real WarpTools/RELION 5 sample, round trips, errors, detection."""
+"""Readers and writers: the real WarpTools/RELION 5 sample, round trips, variants."""
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import mrcfile
@@ -12,9 +11,21 @@ import pandas as pd
 import pytest
 import starfile
 import torch
+from io_cases import (
+    OPT,
+    PARTS,
+    REAL,
+    STEM,
+    TOMOS,
+    assert_same,
+    check_extra,
+    extra_for,
+    no_temp_files,
+    records,
+)
 
-from tomohet.data.particles import Optics, SubtomogramParticles, TiltSeriesParticles
-from tomohet.data.sources import ArrayVolumeSource, DataError, ImageSource
+from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
+from tomohet.data.sources import DataError, ImageSource
 from tomohet.io import (
     atomic_path,
     detect_format,
@@ -25,88 +36,6 @@ from tomohet.io import (
     write_mrc,
     write_particles,
 )
-from tomohet.physics.geometry import random_rotations
-
-REAL = Path(__file__).parent / "data" / "real"
-STEM = "warptools_test_4-tomos_10-ptcls_box-32_angpix-12"
-OPT = REAL / f"{STEM}_optimisation_set.star"
-PARTS = REAL / f"{STEM}.star"
-TOMOS = REAL / f"{STEM}_tomograms.star"
-EXTRA = ("rlnClassNumber", "rlnMaxValueProbDistribution", "tomohetLatent1", "tomohetLatent2")
-
-
-# ---------------------------------------------------------------------------- helpers
-def records(p: TiltSeriesParticles) -> dict[str, dict]:
-    """Per particle name: every visible image's values, ordered by (dose, tilt)."""
-    full = p.full_rotation()
-    imgs = p.batch(np.arange(p.n_particles)).images.numpy()
-    out = {}
-    for n, name in enumerate(p.names):
-        ts = np.nonzero(p.visible[n])[0]
-        ts = ts[np.lexsort((p.tilt_deg[n, ts], p.dose_e_per_A2[n, ts]))]
-        out[name] = {
-            "tilt": p.tilt_deg[n, ts], "dose": p.dose_e_per_A2[n, ts],
-            "du": p.defocus_u_A[n, ts], "dv": p.defocus_v_A[n, ts],
-            "dang": p.defocus_angle_deg[n, ts], "scale": p.ctf_scale[n, ts],
-            "shift": p.shift_A[n, ts], "rot": full[n, ts], "img": imgs[n, ts],
-            "pos": p.position_A[n], "tomo": p.tomo_names[n],
-        }
-    return out
-
-
-TOL = {"du": 1e-2, "dv": 1e-2, "dang": 1e-4, "shift": 1e-4, "rot": 1e-6, "img": 1e-6,
-       "pos": 1e-3, "tilt": 1e-4, "dose": 1e-4, "scale": 1e-6}
-
-
-def assert_same(a: TiltSeriesParticles, b: TiltSeriesParticles) -> None:
-    ra, rb = records(a), records(b)
-    assert sorted(ra) == sorted(rb)
-    for name, rec in ra.items():
-        assert rec["tomo"] == rb[name]["tomo"]
-        for key, tol in TOL.items():
-            np.testing.assert_allclose(rb[name][key], rec[key], atol=tol, rtol=0,
-                                       err_msg=f"{name}: {key}")
-
-
-def no_temp_files(folder: Path) -> None:
-    left = [f for f in folder.rglob("*") if ".tmp" in f.name]
-    assert not left, left
-
-
-def extra_for(names: list[str]) -> pd.DataFrame:
-    n = len(names)
-    return pd.DataFrame({"rlnClassNumber": np.arange(n) % 3 + 1,
-                         "rlnMaxValueProbDistribution": np.linspace(0.2, 0.9, n),
-                         "tomohetLatent1": np.linspace(-1, 1, n),
-                         "tomohetLatent2": np.arange(n) * 0.5})
-
-
-def check_extra(table: pd.DataFrame, expected: pd.DataFrame) -> None:
-    for col in EXTRA:
-        np.testing.assert_allclose(pd.to_numeric(table[col]).to_numpy(),
-                                   expected[col].to_numpy(), atol=1e-6, err_msg=col)
-
-
-@pytest.fixture(scope="module")
-def real() -> TiltSeriesParticles:
-    p = read_particles(OPT)
-    assert isinstance(p, TiltSeriesParticles)
-    return p
-
-
-@pytest.fixture()
-def real_copy(tmp_path: Path) -> Path:
-    shutil.copytree(REAL, tmp_path / "real")
-    return tmp_path / "real"
-
-
-@pytest.fixture(scope="module")
-def sim() -> TiltSeriesParticles:
-    from tomohet.sim import simulate
-    from tomohet.sim.presets import get_preset
-
-    cfg = get_preset("demo", n_particles=8, n_tomograms=2, missing_tilt_rate=0.15)
-    return simulate(cfg, seed=3).particles
 
 
 # ---------------------------------------------------------------------------- real data
@@ -283,17 +212,6 @@ def test_write_read_write_is_stable(sim, tmp_path):
     assert not any(p.suffix == ".mrcs" for p in second)
 
 
-@pytest.fixture()
-def subtomos() -> SubtomogramParticles:
-    rng = np.random.default_rng(0)
-    n, d = 5, 16
-    rot = random_rotations(n, torch.Generator().manual_seed(0), torch.float64).numpy()
-    return SubtomogramParticles(
-        names=[str(i + 1) for i in range(n)], tomo_names=["1", "1", "2", "2", "2"],
-        position_A=rng.uniform(100, 2000, size=(n, 3)), rotation=rot,
-        volumes=ArrayVolumeSource(rng.normal(size=(n, d, d, d)).astype(np.float32)),
-        weights=ArrayVolumeSource(rng.uniform(size=(n, d, d, d // 2 + 1)).astype(np.float32)),
-        optics=Optics(10.0, d, ctf_premultiplied=True), weight_layout="rfft")
 
 
 @pytest.mark.parametrize("fmt,name", [("relion4", "p.star"), ("relion5", "p.star"),
@@ -363,137 +281,6 @@ def test_assignments_and_latent_csv(tmp_path):
     with pytest.raises(DataError, match="a2.csv"):
         write_assignments_csv(tmp_path / "a2.csv", names, labels=np.zeros(2))
     no_temp_files(tmp_path)
-
-
-# ---------------------------------------------------------------------------- errors
-def _edit_star(path: Path, block: str, edit) -> None:
-    blocks = starfile.read(path, always_dict=True)
-    blocks[block] = edit(blocks[block].copy())
-    starfile.write(blocks, path)
-
-
-def _set_cell(col: str, row: int, value):
-    def edit(df: pd.DataFrame) -> pd.DataFrame:
-        df[col] = df[col].astype(object)
-        df.loc[row, col] = value
-        return df
-    return edit
-
-
-CORRUPTIONS = {
-    "missing particle column": (f"{STEM}.star", "particles",
-                                lambda df: df.drop(columns=["rlnImageName"]), "rlnImageName"),
-    "missing tilt column": (f"{STEM}_tomograms.star", "Unt_050.tomostar",
-                            lambda df: df.drop(columns=["rlnDefocusU"]), "rlnDefocusU"),
-    "NaN angle": (f"{STEM}.star", "particles", _set_cell("rlnAngleRot", 3, "nan"),
-                  "rlnAngleRot"),
-    "text in a number column": (f"{STEM}.star", "particles",
-                                _set_cell("rlnCoordinateX", 0, "abc"), "rlnCoordinateX"),
-    "NaN dose": (f"{STEM}_tomograms.star", "Unt_083.tomostar",
-                 _set_cell("rlnMicrographPreExposure", 2, "nan"), "rlnMicrographPreExposure"),
-    "unknown tomogram": (f"{STEM}.star", "particles",
-                         _set_cell("rlnTomoName", 4, "Unt_999.tomostar"), "Unt_999"),
-    "box mismatch": (f"{STEM}.star", "optics", lambda df: df.assign(rlnImageSize=64),
-                     "rlnImageSize"),
-    "visible frames too short": (f"{STEM}.star", "particles",
-                                 _set_cell("rlnTomoVisibleFrames", 0, "[1,1,1]"),
-                                 "rlnTomoVisibleFrames"),
-    "bad optics group": (f"{STEM}.star", "particles", _set_cell("rlnOpticsGroup", 0, 9),
-                         "rlnOpticsGroup"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
-def test_corrupted_relion5_names_file_and_field(real_copy, case):
-    file, block, edit, field = CORRUPTIONS[case]
-    _edit_star(real_copy / file, block, edit)
-    with pytest.raises(DataError) as exc:
-        read_particles(real_copy / OPT.name)
-    msg = str(exc.value)
-    assert file in msg and field in msg, msg
-
-
-def test_missing_truncated_and_empty_files(real_copy):
-    stack = real_copy / STEM / "Unt_076" / "Unt_076_12.00A_000004.mrcs"
-    stack.unlink()
-    with pytest.raises(DataError, match=r"Unt_076_12.00A_000004.mrcs.*not found") as exc:
-        read_particles(real_copy / OPT.name)
-    assert f"{STEM}.star" in str(exc.value) and "rlnImageName" in str(exc.value)
-    other = real_copy / STEM / "Unt_076" / "Unt_076_12.00A_000005.mrcs"
-    stack.write_bytes(other.read_bytes()[:5000])  # truncated copy
-    with pytest.raises(DataError, match=r"000004.mrcs: truncated MRC"):
-        read_particles(real_copy / OPT.name)
-    parts = real_copy / f"{STEM}.star"
-    text = parts.read_text()
-    parts.write_text(text[: len(text) - 300])  # cut inside the last particle row
-    with pytest.raises(DataError, match=re.escape(str(parts))):
-        read_particles(real_copy / OPT.name)
-    parts.write_text("")
-    with pytest.raises(DataError, match=r"empty file"):
-        read_particles(real_copy / OPT.name)
-    with pytest.raises(DataError, match="nothing.star: file not found"):
-        read_particles(real_copy / "nothing.star")
-
-
-def test_warp_errors_name_file_and_column(real, tmp_path):
-    warp = tmp_path / "w.star"
-    write_particles(real, warp, fmt="warp")
-    df = starfile.read(warp)
-    for col in ("rlnDefocusU", "rlnAngleTilt"):
-        starfile.write(df.drop(columns=[col]), warp)
-        with pytest.raises(DataError, match=rf"w.star.*{col}"):
-            read_particles(warp, fmt="warp")
-    bad = df.copy()
-    bad["rlnImageName"] = bad["rlnImageName"].astype(str).str.replace("1@", "0@", n=1)
-    bad.loc[0, "rlnImageName"] = "stack_without_index.mrcs"
-    starfile.write(bad, warp)
-    with pytest.raises(DataError, match=r"w.star.*rlnImageName row 1"):
-        read_particles(warp, fmt="warp")
-
-
-def test_subtomogram_errors(subtomos, tmp_path):
-    path = tmp_path / "p.star"
-    write_particles(subtomos, path, fmt="relion4")
-    vol = Path(starfile.read(path, always_dict=True)["particles"]["rlnImageName"][2])
-    (path.parent / vol).unlink()
-    with pytest.raises(DataError, match=r"p.star: subtomogram .*not found"):
-        read_particles(path)
-    tbl = tmp_path / "d" / "t.tbl"
-    write_particles(subtomos, tbl, fmt="dynamo")
-    lines = tbl.read_text().splitlines()
-    tbl.write_text("\n".join(lines[:-1] + [" ".join(lines[-1].split()[:20])]) + "\n")
-    with pytest.raises(DataError, match=r"t.tbl: line 5 has 20 values"):
-        read_particles(tbl)
-    motl = tmp_path / "s" / "m.star"
-    write_particles(subtomos, motl, fmt="stopgap")
-    _edit_star(motl, "stopgap_motivelist", lambda df: df.drop(columns=["phi"]))
-    with pytest.raises(DataError, match=r"m.star: block data_stopgap_motivelist has no column phi"):
-        read_particles(motl)
-
-
-# ---------------------------------------------------------------------------- detection
-def test_formats_detected_by_column_meaning(real, real_copy, tmp_path):
-    parts = real_copy / f"{STEM}.star"
-    blocks = starfile.read(parts, always_dict=True)
-    df = blocks["particles"]
-    df["myScore"] = np.arange(len(df))  # unknown columns are kept
-    blocks["particles"] = df[list(reversed(df.columns))]
-    starfile.write(blocks, parts)
-    assert detect_format(parts) == "relion5"
-    q = read_particles(parts)
-    assert_same(real, q)
-    assert q.table["myScore"].tolist() == list(range(40))
-    warp = tmp_path / "w.star"
-    write_particles(real, warp, fmt="warp")
-    wdf = starfile.read(warp)
-    wdf["anotherColumn"] = "x"
-    starfile.write(wdf[list(reversed(wdf.columns))], warp)
-    assert detect_format(warp) == "warp"
-    assert_same(real, read_particles(warp))
-    with pytest.raises(DataError, match="not a recognised tomography particle file"):
-        detect_format(REAL / "relion5_particles_example.star")
-    with pytest.raises(DataError, match="unknown format"):
-        read_particles(parts, fmt="cryosparc")
 
 
 # ---------------------------------------------------------------------------- RELION 5 variants
