@@ -8,7 +8,7 @@ N=${N:-600}
 OUT=${OUT:-benchmarks/results/discrete_n${N}}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 tomohet --threads "$OMP_NUM_THREADS" bench --preset discrete-easy --preset discrete-realistic \
-    --set n_particles="$N" --set box=32 --methods ml2d,occupancy,ml3d,shc \
+    --set n_particles="$N" --set box=32 --methods ml2d,occupancy,ml3d,shc --param shc.n_runs=5 \
     --param ml2d.n_iter=15 --param ml3d.n_iter=15 --param occupancy.n_iter=15 \
     --out "$OUT/discrete"
 tomohet --threads "$OMP_NUM_THREADS" bench --preset mixed-easy --preset mixed-realistic \

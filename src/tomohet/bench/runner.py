@@ -54,6 +54,7 @@ class MethodRun:
     method_kind: str = ""
     labels: np.ndarray | None = None
     latent: np.ndarray | None = None
+    kept: np.ndarray | None = None  # (N,) bool: particles the method calls reliable
     class_volumes: torch.Tensor | None = None
     fsc: ParticleFSC | None = None
     fsc_index: np.ndarray | None = None
@@ -240,6 +241,8 @@ def run_method(name: str, ds: BenchDataset, seed: int = 0, device: torch.device 
             model = cls(**_method_params(cls, seed, device, ds.n_states, params))
             model.fit(ds.particles)
             run.labels = _optional(model.predict)
+            kept = getattr(model, "consistent_", None)  # e.g. SHC consistency cleaning
+            run.kept = None if kept is None else np.asarray(kept, dtype=bool).reshape(-1)
             run.latent = _optional(model.transform)
             if run.latent is None and run.labels is not None and ds.coords is not None:
                 proba = _optional(model.predict_proba)  # rows of filtered particles: NaN
@@ -303,6 +306,12 @@ def score_run(run: MethodRun, ds: BenchDataset, seed: int) -> None:
             run.warnings.append(f"latent not scored: {exc}")
         except ValueError as exc2:
             run.error = f"scoring: {exc2}"
+    if run.kept is not None and run.labels is not None and run.kept.any():
+        from tomohet.metrics import ari
+
+        k = run.kept & (run.labels >= 0)
+        run.scores["kept_frac"] = float(run.kept.mean())
+        run.scores["ari_kept"] = float(ari(ds.states[k], run.labels[k]))
     if run.fsc is not None:
         run.scores["fsc_auc"] = run.fsc.mean_auc
         run.scores["fsc_res_A"] = float(np.mean(run.fsc.resolution_A))

@@ -26,6 +26,7 @@ METRIC_LABELS = {
     "ari": "ARI", "nmi": "NMI", "accuracy": "accuracy", "pop_err_mean": "pop. err. (mean)",
     "pop_err_max": "pop. err. (max)", "rank_corr": "|Spearman|", "neigh_sim": "neigh. sim.",
     "fsc_auc": "FSC AUC", "fsc_res_A": "FSC=0.5 res. (A)",
+    "ari_kept": "ARI (kept)", "kept_frac": "kept",
 }
 
 
