@@ -162,7 +162,8 @@ def oracle_grid(ds: BenchDataset, n_grid: int = 12, seed: int = 0
     if coords is None:
         grid_states = np.unique(states)
         return grid_states, None, np.searchsorted(grid_states, states)
-    gs, gc = [], []
+    gs: list[np.ndarray] = []
+    gc: list[np.ndarray] = []
     nearest = np.empty(len(states), dtype=np.int64)
     for s in np.unique(states):
         sel = np.nonzero(states == s)[0]

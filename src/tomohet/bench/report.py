@@ -121,7 +121,7 @@ def _method_figures(run: MethodRun, ds: BenchDataset) -> list[str]:
     tag = f"{run.method} on {ds.name}"
     coords, states = ds.coords, ds.states
     discrete_colour = ds.kind != "continuous"  # mixed data: coloured by state
-    truth_colour = states if discrete_colour else coords[:, 0]
+    truth_colour = states if discrete_colour or coords is None else coords[:, 0]
     if run.latent is not None:
         out.append(_figure(
             figures.latent_scatter(run.latent, truth_colour, discrete_colour, tag),
@@ -156,7 +156,7 @@ def _tomogram_figure(run: MethodRun, ds: BenchDataset, tag: str) -> str:
     tomo = (t["tomogram"].astype(str).to_numpy() if "tomogram" in t.columns
             else np.asarray(ds.particles.tomo_names))
     discrete = ds.kind != "continuous"
-    truth = ds.states if discrete else ds.coords[:, 0]
+    truth = ds.states if discrete or ds.coords is None else ds.coords[:, 0]
     pred, pred_discrete = None, True
     if run.labels is not None and discrete and ds.n_states > 1:
         pred = figures.relabel_to_truth(ds.states, run.labels)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from tomohet.bench.scoring import (
     score_outputs,
 )
 from tomohet.metrics import ParticleFSC, per_particle_fsc
+
+if TYPE_CHECKING:
+    from tomohet.methods.base import HeterogeneityMethod
 
 __all__ = ["MethodRun", "measure", "run_method", "run_oracle_row", "run_bench",
            "resolve_methods", "write_leaderboard", "atomic_write_text"]
@@ -198,7 +201,7 @@ def _particle_fsc(ds: BenchDataset, vols: torch.Tensor, index: np.ndarray) -> Pa
                             ds.pixel_size_A, mask=mask)
 
 
-def _method_params(cls: type, seed: int, device: torch.device | None,
+def _method_params(cls: type[HeterogeneityMethod], seed: int, device: torch.device | None,
                    n_states: int = 0, overrides: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
     """``bench_params``, the true number of states as ``n_classes`` (when the data set has

@@ -182,8 +182,11 @@ class SHC(HeterogeneityMethod):
                             ) -> tuple[torch.Tensor, float | None]:
         refs = self.references
         if refs is not None:
-            vols = [_load_volume(r) for r in refs] if isinstance(refs, list | tuple) else None
-            stack = torch.stack(vols) if vols else _load_volume(refs)
+            if isinstance(refs, list | tuple):
+                vols = [v for v in (_load_volume(r) for r in refs) if v is not None]
+                stack = torch.stack(vols) if vols else None
+            else:
+                stack = _load_volume(refs)
             if stack is None or stack.ndim != 4 or stack.shape[0] != self.n_classes:
                 raise ValueError(f"shc: references must be {self.n_classes} volumes")
             return stack.float().repeat_interleave(2, dim=0), None

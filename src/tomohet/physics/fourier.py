@@ -125,7 +125,7 @@ def soft_sphere_mask(
     """Real-space sphere of ``radius_px`` around the box centre with a cosine edge."""
     c = torch.arange(box, device=device, dtype=torch.float32) - box // 2
     grids = torch.meshgrid(*([c] * ndim), indexing="ij")
-    r = torch.sqrt(sum(g**2 for g in grids))
+    r = torch.sqrt(torch.stack([g**2 for g in grids]).sum(0))
     edge = (r - radius_px) / max(edge_px, 1e-6)
     return torch.where(
         edge <= 0, torch.ones_like(r),
