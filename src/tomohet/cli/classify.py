@@ -40,6 +40,8 @@ def _add_ml(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-lowpass", type=float, default=None,
                    help="low-pass (A) of the initial references (default 6 pixels)")
     p.add_argument("--restarts", type=int, default=1, help="restarts; the best is kept")
+    p.add_argument("--anneal-iters", type=int, default=6,
+                   help="iterations of deterministic annealing of the posteriors (0: off)")
     p.add_argument("--mask-radius", type=float, default=None,
                    help="soft spherical reference mask radius (A)")
     p.add_argument("--focus-mask", default=None,
@@ -80,6 +82,7 @@ def _ml_params(args: argparse.Namespace, out: str) -> dict:
         "tau_fudge": args.tau_fudge, "reference": args.reference,
         "init": "reference" if args.reference else "random",
         "init_lowpass_A": args.init_lowpass, "n_restarts": args.restarts,
+        "anneal_iters": args.anneal_iters,
         "mask_radius_A": args.mask_radius, "focus_mask": args.focus_mask,
         "max_dose_e_per_A2": args.max_dose, "min_tilts": args.min_tilts,
         "local_search_deg": args.local_search, "tol": args.tol,

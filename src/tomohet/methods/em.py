@@ -328,6 +328,7 @@ class EMEngine:
         """Class volumes, per-class half-map FSC and resolution from 2K half-set sums."""
         k = bp.n_volumes // 2
         halves = wiener_reconstruct(bp)
+        self.last_half_maps = halves.cpu()  # (2K, D, D, D): class c half h at 2c + h
         data, weight = bp.grids()
         vols, curves, res = [], [], []
         for c in range(k):

@@ -150,6 +150,9 @@ class MLClassifier(HeterogeneityMethod):
         self.labels_ = np.full(n, -1, dtype=np.int64)
         self.labels_[keep] = state.posteriors.argmax(1)
         self.class_volumes_ = state.volumes
+        half = getattr(engine, "last_half_maps", None)
+        self.half_volumes_ = None if half is None else half.reshape(
+            self.n_classes, 2, *half.shape[1:])
         self.priors_ = state.priors.numpy()
         self.fsc_ = state.fsc
         self.resolution_A_ = state.resolution_A

@@ -79,6 +79,11 @@ def save_discrete(method: HeterogeneityMethod, out: Path, particles: ParticleSet
     if vols is not None:
         for k in range(vols.shape[0]):
             write_mrc(out / f"class_{k + 1:03d}.mrc", vols[k].numpy(), px)
+    halves = getattr(method, "half_volumes_", None)  # (K, 2, D, D, D)
+    if halves is not None:
+        for k in range(halves.shape[0]):
+            for h in range(2):
+                write_mrc(out / f"class_{k + 1:03d}_half{h + 1}.mrc", halves[k, h].numpy(), px)
     curves = getattr(method, "fsc_", None)
     if curves:
         box = particles.optics.box

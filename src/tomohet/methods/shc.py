@@ -308,6 +308,8 @@ class SHC(HeterogeneityMethod):
             weights = np.eye(k)[self.labels_]
         bp = engine.reconstruct_pass(weights, None, halves)
         self.class_volumes_, self.fsc_, self.resolution_A_ = engine.volumes_from(bp)
+        half = engine.last_half_maps
+        self.half_volumes_ = half.reshape(k, 2, *half.shape[1:])
 
     # ------------------------------------------------------------------ outputs
     def predict(self, particles: ParticleSet | None = None) -> np.ndarray:
