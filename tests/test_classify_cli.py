@@ -23,8 +23,10 @@ def sim_dir(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("method,extra", [("ml2d", ["--iter", "6", "--anneal-iters", "2"]),
-                                          ("shc", ["--iter", "8", "--anneal-iters", "3", "--runs", "2"])])
+@pytest.mark.parametrize("method,extra", [
+    ("ml2d", ["--iter", "6", "--anneal-iters", "2"]),
+    ("shc", ["--iter", "8", "--anneal-iters", "3", "--runs", "2"]),
+])
 def test_classify_writes_maps_star_assignments(sim_dir, tmp_path, method, extra):
     out = tmp_path / method
     data = sim_dir / "particles_optimisation_set.star"
