@@ -18,7 +18,7 @@ def sim_dir(tmp_path_factory):
     from tomohet.sim.presets import get_preset
 
     out = tmp_path_factory.mktemp("sim")
-    cfg = get_preset("demo", n_particles=120, n_tomograms=2, box=24, n_tilts=11)
+    cfg = get_preset("demo", n_particles=60, n_tomograms=2, box=24, n_tilts=11)
     simulate(cfg, seed=4).write(out)
     return out
 
@@ -39,7 +39,7 @@ def test_classify_writes_maps_star_assignments(sim_dir, tmp_path, method, extra)
     table = pd.read_csv(out / "assignments.csv")
     truth = pd.read_csv(sim_dir / "truth.csv")
     merged = truth.merge(table, left_on="name", right_on="particle")
-    assert len(merged) == 120
+    assert len(merged) == 60
     assert adjusted_rand_score(merged["state"], merged["class"]) > 0.9
     blocks = starfile.read(out / "particles.star", always_dict=True)
     cols = set().union(*(b.columns for b in blocks.values() if hasattr(b, "columns")))

@@ -62,3 +62,15 @@ def test_align_runs_uses_medoid_not_first_run():
     assert adjusted_rand_score(truth, votes) > 0.85
     # the good runs agree with each other after alignment
     assert (aligned[1] == aligned[2]).mean() > 0.95
+
+
+def test_figure_of_merit_filter_damps_unresolved_class():
+    from tomohet.methods.shc import figure_of_merit_filter
+
+    g = torch.Generator().manual_seed(0)
+    signal = torch.randn(16, 16, 16, generator=g)
+    noise_a, noise_b = torch.randn(2, 16, 16, 16, generator=g)
+    halves = torch.stack([signal, signal, noise_a, noise_b])  # class 0 resolved, 1 noise
+    out = figure_of_merit_filter(halves)
+    torch.testing.assert_close(out[0], signal, atol=1e-4, rtol=1e-4)
+    assert float(out[2].norm()) < 0.5 * float(noise_a.norm())

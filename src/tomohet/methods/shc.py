@@ -33,11 +33,14 @@ from tomohet.methods.em import EMConfig, EMEngine
 from tomohet.methods.ml import _load_volume
 from tomohet.physics.forward import PreparedBatch, model_transforms
 from tomohet.physics.fourier import (
+    ft_to_volume,
     hermitian_weights_2d,
     hermitian_weights_3d,
     radial_shell_index,
     soft_sphere_mask,
+    volume_to_ft,
 )
+from tomohet.physics.fsc import fsc
 from tomohet.physics.reconstruction import half_set_labels, wiener_reconstruct
 
 __all__ = ["SHC", "ncc_scores", "match_labels", "align_runs", "temperature_schedule"]
@@ -66,6 +69,26 @@ def ncc_scores(prep: PreparedBatch, model: torch.Tensor, band: torch.Tensor) -> 
     p2 = ((pred.real**2 + pred.imag**2) * w).flatten(2).sum(-1)
     x2 = ((prep.data.real**2 + prep.data.imag**2) * w).flatten(1).sum(-1)  # (B,)
     return (num / torch.sqrt(p2 * x2[None]).clamp_min(1e-20)).T
+
+
+def figure_of_merit_filter(half_maps: torch.Tensor) -> torch.Tensor:
+    """Weight each class's half maps per shell by sqrt(FSC) of its own two halves.
+
+    (2K, D, D, D) -> (2K, D, D, D), class c half h at 2c + h. sqrt(FSC) estimates a half
+    map's correlation with the noise-free map, so shells a class resolves poorly are
+    damped. Without it a class averaged from fewer particles carries more noise power
+    and scores lower against every particle under normalised cross-correlation, and
+    hill climbing drains it (rich-get-richer collapse).
+    """
+    d = half_maps.shape[-1]
+    k = half_maps.shape[0] // 2
+    pairs = half_maps.reshape(k, 2, d, d, d)
+    curve = fsc(pairs[:, 0], pairs[:, 1]).clamp(0.0, 1.0)  # (K, D//2 + 1)
+    curve[:, 0] = 1.0
+    shell = radial_shell_index(d, 3, device=half_maps.device).clamp_max(curve.shape[1] - 1)
+    weight = torch.sqrt(curve)[:, shell]  # (K, D, D, D//2 + 1)
+    ft = volume_to_ft(pairs) * weight[:, None]
+    return ft_to_volume(ft, d).reshape(2 * k, d, d, d)
 
 
 def match_labels(reference: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -176,7 +199,7 @@ class SHC(HeterogeneityMethod):
                 bp = engine.reconstruct_pass(np.eye(k)[labels], None, halves)
                 maps = wiener_reconstruct(bp).cpu()
         _, _, res = engine.volumes_from(bp)
-        return maps, max(res), labels
+        return figure_of_merit_filter(maps), max(res), labels
 
     def _initial_references(self, engine: EMEngine, n: int, halves, rng
                             ) -> tuple[torch.Tensor, float | None]:
