@@ -14,6 +14,7 @@ The 3D frequency of a sample is ``R.T [kx, ky, 0]`` with ``R`` the image's full 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,8 +83,23 @@ class FourierCache:
         return sum(t.numel() * t.element_size() for t in (self.pix, self.data, self.transfer))
 
     def to(self, device: torch.device | str) -> FourierCache:
-        fields = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
-                  for k, v in self.__dict__.items()}
+        fields: dict[str, Any] = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                                  for k, v in self.__dict__.items()}
+        return FourierCache(**fields)
+
+    def restrict(self, max_shell: float) -> FourierCache:
+        """The same cache without samples past 2D radius ``max_shell`` (Fourier pixels)."""
+        k2 = _grid(self.box, self.pix.device)[self.pix.long()]
+        keep = torch.round(k2.norm(dim=-1) * self.box) <= max_shell
+        image = torch.repeat_interleave(torch.arange(self.count.numel(), device=keep.device),
+                                        self.count.reshape(-1).to(keep.device))
+        count = torch.zeros(self.count.numel(), dtype=torch.long, device=keep.device)
+        count.index_add_(0, image[keep], torch.ones_like(image[keep]))
+        count = count.reshape(self.count.shape).to(self.count.device)
+        flat = count.reshape(-1)
+        start = (torch.cumsum(flat, 0) - flat).reshape(count.shape)
+        fields: dict[str, Any] = dict(self.__dict__, pix=self.pix[keep], data=self.data[keep],
+                      transfer=self.transfer[keep], start=start, count=count)
         return FourierCache(**fields)
 
     def gather(self, rows: torch.Tensor, slots: torch.Tensor) -> PointBatch:

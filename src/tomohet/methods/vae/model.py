@@ -7,6 +7,11 @@ Real volumes have ``V(-k) = conj V(k)``: ``f`` is evaluated at the representativ
 ``+-k`` in the half space ``kx > 0`` (ties broken by ky, then kz) and conjugated for the
 other half, so every decoded map is real.
 
+The volume is represented in Fourier space (complex values with Friedel symmetry
+enforced by construction), which carries the same information as cryoDRGN's Hartley
+representation; ``|k| <= 1/2`` cycles/pixel is decoded, and only the samples inside each
+image's dose mask are ever evaluated during training.
+
 Encoders (both see the residual ``r = X - H V0`` of each sample, so they look at what the
 consensus does not explain):
 
@@ -30,7 +35,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tomohet.methods.vae.data import PointBatch
-from tomohet.physics.fourier import freq_grid_2d, freq_grid_3d, ft_to_volume
+from tomohet.physics.fourier import (
+    freq_grid_2d,
+    freq_grid_3d,
+    ft_to_volume,
+    soft_sphere_mask,
+    volume_to_ft,
+)
 from tomohet.physics.projection import VolumeProjector
 
 __all__ = ["FourierFeatures", "FourierDecoder", "BackprojectEncoder", "TiltEncoder",
@@ -74,6 +85,8 @@ class FourierFeatures(nn.Module):
     axis). (M, 3) cycles/pixel -> (M, out_dim).
     """
 
+    basis: torch.Tensor
+
     def __init__(self, box: int, kind: str = "gaussian", n_freqs: int | None = None,
                  sigma: float = 0.25, generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -98,6 +111,8 @@ class FourierFeatures(nn.Module):
 
 class FourierDecoder(nn.Module):
     """``env(|k|) f(k, z)`` as a complex number per frequency (see module docstring)."""
+
+    envelope: torch.Tensor
 
     def __init__(self, box: int, zdim: int, hidden: int = 256, layers: int = 3,
                  pe: str = "gaussian", pe_dim: int | None = None, feat_sigma: float = 0.25,
@@ -147,6 +162,10 @@ class FourierDecoder(nn.Module):
 
 class BackprojectEncoder(nn.Module):
     """Wiener-pooled low-resolution back-projection of the residuals -> posterior."""
+
+    lookup: torch.Tensor
+    scale: torch.Tensor
+    lam: torch.Tensor
 
     def __init__(self, box: int, zdim: int, radius: int, hidden: int = 256,
                  layers: int = 2) -> None:
@@ -216,6 +235,9 @@ class BackprojectEncoder(nn.Module):
 class TiltEncoder(nn.Module):
     """Per-tilt MLP on low-frequency residuals and pose, pooled over visible tilts."""
 
+    lookup: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, box: int, zdim: int, radius: int, hidden: int = 256, layers: int = 2,
                  t_emb: int = 64, pooling: str = "mean") -> None:
         super().__init__()
@@ -281,6 +303,11 @@ class TiltVAE(nn.Module):
     feat_sigma, use_consensus, max_freq (cycles/px), seed.
     """
 
+    consensus: torch.Tensor
+    noise: torch.Tensor
+    encoder: BackprojectEncoder | TiltEncoder | None
+    decoder: FourierDecoder
+
     def __init__(self, config: dict) -> None:
         super().__init__()
         self.config = dict(config)
@@ -342,24 +369,31 @@ class TiltVAE(nn.Module):
         return out
 
     @torch.no_grad()
-    def volumes(self, z: torch.Tensor, chunk: int = 4) -> torch.Tensor:
+    def volumes(self, z: torch.Tensor, chunk: int = 4, mask: bool = True) -> torch.Tensor:
         """Real maps at latents z (n, Z) -> (n, D, D, D) on the CPU.
 
-        The decoder is evaluated on the full 3D rfft grid inside ``max_freq``; the
-        transform is inverted with :func:`ft_to_volume`.
+        The decoder is evaluated on the full 3D rfft grid inside ``max_freq`` and added
+        to the exact transform of the consensus (not its gridding-corrected projector
+        samples); the sum is inverted with :func:`ft_to_volume`.
         """
         box = int(self.config["box"])
         dev = self.consensus.device
         k = freq_grid_3d(box, device=dev).reshape(-1, 3)
         inside = k.norm(dim=-1) <= float(self.config.get("max_freq", 0.5))
         kin = k[inside]
+        base = torch.zeros(k.shape[0], dtype=torch.complex64, device=dev)
+        if self.config.get("use_consensus", True):
+            base = volume_to_ft(self.consensus.float()).reshape(-1).to(torch.complex64)
         out = []
         for s in range(0, len(z), chunk):
             zz = z[s : s + chunk].to(dev).float()
             n = len(zz)
             part = torch.arange(n, device=dev).repeat_interleave(len(kin))
-            vals = self.field(kin.repeat(n, 1), zz, part).reshape(n, -1)
-            ft = torch.zeros((n, k.shape[0]), dtype=torch.complex64, device=dev)
-            ft[:, inside] = vals.to(torch.complex64)
+            vals = self.decoder(kin.repeat(n, 1), zz, part).reshape(n, -1)
+            ft = base.repeat(n, 1)
+            ft[:, inside] += vals.to(torch.complex64)
             out.append(ft_to_volume(ft.reshape(n, box, box, box // 2 + 1), box).cpu())
-        return torch.cat(out) if out else torch.zeros((0, box, box, box))
+        vols = torch.cat(out) if out else torch.zeros((0, box, box, box))
+        if mask:  # the consensus's soft sphere: nothing outside the particle is data
+            vols = vols * soft_sphere_mask(box, box / 2 - 2, edge_px=2.0)
+        return vols

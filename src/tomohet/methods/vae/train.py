@@ -1,0 +1,282 @@
+"""Training loop of the tilt-series VAE: loss, epochs, checkpoints and diagnostics.
+
+Loss per batch of ``B`` particles (a Gaussian negative ELBO per particle)::
+
+    L = (1/B) sum_particles [ sum_samples w |X - H V(k; z)|^2 / (2 s2(|k|)) + beta KL ]
+
+with ``H`` the CTF x exposure filter x shift phase of each image (so dose and defocus
+weight every sample), ``w = cos(tilt) x`` Hermitian multiplicity, ``s2`` the noise power
+per 2D shell measured against the consensus, and the sum running only over the samples
+inside each image's dose mask (:mod:`tomohet.methods.vae.data`).
+
+Every random draw of an epoch (particle order, tilt subsets, reparameterisation noise)
+comes from a CPU :class:`torch.Generator` seeded by ``(seed, epoch)``, so an epoch is the
+same whether training ran straight through or was resumed from the previous epoch's
+checkpoint, and the same on CPU and CUDA up to floating point.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tomohet.methods.vae.data import FourierCache, PointBatch, all_tilts, sample_tilts
+from tomohet.methods.vae.model import TiltVAE
+from tomohet.methods.vae.reference import (
+    consensus_volume,
+    iterate_all,
+    noise_power,
+    radial_envelope,
+)
+
+__all__ = ["epoch_generator", "prepare_model", "batch_loss", "train_epoch", "encode_all",
+           "latent_diagnostics", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
+           "progress_bar"]
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """CPU generator of epoch ``epoch`` (0-based): independent of how training resumed."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + 7919 * (epoch + 1))
+
+
+def prepare_model(model: TiltVAE, cache: FourierCache, device: torch.device, seed: int,
+                  batch: int = 32) -> dict[str, Any]:
+    """Consensus map, noise power, decoder envelope and encoder input scales.
+
+    cache on ``device``. -> summary (consensus FSC at 0.5 in pixels, noise range).
+    """
+    vol, curve = consensus_volume(cache, device, seed=seed, batch=batch)
+    model.set_consensus(vol.to(device))
+    model.noise.copy_(noise_power(cache, model._projector(), device, batch).to(device))
+    n_env = len(model.decoder.envelope)
+    env = radial_envelope(vol) * correction_weight(curve, n_env,
+                                                   model.config.get("dec_weight", "fsc"))
+    # past the shell where the half maps stop agreeing (FSC < 0.05) the data carry no
+    # signal: the decoder adds nothing there and those samples are not used in training
+    low = ((curve < 0.05) & (torch.arange(len(curve)) >= 2)).nonzero()
+    max_shell = int(low[0]) if len(low) else None
+    if max_shell is not None:
+        env[max_shell + 1 :] = 0.0
+        radius = int(model.config.get("enc_radius", 0))
+        model.config["train_max_shell"] = max(max_shell, radius + 1)
+    model.decoder.envelope.copy_(env.to(device))
+    if model.encoder is not None:
+        model.encoder.calibrate(
+            (pb, pb.data - pb.transfer * model.consensus_at(pb.freq))
+            for _rows, pb in iterate_all(cache, batch))
+    below = (curve < 0.5).nonzero()
+    return {"consensus_fsc05_px": int(below[0]) if len(below) else len(curve),
+            "train_max_shell": model.config.get("train_max_shell"),
+            "noise_min": float(model.noise.min()), "noise_max": float(model.noise.max())}
+
+
+def correction_weight(curve: torch.Tensor, n: int, kind: str = "fsc") -> torch.Tensor:
+    """Radial weight (n,) of the decoder's correction to the consensus.
+
+    ``fsc``: ``2F / (1 + F)`` of the consensus half-map FSC ``F`` (the fraction of signal
+    in a full-set average, clipped at 0), so that shells the data barely determine get
+    little correction and the decoder does not fit noise there; ``none``: 1.
+    """
+    if kind == "none":
+        return torch.ones(n)
+    f = torch.zeros(n)
+    m = min(n, len(curve))
+    f[:m] = curve[:m].float().clamp(0, 0.999)
+    w = 2 * f / (1 + f)
+    if kind == "fsc2":
+        w = w**2
+    return w.clamp_min(1e-3)
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def batch_loss(model: TiltVAE, pb: PointBatch, beta: float, eps: torch.Tensor | None,
+               amp: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """Negative ELBO per particle of one batch (see module docstring).
+
+    eps (B, Z) standard normal draws (None: use the posterior mean).
+    -> (loss, {"nll", "kl", "mse"} per particle / per sample, for logging).
+    """
+    dev = pb.data.device
+    v0 = model.consensus_at(pb.freq) if model.config.get("use_consensus", True) else None
+    resid0 = pb.data if v0 is None else pb.data - pb.transfer * v0
+    with _autocast(dev, amp):
+        mu, logvar = model.encode(pb, resid0)
+    z = mu if eps is None else mu + torch.exp(0.5 * logvar) * eps.to(dev)
+    with _autocast(dev, amp):
+        dec = model.decoder(pb.freq, z, pb.particle)
+    pred = dec if v0 is None else dec + v0
+    r = pb.data - pb.transfer * pred.to(pb.data.dtype)
+    s2 = model.noise[pb.shell.clamp_max(model.noise.shape[0] - 1)]
+    per = (r.real**2 + r.imag**2) * (0.5 * pb.herm * pb.tilt_w) / s2
+    b = pb.n_particles
+    nll = per.sum() / b
+    kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum() / b
+    loss = nll + beta * kl
+    return loss, {"nll": float(nll.detach()), "kl": float(kl.detach()),
+                  "mse": float(per.detach().mean())}
+
+
+def train_epoch(model: TiltVAE, optimizer: torch.optim.Optimizer, cache: FourierCache,
+                epoch: int, *, seed: int, batch_size: int, n_tilts: int | None, beta: float,
+                amp: bool = False, progress: Callable[[int, float], None] | None = None
+                ) -> dict[str, float]:
+    """One pass over the particles in a seeded random order.
+
+    n_tilts: tomoDRGN sampling of that many visible tilts per particle per epoch; None:
+    every cached tilt (cryoDRGN-ET mode, where the cache holds the chosen tilts only).
+    """
+    g = epoch_generator(seed, epoch)
+    order = torch.randperm(cache.n_particles, generator=g)
+    model.train()
+    tot = {"loss": 0.0, "nll": 0.0, "kl": 0.0, "mse": 0.0}
+    n_seen = 0
+    t0 = time.perf_counter()
+    for s in range(0, len(order), batch_size):
+        rows = order[s : s + batch_size]
+        vis = cache.visible[rows]
+        slots = all_tilts(vis) if n_tilts is None else sample_tilts(vis, n_tilts, g)
+        eps = torch.randn((len(rows), model.zdim), generator=g)
+        pb = cache.gather(rows, slots)
+        loss, parts = batch_loss(model, pb, beta, eps, amp)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        b = len(rows)
+        n_seen += b
+        tot["loss"] += float(loss.detach()) * b
+        for k in ("nll", "kl", "mse"):
+            tot[k] += parts[k] * b
+        if progress is not None:
+            progress(b, tot["loss"] / n_seen)
+    out = {k: v / max(n_seen, 1) for k, v in tot.items()}
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+@torch.no_grad()
+def encode_all(model: TiltVAE, cache: FourierCache, batch: int = 128,
+               amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and log-variance of every cached particle from all its cached tilts
+    -> ((N, Z), (N, Z)) on the CPU."""
+    model.eval()
+    mus, lvs = [], []
+    use_v0 = model.config.get("use_consensus", True)
+    for _rows, pb in iterate_all(cache, batch):
+        resid0 = pb.data - pb.transfer * model.consensus_at(pb.freq) if use_v0 else pb.data
+        with _autocast(pb.data.device, amp):
+            mu, lv = model.encode(pb, resid0)
+        mus.append(mu.float().cpu())
+        lvs.append(lv.float().cpu())
+    z = model.zdim
+    return (torch.cat(mus) if mus else torch.zeros((0, z)),
+            torch.cat(lvs) if lvs else torch.zeros((0, z)))
+
+
+def latent_diagnostics(mu: torch.Tensor, logvar: torch.Tensor,
+                       previous: torch.Tensor | None) -> dict[str, float]:
+    """Convergence numbers of one epoch's latents.
+
+    ``drift``: RMS change of the posterior means since the previous epoch over the RMS
+    spread of the means (0 = frozen); ``active_dims``: latent dimensions whose means vary
+    across particles more than 1% of the prior variance (Burda et al.'s active units);
+    ``kl_per_particle``: mean KL to the prior (nats); ``posterior_std``: mean posterior std.
+    """
+    spread = float(mu.std(0).pow(2).sum().sqrt()) if len(mu) > 1 else 0.0
+    drift = float("nan")
+    if previous is not None and previous.shape == mu.shape and spread > 0:
+        drift = float((mu - previous).pow(2).sum(1).mean().sqrt()) / spread
+    var_mu = mu.var(0) if len(mu) > 1 else torch.zeros(mu.shape[1])
+    kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1).mean()
+    return {"drift": drift, "active_dims": int((var_mu > 0.01).sum()),
+            "kl_per_particle": float(kl), "posterior_std": float((0.5 * logvar).exp().mean()),
+            "latent_spread": spread}
+
+
+def collapse_warning(diag: dict[str, float]) -> str | None:
+    """A message when the latent carries (almost) no information, else None."""
+    if diag["active_dims"] == 0 or diag["kl_per_particle"] < 0.05:
+        return (f"latent collapse: {diag['active_dims']} active dimensions, "
+                f"KL {diag['kl_per_particle']:.3f} nats per particle -- the decoder ignores z; "
+                "lower --beta, train longer, or check poses/CTF")
+    return None
+
+
+# ---------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, model: TiltVAE, optimizer: torch.optim.Optimizer | None,
+                    epoch: int, history: list[dict[str, Any]], mu: torch.Tensor,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """``torch.save`` of plain tensors/containers (loadable with ``weights_only=True``)."""
+    from tomohet.io.atomic import atomic_path
+
+    payload = {"model": model.state_dict(), "config": dict(model.config), "epoch": int(epoch),
+               "history": [dict(h) for h in history], "mu": mu.detach().cpu(),
+               "optimizer": None if optimizer is None else optimizer.state_dict(),
+               "extra": dict(extra or {})}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The highest-epoch ``epoch_NNN.pt`` in ``folder/checkpoints``, or None."""
+    ck = sorted(Path(folder, "checkpoints").glob("epoch_*.pt"))
+    return ck[-1] if ck else None
+
+
+def model_from_checkpoint(ck: dict[str, Any], device: torch.device | str = "cpu") -> TiltVAE:
+    model = TiltVAE(ck["config"]).to(device)
+    model.load_state_dict(ck["model"])
+    model.set_consensus(model.consensus)
+    return model
+
+
+# ---------------------------------------------------------------- progress
+def progress_bar(total: int, desc: str, enabled: bool) -> tuple[Callable[[int, float], None],
+                                                                 Callable[[], None]]:
+    """-> (update(n, loss), close()). tqdm when installed, else a line every ~10%."""
+    if not enabled:
+        return (lambda _n, _loss: None), (lambda: None)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        state = {"done": 0, "next": 0.1}
+
+        def update(n: int, loss: float) -> None:
+            state["done"] += n
+            frac = state["done"] / max(total, 1)
+            if frac >= state["next"] or state["done"] >= total:
+                print(f"{desc}: {100 * frac:5.1f}%  loss {loss:.4g}", flush=True)
+                state["next"] = math.floor(frac * 10 + 1) / 10
+
+        return update, (lambda: None)
+    bar = tqdm(total=total, desc=desc, unit="particle", leave=False)
+
+    def update_bar(n: int, loss: float) -> None:
+        bar.update(n)
+        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+
+    return update_bar, bar.close
+
+
+def history_row(epoch: int, stats: dict[str, float], diag: dict[str, float]) -> dict[str, Any]:
+    row: dict[str, Any] = {"epoch": epoch + 1}
+    row.update({k: float(v) for k, v in stats.items()})
+    row.update({k: (int(v) if k == "active_dims" else float(v)) for k, v in diag.items()})
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+            for k, v in row.items()}
