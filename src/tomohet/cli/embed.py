@@ -1,0 +1,142 @@
+"""``tomohet embed``: continuous heterogeneity by linear decomposition.
+
+Methods: wmdpca, ccmatrix, multiscale (subtomograms, or built on the fly from 2D
+stacks) and ppca2d (2D tilt images). Writes latent.csv, eigenvolumes, volume series along
+each component, the explained-variance plot, assignments.csv when clustered, config.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from tomohet.cli.common import HelpFormatter, pick_device, prepare_out_dir, stamp_config
+
+EXAMPLE = """examples:
+  tomohet embed wmdpca run_optimisation_set.star --out wmd/
+  tomohet embed wmdpca subtomos.star --components 6 --lowpass 20 --mask roi.mrc --out wmd/
+  tomohet embed ccmatrix subtomos.star --lowpass 25 --cluster ward --k 3 --out cc/
+  tomohet embed multiscale run_optimisation_set.star --scales 8,14,21 --out ms/
+  tomohet embed ppca2d run_optimisation_set.star --components 2 --iter 10 --out ppca/
+"""
+
+METHODS = {
+    "wmdpca": "wedge-masked-difference PCA of subtomograms (PEET/Dynamo/i3 style)",
+    "ccmatrix": "constrained cross-correlation matrix, eigen-decomposed (Dynamo style)",
+    "multiscale": "difference SVD at several length scales, concatenated (emClarity style)",
+    "ppca2d": "mean + eigenvolumes fitted by EM on the 2D tilt images (probabilistic PCA)",
+}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="particle set (any supported format)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--tomograms", default=None, help="tomograms star (RELION 5), if not found")
+    p.add_argument("--components", type=int, default=None,
+                   help="number of components (multiscale: per scale); None: the method's")
+    p.add_argument("--cluster", choices=["gmm", "kmeans", "ward", "none"], default="gmm",
+                   help="clustering of the coordinates into classes")
+    p.add_argument("--k", type=int, default=None,
+                   help="number of classes; None: suggested by the mixture BIC")
+    p.add_argument("--max-k", type=int, default=8, help="largest K the BIC tries")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--batch-size", type=int, default=32, help="particles per batch")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_difference(p: argparse.ArgumentParser, lowpass: bool = True) -> None:
+    if lowpass:
+        p.add_argument("--lowpass", type=float, default=None,
+                       help="low-pass (A); None: 5 pixels")
+    p.add_argument("--highpass", type=float, default=None, help="high-pass (A)")
+    p.add_argument("--mask", default=None, help="region-of-interest mask (mrc)")
+    p.add_argument("--mask-radius", type=float, default=None,
+                   help="soft spherical mask radius (A) when no --mask")
+    p.add_argument("--normalise", choices=["none", "scale", "std"], default="none",
+                   help="per-particle normalisation")
+    p.add_argument("--max-memory", type=float, default=2.0,
+                   help="GB of features held in memory; beyond, they stream from disk")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("embed", help="continuous heterogeneity by linear decomposition",
+                       description="Linear latent embeddings, eigenvolumes and clusters.",
+                       epilog=EXAMPLE, formatter_class=HelpFormatter)
+    methods = p.add_subparsers(dest="method", metavar="METHOD", required=True)
+    for name, desc in METHODS.items():
+        m = methods.add_parser(name, help=desc, description=desc, epilog=EXAMPLE,
+                               formatter_class=HelpFormatter)
+        _add_common(m)
+        if name in ("wmdpca", "multiscale"):
+            _add_difference(m, lowpass=name == "wmdpca")
+        if name == "multiscale":
+            m.add_argument("--scales", default=None,
+                           help="length scales in A, comma separated (default 8,14,21)")
+        if name == "ccmatrix":
+            m.add_argument("--lowpass", type=float, default=None,
+                           help="low-pass (A); None: 5 pixels")
+            m.add_argument("--highpass", type=float, default=None, help="high-pass (A)")
+            m.add_argument("--max-memory", type=float, default=4.0,
+                           help="GB the N x N matrices may take; larger sets are refused")
+        if name == "ppca2d":
+            m.add_argument("--iter", type=int, default=10, help="EM iterations")
+            m.add_argument("--max-resolution", type=float, default=None,
+                           help="highest resolution (A) used")
+            m.add_argument("--ridge", type=float, default=0.01,
+                           help="regularisation of the volumes (relative, per shell)")
+    return p
+
+
+def method_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Constructor arguments of the chosen method from the parsed command line."""
+    params: dict[str, Any] = {
+        "cluster": None if args.cluster == "none" else args.cluster, "n_clusters": args.k,
+        "max_clusters": args.max_k, "batch_size": args.batch_size,
+    }
+    if args.method == "multiscale":
+        if args.components:
+            params["components_per_scale"] = args.components
+        if args.scales:
+            params["scales_A"] = [float(s) for s in args.scales.split(",") if s.strip()]
+    elif args.components:
+        params["n_components"] = args.components
+    if args.method in ("wmdpca", "multiscale"):
+        params.update(highpass_A=args.highpass, mask=args.mask, mask_radius_A=args.mask_radius,
+                      normalise=args.normalise, max_memory_GB=args.max_memory)
+        if args.method == "wmdpca":
+            params["lowpass_A"] = args.lowpass
+    elif args.method == "ccmatrix":
+        params.update(lowpass_A=args.lowpass, highpass_A=args.highpass,
+                      max_memory_GB=args.max_memory)
+    else:
+        params.update(n_iter=args.iter, max_resolution_A=args.max_resolution, ridge=args.ridge)
+    return params
+
+
+def run(args: argparse.Namespace) -> int:
+    from tomohet.io import read_particles
+    from tomohet.methods import get_method
+
+    out = prepare_out_dir(args.out)
+    particles = read_particles(args.data, tomograms=args.tomograms)
+    device = pick_device(args.device)
+    method = get_method(args.method, **method_params(args), device=str(device),
+                        progress=not args.no_progress, random_state=args.seed)
+    stamp_config(out, f"embed {args.method}", vars(args))
+    t0 = time.perf_counter()
+    try:
+        method.fit(particles)
+    except MemoryError as exc:
+        print(f"tomohet embed: {exc}")
+        return 3
+    method.save(out, particles)
+    ratio = method.explained_variance_ratio_
+    msg = (f"{args.method}: {particles.n_particles} particles in "
+           f"{time.perf_counter() - t0:.1f}s; {method.latent_.shape[1]} coordinates")
+    if ratio is not None:
+        msg += "; explained " + ", ".join(f"{r:.3f}" for r in ratio[:6])
+    if method.labels_ is not None:
+        msg += f"; {method.cluster_info_['n_clusters']} classes {method.cluster_info_['sizes']}"
+    print(msg + f" -> {out}")
+    return 0

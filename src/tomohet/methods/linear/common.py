@@ -1,0 +1,144 @@
+"""What every linear method shares: masks, eigenvolumes, clustering, outputs.
+
+A subclass implements :meth:`LinearMethod._embed` (particles -> coordinates and an
+explained-variance record); :meth:`LinearMethod.fit` then estimates the mean and
+eigenvolumes by wedge-aware regression of the data on those coordinates
+(:func:`~tomohet.methods.linear.reference.regress_volumes`) and clusters the coordinates
+when asked.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tomohet.methods.base import HeterogeneityMethod, ParticleSet
+from tomohet.methods.linear.reference import regress_volumes
+from tomohet.physics.fourier import ft_to_volume, lowpass_filter, soft_sphere_mask, volume_to_ft
+
+__all__ = ["LinearMethod", "load_mask"]
+
+
+def load_mask(mask: Any, box: int, pixel_size_A: float, radius_A: float | None,
+              device: torch.device) -> torch.Tensor:
+    """A user mask (mrc path or array, region of interest) or a soft sphere (D, D, D)."""
+    if mask is not None:
+        if isinstance(mask, str | Path):
+            from tomohet.io import read_mrc
+
+            arr, _ = read_mrc(mask)
+            mask = np.asarray(arr, dtype=np.float32)
+        m = torch.as_tensor(np.asarray(mask, dtype=np.float32), device=device)
+        if tuple(m.shape) != (box,) * 3:
+            raise ValueError(f"mask shape {tuple(m.shape)} does not match box {box}")
+        return m.clamp(0, 1)
+    radius = radius_A / pixel_size_A if radius_A is not None else box / 2 - max(2.0, 0.08 * box)
+    return soft_sphere_mask(box, radius, edge_px=max(2.0, 0.05 * box), device=device)
+
+
+class LinearMethod(HeterogeneityMethod):
+    """Base of wmdpca, ccmatrix, multiscale and ppca2d (continuous, optional clusters)."""
+
+    kind = "continuous"
+    input_kind = "either"
+
+    # set by subclasses' __init__ through _common()
+    n_components: int
+    cluster: str | None
+    n_clusters: int | None
+    max_clusters: int
+    batch_size: int
+    device: str | None
+    progress: bool
+
+    def _common(self, n_components: int, cluster: str | None, n_clusters: int | None,
+                max_clusters: int, batch_size: int, device: str | None, progress: bool,
+                random_state: int | None) -> None:
+        self.n_components = n_components
+        self.cluster = cluster
+        self.n_clusters = n_clusters
+        self.max_clusters = max_clusters
+        self.batch_size = batch_size
+        self.device = device
+        self.progress = progress
+        self.random_state = random_state
+
+    def _torch_device(self) -> torch.device:
+        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def _bar(self, total: int, what: str) -> tqdm:
+        return tqdm(total=total, desc=f"{self.name} {what}", unit="ptcl",
+                    disable=not self.progress, leave=False)
+
+    # ------------------------------------------------------------------ subclass hook
+    def _embed(self, particles: ParticleSet, device: torch.device) -> np.ndarray:
+        """-> (N, K) coordinates; sets ``explained_variance_ratio_`` where meaningful."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, particles: ParticleSet) -> LinearMethod:
+        self._check_input(particles)
+        if self.n_components < 1:
+            raise ValueError(f"{self.name}: n_components must be >= 1")
+        device = self._torch_device()
+        t0 = time.perf_counter()
+        self.explained_variance_ratio_: np.ndarray | None = None
+        self.fitted_volumes_: torch.Tensor | None = None  # real (K+1, D, D, D) if _embed has
+        self.volume_lowpass_A_: float | None = None  # set by _embed: eigenvolume low-pass
+        z = np.asarray(self._embed(particles, device), dtype=np.float64)
+        self.latent_ = z
+        t1 = time.perf_counter()
+        if self.fitted_volumes_ is None:
+            bar = self._bar(particles.n_particles, "eigenvolumes")
+            vols = regress_volumes(particles, z, self.batch_size, device,
+                                   progress=bar.update).cpu()
+            bar.close()
+        else:
+            vols = self.fitted_volumes_.cpu()
+        lp = getattr(self, "volume_lowpass_A_", None)
+        if lp is not None:  # eigenvolumes carry no information past the features' band
+            o = particles.optics
+            filt = lowpass_filter(o.box, lp, o.pixel_size_A, 3)
+            vols[1:] = ft_to_volume(volume_to_ft(vols[1:]) * filt, o.box)
+        self.mean_volume_, self.eigenvolumes_ = vols[0], vols[1:]
+        self.pixel_size_A_ = particles.optics.pixel_size_A
+        self.labels_ = None
+        self.cluster_info_: dict[str, Any] = {}
+        if self.cluster:
+            from tomohet.analysis.clustering import cluster_latent
+
+            res = cluster_latent(z, method=self.cluster, n_clusters=self.n_clusters,
+                                 max_clusters=self.max_clusters, seed=self.random_state or 0)
+            self.labels_ = res.labels
+            self.cluster_info_ = res.info()
+        self.timings_ = {"embed_s": t1 - t0, "volumes_s": time.perf_counter() - t1}
+        return self
+
+    # ------------------------------------------------------------------ outputs
+    def _check_same(self, particles: ParticleSet | None) -> None:
+        if particles is not None and particles.n_particles != len(self.latent_):
+            raise ValueError(f"{self.name}: only the fitted particles can be transformed")
+
+    def transform(self, particles: ParticleSet | None = None) -> np.ndarray:
+        self._check_same(particles)
+        return self.latent_.copy()
+
+    def predict(self, particles: ParticleSet | None = None) -> np.ndarray:
+        self._check_same(particles)
+        if self.labels_ is None:
+            raise NotImplementedError(f"{self.name}: fitted without clustering")
+        return self.labels_.copy()
+
+    def particle_volumes(self, index: np.ndarray) -> torch.Tensor | None:
+        z = torch.as_tensor(self.latent_[np.asarray(index)], dtype=torch.float32)
+        return self.mean_volume_[None] + torch.einsum("nk,kzyx->nzyx", z, self.eigenvolumes_)
+
+    def save(self, out_dir: str | Path, particles: ParticleSet) -> None:
+        from tomohet.methods.linear.outputs import save_linear
+
+        save_linear(self, Path(out_dir), particles)
