@@ -374,6 +374,7 @@ def run_bench(
         if oracle and ds.has_volumes:
             ds_runs.append(run_oracle_row(ds, seed, device, n_grid=oracle_grid))
         for name in names:
+            say(f"[bench] {ds.name:<16} {name:<12} fitting ...")
             ds_runs.append(run_method(name, ds, seed, device,
                                        params=(params or {}).get(name)))
         for run in ds_runs:
