@@ -41,6 +41,7 @@ from tomohet.physics.fourier import (
     volume_to_ft,
 )
 from tomohet.physics.fsc import fsc
+from tomohet.physics.projection import Backprojector
 from tomohet.physics.reconstruction import half_set_labels, wiener_reconstruct
 
 __all__ = ["SHC", "ncc_scores", "match_labels", "align_runs", "temperature_schedule"]
@@ -89,6 +90,16 @@ def figure_of_merit_filter(half_maps: torch.Tensor) -> torch.Tensor:
     weight = torch.sqrt(curve)[:, shell]  # (K, D, D, D//2 + 1)
     ft = volume_to_ft(pairs) * weight[:, None]
     return ft_to_volume(ft, d).reshape(2 * k, d, d, d)
+
+
+def rename_half_one(bp: Backprojector, rename: np.ndarray) -> None:
+    """In place: half-1 sums of class c become those of class ``rename[c]`` (volumes
+    ordered class c, half h at 2c + h), instead of back-projecting again."""
+    k = len(rename)
+    order = np.arange(2 * k)
+    order[2 * rename + 1] = 2 * np.arange(k) + 1
+    perm = torch.as_tensor(order, device=bp.data.device)
+    bp.data, bp.weight = bp.data[perm], bp.weight[perm]
 
 
 def match_labels(reference: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -196,7 +207,7 @@ class SHC(HeterogeneityMethod):
             if not np.array_equal(rename, np.arange(k)):
                 labels = labels.copy()
                 labels[halves == 1] = rename[labels[halves == 1]]
-                bp = engine.reconstruct_pass(np.eye(k)[labels], None, halves)
+                rename_half_one(bp, rename)
                 maps = wiener_reconstruct(bp).cpu()
         _, _, res = engine.volumes_from(bp)
         return figure_of_merit_filter(maps), max(res), labels
@@ -225,22 +236,27 @@ class SHC(HeterogeneityMethod):
         particle is scored against the references of the *other* half, so its own noise,
         averaged into its own class, cannot pull it there (self-bias at low SNR).
         """
-        proj = engine.projector(refs)
-        out, pos = [], 0
-        for idx in engine.batches():
-            prep = engine.prepare(idx)
-            model = model_transforms(proj, prep, engine.deltas)
-            if engine.deltas is None:
-                model = model[:, None]
-            m, j = model.shape[:2]
-            s = ncc_scores(prep, model.flatten(0, 1), band).reshape(len(idx), m // 2, 2, j)
-            other = torch.as_tensor(1 - halves[pos : pos + len(idx)], device=s.device)
-            s = s[torch.arange(len(idx), device=s.device), :, other]  # (B, K, J)
-            out.append(s.cpu().numpy())
-            pos += len(idx)
-            if engine.progress:
-                engine.progress(len(idx))
-        return np.concatenate(out)
+        k = refs.shape[0] // 2
+        bs = max(1, len(engine.batches()[0]))
+        out: np.ndarray | None = None
+        for h in (0, 1):  # particles of half h against the K references of half 1 - h
+            proj = engine.projector(refs[1 - h :: 2])
+            rows = np.nonzero(halves == h)[0]
+            for start in range(0, len(rows), bs):
+                chunk = rows[start : start + bs]
+                prep = engine.prepare(engine.index[chunk])
+                model = model_transforms(proj, prep, engine.deltas)
+                if engine.deltas is None:
+                    model = model[:, None]
+                j = model.shape[1]
+                s = ncc_scores(prep, model.flatten(0, 1), band).reshape(len(chunk), k, j)
+                if out is None:
+                    out = np.zeros((len(halves), k, j))
+                out[chunk] = s.cpu().numpy()
+                if engine.progress:
+                    engine.progress(len(chunk))
+        assert out is not None
+        return out
 
     def _climb(self, scores: np.ndarray, current: np.ndarray, temp: float,
                rng: np.random.Generator) -> np.ndarray:
