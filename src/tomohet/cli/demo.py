@@ -13,7 +13,7 @@ EXAMPLE = """example:
   tomohet demo --out tomohet_demo --methods ml2d,shc
 """
 
-DEFAULT_METHODS = "ml2d,occupancy,ml3d,shc,wmdpca,vae"
+DEFAULT_METHODS = "ml2d,shc,wmdpca,vae"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
