@@ -38,6 +38,8 @@ def _save_fsc_plot(path: Path, freqs: np.ndarray, curve: np.ndarray, res: float)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tomohet.io.atomic import save_figure
+
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(freqs, curve, lw=2)
     ax.axhline(0.143, color="grey", ls="--", lw=1)
@@ -46,10 +48,7 @@ def _save_fsc_plot(path: Path, freqs: np.ndarray, curve: np.ndarray, res: float)
     ax.set_title(f"half-map FSC: {res:.1f} A at 0.143")
     ax.set_ylim(-0.1, 1.05)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)
 
 
 def file_half_sets(table: pd.DataFrame) -> np.ndarray | None:

@@ -44,6 +44,8 @@ def plot_populations(history: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tomohet.io.atomic import save_figure
+
     if not history:
         return
     it = np.arange(1, len(history) + 1)
@@ -60,10 +62,7 @@ def plot_populations(history: list[dict[str, Any]], path: Path) -> None:
     axes[1].set_xlabel("iteration (all runs)" if key == "changed_fraction" else "iteration")
     axes[1].set_ylabel(key.replace("_", " "))
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=100)
 
 
 def save_discrete(method: HeterogeneityMethod, out: Path, particles: ParticleSet) -> None:

@@ -35,6 +35,8 @@ def plot_explained_variance(ratio: np.ndarray, path: Path, title: str = "",
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tomohet.io.atomic import save_figure
+
     r = np.asarray(ratio, dtype=float)
     x = np.arange(1, len(r) + 1)
     labels = groups or [""] * len(r)
@@ -50,10 +52,7 @@ def plot_explained_variance(ratio: np.ndarray, path: Path, title: str = "",
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=100)
 
 
 def save_linear(method: LinearMethod, out: Path, particles: ParticleSet) -> None:

@@ -36,6 +36,8 @@ def plot_convergence(history: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tomohet.io.atomic import save_figure
+
     if not history:
         return
     ep = _col(history, "epoch")
@@ -53,7 +55,4 @@ def plot_convergence(history: list[dict[str, Any]], path: Path) -> None:
     axes[2].set_xlabel("epoch")
     axes[2].set_ylabel("active latent dims")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=90)
