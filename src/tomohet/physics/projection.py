@@ -177,14 +177,17 @@ def scatter_plan(
     base = coords.floor()
     frac = coords - base
     base_l = base.long()
+    # per axis: weight of the lower/upper neighbour and whether each is on the grid
+    w_axis = (1 - frac, frac)
+    ok_axis = ((base_l >= 0) & (base_l < p), (base_l >= -1) & (base_l < p - 1))
+    base_flat = (base_l[:, 2] * p + base_l[:, 1]) * p + base_l[:, 0]
     flats, cws = [], []
     for corner in range(8):
-        off = torch.tensor([(corner >> i) & 1 for i in range(3)], device=dev)
-        idx = base_l + off
-        cw = torch.prod(torch.where(off.bool(), frac, 1 - frac), dim=-1)
-        ok = ((idx >= 0) & (idx < p)).all(-1)
-        flats.append(torch.where(ok, (idx[..., 2] * p + idx[..., 1]) * p + idx[..., 0], 0))
-        cws.append(torch.where(ok, cw, torch.zeros_like(cw)))
+        ox, oy, oz = corner & 1, (corner >> 1) & 1, (corner >> 2) & 1
+        cw = w_axis[ox][:, 0] * w_axis[oy][:, 1] * w_axis[oz][:, 2]
+        ok = ok_axis[ox][:, 0] & ok_axis[oy][:, 1] & ok_axis[oz][:, 2]
+        flats.append(torch.where(ok, base_flat + (oz * p + oy) * p + ox, 0))
+        cws.append(cw * ok)
     return torch.stack(flats), torch.stack(cws), img_idx, vals, wts
 
 
@@ -260,20 +263,27 @@ class Backprojector:
             if self.n_volumes > 1:
                 raise ValueError("volume_weights or volume_index needed for several volumes")
             return
-        # sparse: each volume only receives the items with a non-negligible weight
+        # sparse: an item goes only to the volumes where its weight is non-negligible.
+        # Pass r scatters every item's r-th such volume, so hard assignments (one volume
+        # per item, e.g. a class in one half set) take one pass whatever the volume count.
         vw = volume_weights.to(dev, torch.float32)
         p3 = self.padded**3
-        for v in range(self.n_volumes):
-            keep_items = vw[v] > min_weight
-            if not bool(keep_items.any()):
-                continue
-            sel = keep_items[img_idx]
-            scale = vw[v][img_idx[sel]]
-            target = flat[:, sel] + v * p3
-            cw = corner_w[:, sel] * scale[None]
-            tgt = target.reshape(-1)
-            self.data.view(-1).index_add_(0, tgt, (cw * vals[sel][None]).reshape(-1))
-            self.weight.view(-1).index_add_(0, tgt, (cw * wts[sel][None]).reshape(-1))
+        keep = vw > min_weight  # (V, N)
+        counts = keep.sum(0)
+        ranked = torch.argsort((~keep).to(torch.int8), dim=0, stable=True)  # kept first
+        items = torch.arange(vw.shape[1], device=dev)
+        for r in range(int(counts.max()) if counts.numel() else 0):
+            has = counts > r
+            vol = ranked[r]
+            scale_item = vw[vol, items] * has
+            sel = has[img_idx]
+            idx = img_idx if bool(sel.all()) else img_idx[sel]
+            fl, cw, va, wt = ((flat, corner_w, vals, wts) if idx is img_idx else
+                              (flat[:, sel], corner_w[:, sel], vals[sel], wts[sel]))
+            tgt = (fl + (vol[idx] * p3)[None]).reshape(-1)
+            cw = cw * scale_item[idx][None]
+            self.data.view(-1).index_add_(0, tgt, (cw * va[None]).reshape(-1))
+            self.weight.view(-1).index_add_(0, tgt, (cw * wt[None]).reshape(-1))
 
     def merge(self, other: Backprojector) -> None:
         """Add another accumulator's sums (e.g. from another process or batch)."""
