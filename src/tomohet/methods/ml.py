@@ -55,6 +55,7 @@ class MLClassifier(HeterogeneityMethod):
         n_restarts: int = 1,
         restart_iters: int = 3,
         anneal_iters: int = 6,
+        min_class_fraction: float = 0.02,
         mask_radius_A: float | None = None,
         focus_mask: Any = None,
         max_dose_e_per_A2: float | None = None,
@@ -78,6 +79,7 @@ class MLClassifier(HeterogeneityMethod):
         self.n_restarts = n_restarts
         self.restart_iters = restart_iters
         self.anneal_iters = anneal_iters
+        self.min_class_fraction = min_class_fraction
         self.mask_radius_A = mask_radius_A
         self.focus_mask = focus_mask
         self.max_dose_e_per_A2 = max_dose_e_per_A2
@@ -215,8 +217,9 @@ class MLClassifier(HeterogeneityMethod):
     def _iterate(self, engine: EMEngine, state: EMState, halves, n_iter: int,
                  ckpt: Path | None) -> EMState:
         start = state.iteration
+        self._anneal_from = 0
         for it in range(start, n_iter):
-            cap = self._anneal_cap(it)
+            cap = self._anneal_cap(it - self._anneal_from)
             bp, noise, post, ll = engine.em_pass(state, halves, cap)
             vols, curves, res = engine.volumes_from(bp)
             changed = float((post.argmax(1) != state.posteriors.argmax(1)).mean())
@@ -232,12 +235,49 @@ class MLClassifier(HeterogeneityMethod):
                     "anneal_cap": cap,
                 }],
             )
+            revived = self._revive_empty(engine, state, halves, n_iter)
+            if revived is not None:  # anneal again, so the re-seeded split can settle
+                state, self._anneal_from = revived, it + 1
             if ckpt is not None:
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
                 state.save(ckpt)
-            if it + 1 >= max(self.min_iter, self.anneal_iters) and changed < self.tol:
+            if (revived is None and it + 1 - self._anneal_from > self.anneal_iters
+                    and it + 1 >= self.min_iter and changed < self.tol):
                 break
         return state
+
+    def _revive_empty(self, engine: EMEngine, state: EMState, halves,
+                      n_iter: int) -> EMState | None:
+        """Re-seed classes that hold fewer than ``min_class_fraction`` of the particles.
+
+        An emptied class means two states share the largest class (EM cannot split it
+        again by itself): the empty class takes a random half of the largest class's
+        particles and the posteriors are annealed again from there, so that the split
+        settles along the largest difference inside that class. Only while a whole
+        annealing schedule and two more iterations remain. Returns the new state, or None
+        when no class is empty.
+        """
+        k, it = self.n_classes, state.iteration
+        if self.min_class_fraction <= 0 or k < 2 or it > n_iter - self.anneal_iters - 2:
+            return None
+        labels = state.posteriors.argmax(1)
+        counts = np.bincount(labels, minlength=k)
+        empty = np.nonzero(counts < self.min_class_fraction * len(labels))[0]
+        if len(empty) == 0:
+            return None
+        rng = self._rng(5000 + it)
+        labels = labels.copy()
+        for e in empty:
+            big = int(np.bincount(labels, minlength=k).argmax())
+            members = np.nonzero(labels == big)[0]
+            labels[rng.permutation(members)[: len(members) // 2]] = e
+        weights = np.eye(k)[labels]
+        vols, curves, res = engine.volumes_from(engine.reconstruct_pass(weights, None, halves))
+        priors = torch.as_tensor(weights.mean(0), dtype=torch.float32)
+        last = dict(state.history[-1], revived=[int(e) for e in empty])
+        return EMState(volumes=vols, priors=priors, sigma2=state.sigma2, posteriors=weights,
+                       iteration=it, log_likelihood=state.log_likelihood, fsc=curves,
+                       resolution_A=res, history=state.history[:-1] + [last])
 
     def _anneal_cap(self, iteration: int) -> float | None:
         """Deterministic annealing: the cap on the mean largest posterior at ``iteration``
