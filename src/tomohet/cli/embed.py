@@ -131,12 +131,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"tomohet embed: {exc}")
         return 3
     method.save(out, particles)
-    ratio = method.explained_variance_ratio_
+    ratio = getattr(method, "explained_variance_ratio_", None)
+    latent = method.transform()
     msg = (f"{args.method}: {particles.n_particles} particles in "
-           f"{time.perf_counter() - t0:.1f}s; {method.latent_.shape[1]} coordinates")
+           f"{time.perf_counter() - t0:.1f}s; {latent.shape[1]} coordinates")
     if ratio is not None:
         msg += "; explained " + ", ".join(f"{r:.3f}" for r in ratio[:6])
-    if method.labels_ is not None:
-        msg += f"; {method.cluster_info_['n_clusters']} classes {method.cluster_info_['sizes']}"
+    info = getattr(method, "cluster_info_", None)
+    if getattr(method, "labels_", None) is not None and info:
+        msg += f"; {info['n_clusters']} classes {info['sizes']}"
     print(msg + f" -> {out}")
     return 0
