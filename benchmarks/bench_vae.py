@@ -183,9 +183,11 @@ def run_cryodrgn(ds: BenchDataset, star: Path, args: argparse.Namespace, out: Pa
     if res["rc"] != 0:
         return {"tool": tag, "error": log[-2000:]}
     znpy = run / "z.npy"
-    subprocess.run([str(cd.parent / "python"), "-c", "import pickle, sys, numpy; numpy.save("
-                    "sys.argv[2], pickle.load(open(sys.argv[1], 'rb')))", str(run / "z.pkl"),
-                    str(znpy)], check=True, env=env)
+    # cryoDRGN stores latents in its own pickle format: its own loader, run in its own venv,
+    # converts them to .npy; nothing of tomohet's reads a pickle
+    subprocess.run([str(cd.parent / "python"), "-c", "import sys, numpy; from cryodrgn.utils "
+                    "import load_pkl; numpy.save(sys.argv[2], load_pkl(sys.argv[1]))",
+                    str(run / "z.pkl"), str(znpy)], check=True, env=env)
     z = np.load(znpy)
     vols = _cdrgn_volumes(cd, cd.parent, run, z, idx, px, env)
     vols = _fix_convention(vols, ds.true_volumes(idx).float())
