@@ -28,6 +28,8 @@ class Overrides:
     ctf_premultiplied: bool | None = None
     dose_weighted: bool | None = None
     pixel_size_A: float | None = None
+    # folder holding the image/volume files named in the star (see resolve_files)
+    datadir: Path | None = None
 
     def apply(self, optics: Optics) -> Optics:
         if self.ctf_premultiplied is not None:
@@ -39,26 +41,58 @@ class Overrides:
         return optics
 
 
-def resolve_files(names: Sequence[str], star_path: Path, what: str) -> list[str]:
-    """Resolve file names written in ``star_path`` (absolute, next to it, or cwd).
+def _candidates(name: str, star_path: Path, datadir: Path | None) -> dict[str, Path]:
+    """Where a file named ``name`` in ``star_path`` may lie: {place: path}, in order."""
+    path = Path(name)
+    out: dict[str, Path] = {}
+    if datadir is not None:
+        if not path.is_absolute():
+            out["datadir"] = datadir / path
+        out["datadir name"] = datadir / path.name
+    if path.is_absolute():
+        out["absolute"] = path
+    else:
+        out["star folder"] = star_path.parent / path
+        out["cwd"] = Path.cwd() / path
+    return out
 
-    The base folder is chosen once from the first name; every distinct file must exist.
-    Returns absolute path strings, one per input name.
+
+def _hint(datadir: Path | None) -> str:
+    if datadir is None:
+        return "; if the paths are relative to another folder, pass --datadir DIR"
+    return ""
+
+
+def resolve_files(names: Sequence[str], star_path: Path, what: str,
+                  datadir: str | os.PathLike[str] | None = None) -> list[str]:
+    """Resolve file names written in ``star_path``; returns absolute paths, one per name.
+
+    Places tried, in order: with ``datadir`` (``--datadir``, as tomoDRGN and cryoDRGN name
+    it) ``datadir/name`` (relative names) and ``datadir/<file name>``; then the name itself
+    if absolute, else relative to the star's folder and to the working directory. The
+    place where the first file exists is used for every file (one layout per star); a file
+    missing there raises a DataError naming the star, ``what`` (the field) and every place
+    tried for that file.
     """
     if not names:
         return []
+    folder = None if datadir is None else Path(datadir)
     unique = list(dict.fromkeys(names))
-    first = Path(unique[0])
-    bases = [Path("/")] if first.is_absolute() else [star_path.parent, Path.cwd()]
-    base = next((b for b in bases if (b / first).exists()), None)
-    if base is None:
-        tried = ", ".join(str(b / first) for b in bases)
-        raise DataError(f"{star_path}: {what} {unique[0]} not found (tried {tried})")
+    first = _candidates(unique[0], star_path, folder)
+    place = next((k for k, c in first.items() if c.exists()), None)
+    if place is None:
+        raise DataError(f"{star_path}: {what} {unique[0]} not found (tried "
+                        f"{', '.join(map(str, first.values()))})" + _hint(folder))
     resolved: dict[str, str] = {}
     for name in unique:
-        p = Path(name) if Path(name).is_absolute() else base / name
-        if not p.exists():
-            raise DataError(f"{star_path}: {what} {name} not found (looked at {p})")
+        cands = _candidates(name, star_path, folder)
+        p = cands.get(place)
+        if p is None:  # an absolute name among relative ones (or the reverse)
+            p = next((c for c in cands.values() if c.exists()), None)
+        if p is None or not p.exists():
+            tried = ", ".join(map(str, cands.values()))
+            raise DataError(f"{star_path}: {what} {name} not found (tried {tried}; the first "
+                            f"file was found at {first[place]})" + _hint(folder))
         resolved[name] = str(p.resolve())
     return [resolved[n] for n in names]
 

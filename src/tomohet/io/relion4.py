@@ -90,7 +90,8 @@ def read_relion4(path: str | Path, tomograms: str | Path | None = None,
     if len(parts) == 0:
         raise DataError(f"{p}: no particles in data_{block}")
     opt = loop_blocks(blocks).get("optics")
-    vols = resolve_files(strings(parts, "rlnImageName", p, block), p, "subtomogram (rlnImageName)")
+    vols = resolve_files(strings(parts, "rlnImageName", p, block), p,
+                         "subtomogram (rlnImageName)", datadir=ov.datadir)
     optics = volume_optics(vols[0], ov, p, _pixel(parts, opt, p))
     box = optics_value(parts.iloc[:0], opt, "rlnImageSize", p, optics.box) \
         if opt is not None else optics.box
@@ -116,7 +117,8 @@ def read_relion4(path: str | Path, tomograms: str | Path | None = None,
                                             np.full(len(parts), coord_pix))
     weights, layout = None, "none"
     if "rlnCtfImage" in parts.columns:
-        ctf = resolve_files(strings(parts, "rlnCtfImage", p, block), p, "CTF volume (rlnCtfImage)")
+        ctf = resolve_files(strings(parts, "rlnCtfImage", p, block), p,
+                            "CTF volume (rlnCtfImage)", datadir=ov.datadir)
         shape = mrc_info(ctf[0]).shape
         try:
             layout = detect_weight_layout(shape, optics.box)

@@ -214,10 +214,10 @@ def _tilt_arrays(infos: dict[str, TiltSeriesInfo], tomo: list[str], pos: np.ndar
 
 
 def _images(parts: pd.DataFrame, path: Path, vis: np.ndarray, frames: np.ndarray,
-            box: int) -> tuple[ImageSource, np.ndarray, int]:
+            box: int, datadir: Path | None = None) -> tuple[ImageSource, np.ndarray, int]:
     """One 2D stack per particle; returns (source, image_index (N, T), box)."""
     names = strings(parts, "rlnImageName", path, "particles")
-    files = resolve_files(names, path, "2D stack (rlnImageName)")
+    files = resolve_files(names, path, "2D stack (rlnImageName)", datadir=datadir)
     unique = list(dict.fromkeys(files))
     file_id = {f: i for i, f in enumerate(unique)}
     check = unique if len(unique) <= MAX_HEADER_CHECKS else [unique[0], unique[-1]]
@@ -303,7 +303,7 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
     du, dv = _defocus_offsets(parts, ppath, frames, t_max)
     arrays["defocus_u_A"] += du
     arrays["defocus_v_A"] += dv
-    images, image_index, optics.box = _images(parts, ppath, vis, frames, optics.box)
+    images, image_index, optics.box = _images(parts, ppath, vis, frames, optics.box, ov.datadir)
     ov.apply(optics)
     used = {t: infos[t] for t in dict.fromkeys(tomo)}
     meta = {

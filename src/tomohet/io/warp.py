@@ -3,8 +3,10 @@
 Facts used (Warp export as read by tomoDRGN's ``TiltSeriesStarfile``):
 
 * Rows of one particle share ``rlnGroupName`` (tomoDRGN) or ``rlnTomoParticleName``; the
-  latter is used when present. Particles are numbered in order of first appearance.
-* ``rlnImageName`` is ``index@stack.mrcs`` with a 1-based index.
+  latter is used when present.
+* ``rlnImageName`` is ``index@stack.mrcs`` with a 1-based index; two rows may not name the
+  same image. Stack paths are found as :func:`tomohet.io.common.resolve_files` says
+  (``--datadir`` first).
 * ``rlnAngleRot/Tilt/Psi`` are the FULL orientation of that image (tilt included);
   shifts are ``rlnOriginX/Y`` (pixels) or ``rlnOriginX/YAngst``.
 * Dose: ``rlnCtfBfactor = -4 * dose`` (``rlnMicrographPreExposure`` wins if present).
@@ -14,10 +16,20 @@ Facts used (Warp export as read by tomoDRGN's ``TiltSeriesStarfile``):
 * Pixel size: ``rlnDetectorPixelSize * 10000 / rlnMagnification`` (RELION 3.0 style) or
   ``rlnImagePixelSize`` of an optics block.
 
-tomohet layout: the tilt slots of the particles of one tomogram are the distinct
-(dose, tilt) pairs of that tomogram sorted by dose, so slot 0 is the lowest dose and a
-slot means the same tilt for every particle of the tomogram; the star row order is
-never used. ``rotation[n]`` is the full rotation of the particle's lowest-dose image
+Layouts: ``rlnMicrographName`` may name each tilt series or each tilt image,
+``rlnTomoName`` may be absent, particles may have different numbers of tilts and group
+names may restart in each tilt series. How the tilt series, the particle (= tilt series +
+group) and the tilt slot of each row are found is in :mod:`tomohet.io.warp_layout`; the
+choice made is in ``meta["warp_tilt_series_from"]``.
+
+Conservation: every row becomes one visible (particle, tilt) image; nothing is filtered.
+``meta["rows_in_file"]`` (rows of the data block), ``meta["images_read"]`` (visible
+images, always equal) and ``meta["dropped"]`` (empty) say so; a collision (two rows for one
+particle and tilt slot) is a DataError, never an overwrite.
+
+tomohet layout: slot 0 is the lowest dose and a slot means the same tilt for every
+particle of the tilt series; the star row order is never used. ``rotation[n]`` is the full
+rotation of the particle's lowest-dose image
 and ``tilt_rotation[n, t] = R_full[n, t] @ rotation[n].T``, unless the star has
 tomohet's ``tomohetParticleAngleRot/Tilt/Psi`` columns (written by :func:`write_warp`):
 then ``rotation[n]`` is the particle orientation in the tomogram frame they give, so a
@@ -47,6 +59,7 @@ from tomohet.io.common import (
 from tomohet.io.conventions import matrix_to_relion, relion_to_matrix
 from tomohet.io.mrc import mrc_info, write_mrc_stack
 from tomohet.io.star import find_block, loop_blocks, numeric, read_star, strings, write_star
+from tomohet.io.warp_layout import Layout, check_unique_images, detect_layout
 
 __all__ = ["read_warp", "write_warp", "TILT_COLS", "group_column"]
 
@@ -101,34 +114,6 @@ def _per_row(df: pd.DataFrame, path: Path, block: str, pixel: float) -> dict[str
     }
 
 
-def _slots(pid: np.ndarray, tomo_of_row: np.ndarray, dose: np.ndarray,
-           tilt: np.ndarray) -> np.ndarray:
-    """Slot of each row: rank of its (dose, tilt) among its tomogram's distinct pairs.
-
-    A tomogram where one particle has two images with the same pair falls back to the
-    rank of the image within its particle (by dose, then tilt).
-    """
-    slot = np.zeros(len(pid), dtype=np.int64)
-    key_d, key_t = np.round(dose, 2), np.round(tilt, 1)
-    for tomo in np.unique(tomo_of_row):
-        rows = np.nonzero(tomo_of_row == tomo)[0]
-        pairs = np.stack([key_d[rows], key_t[rows]], axis=1)
-        uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
-        order = np.lexsort((uniq[:, 1], uniq[:, 0]))
-        rank = np.empty(len(uniq), dtype=np.int64)
-        rank[order] = np.arange(len(uniq))
-        s = rank[inv.reshape(-1)]
-        combo = pid[rows] * (len(uniq) + 1) + s
-        if len(np.unique(combo)) == len(rows):
-            slot[rows] = s
-            continue
-        for p in np.unique(pid[rows]):
-            prow = rows[pid[rows] == p]
-            o = np.lexsort((prow, tilt[prow], dose[prow]))
-            slot[prow[o]] = np.arange(len(prow))
-    return slot
-
-
 def _pixel_size(df: pd.DataFrame, opt: pd.DataFrame | None, path: Path) -> float:
     if opt is not None and "rlnImagePixelSize" in opt.columns:
         return optics_value(df.iloc[:0], opt, "rlnImagePixelSize", path)
@@ -141,31 +126,47 @@ def _pixel_size(df: pd.DataFrame, opt: pd.DataFrame | None, path: Path) -> float
     return float("nan")
 
 
-def _images(df: pd.DataFrame, path: Path, box: int) -> tuple[ImageSource, int, float]:
+MAX_HEADER_CHECKS = 5000  # stacks whose headers are all read; beyond, first and last
+
+
+def _images(df: pd.DataFrame, path: Path, box: int,
+            datadir: Path | None) -> tuple[ImageSource, int, float]:
     frames, files = split_image_names(strings(df, "rlnImageName", path, "particles"), path)
-    resolved = resolve_files(files, path, "image stack (rlnImageName)")
+    resolved = resolve_files(files, path, "image stack (rlnImageName)", datadir=datadir)
     unique = list(dict.fromkeys(resolved))
     fid = {f: i for i, f in enumerate(unique)}
+    file_index = np.array([fid[f] for f in resolved], dtype=np.int64)
+    check_unique_images(path, file_index, frames)
+    top = np.full(len(unique), -1, dtype=np.int64)
+    np.maximum.at(top, file_index, frames)
     header_px = float("nan")
-    for f in unique[:1] + unique[-1:]:
+    check = range(len(unique)) if len(unique) <= MAX_HEADER_CHECKS else [0, len(unique) - 1]
+    for k in check:
+        f = unique[k]
         info = mrc_info(f)
         ny, nx = info.shape[-2:]
         box = int(nx) if box <= 0 else box
-        header_px = info.pixel_size_A
+        if not np.isfinite(header_px):
+            header_px = info.pixel_size_A
         if (ny, nx) != (box, box):
             raise DataError(f"{path}: rlnImageSize is {box} but the stack {f} holds "
                             f"{ny}x{nx} px images (rlnImageName)")
         count = info.shape[0] if len(info.shape) == 3 else 1
-        top = int(frames[np.array([r == f for r in resolved])].max())
-        if top >= count:
-            raise DataError(f"{path}: rlnImageName asks for image {top + 1} of {f}, "
+        if top[k] >= count:
+            raise DataError(f"{path}: rlnImageName asks for image {top[k] + 1} of {f}, "
                             f"which has {count}")
-    source = ImageSource(unique, np.array([fid[f] for f in resolved]), frames, box)
+    source = ImageSource(unique, file_index, frames, box)
     return source, box, header_px
 
 
+def _tie_break(df: pd.DataFrame, path: Path) -> np.ndarray:
+    """Rank of each row's image name: orders equal (dose, tilt) images without row order."""
+    names = np.asarray(strings(df, "rlnImageName", path, "particles"), dtype=object)
+    return np.unique(names, return_inverse=True)[1].reshape(-1)
+
+
 def read_warp(path: str | Path, overrides: Overrides | None = None) -> TiltSeriesParticles:
-    """Read a per-tilt-image star (Warp/M particle series, tomoDRGN input)."""
+    """Read a per-tilt-image star (Warp/M particle series, tomoDRGN, cryoDRGN-ET input)."""
     p = Path(path)
     blocks = read_star(p)
     block, df = find_block(blocks, p, ("particles",), ("rlnImageName",))
@@ -180,28 +181,27 @@ def read_warp(path: str | Path, overrides: Overrides | None = None) -> TiltSerie
     ov = overrides or Overrides()
     pixel = ov.pixel_size_A if ov.pixel_size_A is not None else _pixel_size(df, opt, p)
     box = int(optics_value(df.iloc[:0], opt, "rlnImageSize", p, 0)) if opt is not None else 0
-    images, box, header_px = _images(df, p, box)
+    images, box, header_px = _images(df, p, box, ov.datadir)
     if not np.isfinite(pixel):
         pixel = header_px
     if not np.isfinite(pixel) or pixel <= 0:
         raise DataError(f"{p}: no pixel size (rlnDetectorPixelSize, rlnImagePixelSize or the "
                         "stack header); pass pixel_size_A")
     row = _per_row(df, p, block, pixel)
-    group = strings(df, gcol, p, block)
-    names = list(dict.fromkeys(group))
-    pid = np.asarray(pd.Index(names).get_indexer(group), dtype=np.int64)
-    tcol = next((c for c in ("rlnTomoName", "rlnMicrographName") if c in df.columns), None)
-    tomo_row = np.asarray(strings(df, tcol, p, block) if tcol else ["tomo"] * len(df))
-    slot = _slots(pid, tomo_row, row["dose"], row["tilt"])
-    return _assemble(p, df, names, pid, slot, tomo_row, row, images, pixel, box, gcol, opt, ov)
+    layout = detect_layout(df, p, block, gcol, row["dose"], row["tilt"], _tie_break(df, p))
+    return _assemble(p, df, layout, row, images, pixel, box, gcol, opt, ov)
 
 
-def _assemble(p: Path, df: pd.DataFrame, names: list[str], pid: np.ndarray, slot: np.ndarray,
-              tomo_row: np.ndarray, row: dict, images: ImageSource, pixel: float, box: int,
-              gcol: str, opt: pd.DataFrame | None, ov: Overrides) -> TiltSeriesParticles:
+def _assemble(p: Path, df: pd.DataFrame, layout: Layout, row: dict, images: ImageSource,
+              pixel: float, box: int, gcol: str, opt: pd.DataFrame | None,
+              ov: Overrides) -> TiltSeriesParticles:
+    names, pid, slot = layout.names, layout.pid, layout.slot
     n, t = len(names), int(slot.max()) + 1
     visible = np.zeros((n, t), dtype=bool)
     visible[pid, slot] = True
+    if int(visible.sum()) != len(df):  # detect_layout refuses collisions; never overwrite
+        raise DataError(f"{p}: {len(df)} image rows but only {int(visible.sum())} distinct "
+                        "(particle, tilt) pairs")
     image_index = np.full((n, t), -1, dtype=np.int64)
     image_index[pid, slot] = np.arange(len(pid))
     ref = np.argmax(visible, axis=1)  # lowest-dose visible slot of each particle
@@ -229,9 +229,13 @@ def _assemble(p: Path, df: pd.DataFrame, names: list[str], pid: np.ndarray, slot
     meta = {"format": "warp", "source": str(p), "warp_group_column": gcol,
             "warp_rows": df, "warp_row_particle": [names[i] for i in pid],
             "warp_row_slot": slot, "tilt_sign_known": bool(row["tilt_known"]),
-            "tomogram_centres_A": {}}
+            "warp_group_of_name": layout.group_of_name,
+            "warp_tilt_series_from": layout.tilt_series_from,
+            "warp_micrograph_per_tilt": layout.micrograph_per_tilt,
+            "tomogram_centres_A": {}, "rows_in_file": len(df),
+            "images_read": int(visible.sum()), "rows_are": "images", "dropped": {}}
     return TiltSeriesParticles(
-        names=names, tomo_names=[str(tomo_row[r]) for r in ref_row], position_A=pos,
+        names=names, tomo_names=[str(layout.tomo_row[r]) for r in ref_row], position_A=pos,
         rotation=rotation, tilt_rotation=tilt_rotation, tilt_deg=grid(row["tilt"]),
         dose_e_per_A2=grid(row["dose"]), defocus_u_A=grid(row["du"]),
         defocus_v_A=grid(row["dv"]), defocus_angle_deg=grid(row["da"]),
@@ -302,7 +306,8 @@ def write_warp(particles: TiltSeriesParticles, path: str | Path,
     names, written = _image_names(p, n_idx, t_idx, out)
     df = _base_rows(p, n_idx, t_idx)
     gcol = p.meta.get("warp_group_column", "rlnGroupName")
-    df[gcol] = [p.names[n] for n in n_idx]
+    group_of = p.meta.get("warp_group_of_name") or {}
+    df[gcol] = [group_of.get(p.names[n], p.names[n]) for n in n_idx]
     df["rlnImageName"] = names
     ang = matrix_to_relion(p.full_rotation()[n_idx, t_idx])
     for k, c in enumerate(("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")):
@@ -332,8 +337,11 @@ def write_warp(particles: TiltSeriesParticles, path: str | Path,
         df["rlnMicrographPreExposure"] = dose
     for k, a in enumerate("XYZ"):
         df[f"rlnCenteredCoordinate{a}Angst"] = p.position_A[n_idx, k]
-    tcol = next((c for c in ("rlnTomoName", "rlnMicrographName") if c in df.columns),
-                "rlnMicrographName")
+    # per-tilt micrograph names are kept; the tilt series then goes to rlnTomoName
+    per_tilt = bool(p.meta.get("warp_micrograph_per_tilt")) and "rlnMicrographName" in df
+    tcol = "rlnTomoName" if per_tilt else next(
+        (c for c in ("rlnTomoName", "rlnMicrographName") if c in df.columns),
+        "rlnMicrographName")
     df[tcol] = [p.tomo_names[n] for n in n_idx]
     o = p.optics
     df["rlnVoltage"], df["rlnSphericalAberration"] = o.voltage_kv, o.cs_mm
