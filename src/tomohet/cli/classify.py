@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from tomohet.cli.common import HelpFormatter, pick_device, prepare_out_dir, stamp_config
+from tomohet.cli.common import (
+    HelpFormatter,
+    add_datadir_arg,
+    pick_device,
+    prepare_out_dir,
+    stamp_config,
+)
 
 EXAMPLE = """examples:
   tomohet classify ml2d run_optimisation_set.star --k 4 --out ml2d/
@@ -26,6 +32,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, required=True, help="number of classes")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tomograms", default=None, help="tomograms star (RELION 5), if not found")
+    add_datadir_arg(p)
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--batch-size", type=int, default=32, help="particles per batch")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -95,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from tomohet.methods import get_method
 
     out = prepare_out_dir(args.out)
-    particles = read_particles(args.data, tomograms=args.tomograms)
+    particles = read_particles(args.data, tomograms=args.tomograms, datadir=args.datadir)
     device = pick_device(args.device)
     if args.method in ML_METHODS:
         params = _ml_params(args, str(out))

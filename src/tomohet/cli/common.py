@@ -14,11 +14,20 @@ import torch
 
 from tomohet import __version__
 
-__all__ = ["pick_device", "prepare_out_dir", "stamp_config", "HelpFormatter"]
+__all__ = ["pick_device", "prepare_out_dir", "stamp_config", "HelpFormatter",
+           "add_datadir_arg"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults and keeps the example epilog's line breaks."""
+
+
+def add_datadir_arg(p: argparse.ArgumentParser) -> None:
+    """``--datadir DIR``: where the images named in the star lie (tomoDRGN/cryoDRGN name)."""
+    p.add_argument("--datadir", default=None, metavar="DIR",
+                   help="folder of the image stacks / subtomograms / CTF volumes when the "
+                   "star's paths (rlnImageName, rlnCtfImage) are relative to another "
+                   "folder; tried before the star's folder")
 
 
 def pick_device(requested: str | None) -> torch.device:

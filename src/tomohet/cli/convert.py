@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tomohet.cli.common import HelpFormatter, stamp_config
+from tomohet.cli.common import HelpFormatter, add_datadir_arg, stamp_config
 
 FORMATS = ["relion5", "warp", "relion4", "stopgap", "dynamo"]
 EXAMPLE = """example:
@@ -23,13 +23,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, choices=FORMATS, help="output format")
     p.add_argument("--out", required=True, help="output star/tbl path")
     p.add_argument("--tomograms", default=None, help="tomograms star (RELION 5), if not found")
+    add_datadir_arg(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from tomohet.io import read_particles, write_particles
 
-    particles = read_particles(args.data, tomograms=args.tomograms)
+    particles = read_particles(args.data, tomograms=args.tomograms, datadir=args.datadir)
     out = Path(args.out)
     written = write_particles(particles, out, fmt=args.to)
     stamp_config(out.parent, "convert", vars(args))

@@ -11,7 +11,13 @@ import argparse
 import time
 from typing import Any
 
-from tomohet.cli.common import HelpFormatter, pick_device, prepare_out_dir, stamp_config
+from tomohet.cli.common import (
+    HelpFormatter,
+    add_datadir_arg,
+    pick_device,
+    prepare_out_dir,
+    stamp_config,
+)
 
 EXAMPLE = """examples:
   tomohet embed wmdpca run_optimisation_set.star --out wmd/
@@ -33,6 +39,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="particle set (any supported format)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tomograms", default=None, help="tomograms star (RELION 5), if not found")
+    add_datadir_arg(p)
     p.add_argument("--components", type=int, default=None,
                    help="number of components (multiscale: per scale); None: the method's")
     p.add_argument("--cluster", choices=["gmm", "kmeans", "ward", "none"], default="gmm",
@@ -119,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from tomohet.methods import get_method
 
     out = prepare_out_dir(args.out)
-    particles = read_particles(args.data, tomograms=args.tomograms)
+    particles = read_particles(args.data, tomograms=args.tomograms, datadir=args.datadir)
     device = pick_device(args.device)
     method = get_method(args.method, **method_params(args), device=str(device),
                         progress=not args.no_progress, random_state=args.seed)

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tomohet.cli.common import HelpFormatter, pick_device, prepare_out_dir, stamp_config
+from tomohet.cli.common import (
+    HelpFormatter,
+    add_datadir_arg,
+    pick_device,
+    prepare_out_dir,
+    stamp_config,
+)
 
 EXAMPLE = """example:
   tomohet reconstruct run_optimisation_set.star --out recon/
@@ -26,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("data", help="particle set (any supported format)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tomograms", default=None, help="tomograms star (RELION 5), if not found")
+    add_datadir_arg(p)
     p.add_argument("--batch-size", type=int, default=32, help="particles per batch")
     p.add_argument("--seed", type=int, default=0, help="seed of the random half-set split")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from tomohet.physics.reconstruction import average
 
     out = prepare_out_dir(args.out)
-    particles = read_particles(args.data, tomograms=args.tomograms)
+    particles = read_particles(args.data, tomograms=args.tomograms, datadir=args.datadir)
     device = pick_device(args.device)
     halves = file_half_sets(particles.table)
     res = average(particles, half_sets=halves, batch_size=args.batch_size, device=device,

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from tomohet.cli.common import HelpFormatter, pick_device, prepare_out_dir, stamp_config
+from tomohet.cli.common import (
+    HelpFormatter,
+    add_datadir_arg,
+    pick_device,
+    prepare_out_dir,
+    stamp_config,
+)
 
 EXAMPLE = """examples:
   tomohet train vae run_optimisation_set.star --zdim 8 --out vae/
@@ -26,6 +32,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zdim", type=int, required=True, help="latent dimension")
     p.add_argument("--out", required=True, help="output folder (checkpoints, maps, csv)")
     p.add_argument("--tomograms", default=None, help="tomograms star (RELION 5), if not found")
+    add_datadir_arg(p)
     p.add_argument("--epochs", type=int, default=20, help="training epochs (total)")
     p.add_argument("--n-tilts", type=int, default=10,
                    help="tilts per particle (random subset per epoch, or lowest-dose set)")
@@ -89,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from tomohet.methods.vae import TiltVAEMethod
 
     out = prepare_out_dir(args.out)
-    particles = read_particles(args.data, tomograms=args.tomograms)
+    particles = read_particles(args.data, tomograms=args.tomograms, datadir=args.datadir)
     device = pick_device(args.device)
     method = get_method(args.method, **params(args, str(out)), device=str(device),
                         progress=not args.no_progress, random_state=args.seed)
