@@ -31,6 +31,7 @@ from tomohet.methods.linear.reference import (
 )
 from tomohet.methods.linear.wmdpca import DEFAULT_LOWPASS_PX
 from tomohet.physics.fourier import hermitian_weights_3d, volume_to_ft
+from tomohet.physics.linalg import symmetric_eigh
 
 __all__ = ["CCMatrix", "required_memory_GB"]
 
@@ -133,7 +134,7 @@ class CCMatrix(LinearMethod):
         cc = cc - cc.mean(1, keepdim=True)
         k = min(self.n_components, n - 1)
         if n <= 3000:
-            all_vals, vecs = torch.linalg.eigh(cc.double())
+            all_vals, vecs = symmetric_eigh(cc)
             total = float(all_vals.clamp_min(0).sum())
             vals, vecs = all_vals.flip(0)[:k].float(), vecs.flip(1)[:, :k].float()
         else:

@@ -204,7 +204,8 @@ def randomized_svd(store: FeatureStore, k: int, generator: torch.Generator,
     for _ in range(n_iter):
         q = torch.linalg.qr(right(torch.linalg.qr(left(q)).Q)).Q
     bt = left(q)  # (P, l) = (Q^T X_c)^T
-    v, s, ut = torch.linalg.svd(bt, full_matrices=False)  # bt = V S U_b^T
+    # float64: the small SVD converges on any CPU/BLAS even for nearly rank-deficient bt
+    v, s, ut = (x.to(bt.dtype) for x in torch.linalg.svd(bt.double(), full_matrices=False))
     k = min(k, l_dim)
     u_b = ut.T[:, :k]
     comps = v[:, :k].T

@@ -31,6 +31,7 @@ from tomohet.physics.fourier import (
     soft_sphere_mask,
     volume_to_ft,
 )
+from tomohet.physics.linalg import inv_spd, solve_spd, symmetric_eigh
 from tomohet.physics.projection import VolumeProjector, reconstruct, scatter_plan
 
 __all__ = ["PPCA2D"]
@@ -105,7 +106,7 @@ class PPCA2D(LinearMethod):
                 torch.einsum("ibtyx,jbtyx,btyx->bij", pred.imag, pred.imag, inv)
             r = torch.einsum("ibtyx,btyx->bi", (pred.conj() * prep.data[None]).real, inv)
             prec = eye + g[:, 1:, 1:]
-            cov = torch.linalg.inv(prec)
+            cov = inv_spd(prec)
             m = (cov @ (r[:, 1:] - g[:, 1:, 0])[..., None])[..., 0]  # (B, K)
             zt = torch.cat([torch.ones_like(m[:, :1]), m], dim=1)
             second = zt[:, :, None] * zt[:, None, :]
@@ -149,7 +150,7 @@ class PPCA2D(LinearMethod):
             1e-6 * float(diag.max()) + 1e-30)
         lam = torch.diag_embed(self.ridge * shell_mean[shell])  # per component and shell
         rhs = grid_b.T[..., None]  # (P^3, K1, 1)
-        sol = torch.linalg.solve(a + lam, rhs.real) + 1j * torch.linalg.solve(a + lam, rhs.imag)
+        sol = solve_spd(a + lam, rhs)
         data = sol[..., 0].T.reshape(k1, p, p, p)
         ones = torch.ones(data.shape, device=data.device)
         return reconstruct(data, ones, box, torch.zeros((), device=data.device))
@@ -198,7 +199,7 @@ class PPCA2D(LinearMethod):
         q, r = torch.linalg.qr(u.reshape(k, -1).T)  # (P, K), (K, K)
         c = m - centre
         cov = r @ torch.cov(c.T).reshape(k, k) @ r.T
-        vals, vecs = torch.linalg.eigh(cov)
+        vals, vecs = symmetric_eigh(cov)
         order = torch.argsort(vals, descending=True)
         vals, vecs = vals[order].clamp_min(0), vecs[:, order]
         sign = torch.sign(vecs.sum(0))

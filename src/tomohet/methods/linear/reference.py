@@ -26,6 +26,7 @@ import torch
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 from tomohet.physics.forward import prepare_batch, prepare_subtomo_batch
 from tomohet.physics.fourier import freq_grid_3d, ft_to_volume, lowpass_filter
+from tomohet.physics.linalg import solve_spd
 from tomohet.physics.projection import Backprojector, scatter_plan
 
 __all__ = [
@@ -196,8 +197,7 @@ def regress_ft(particles: ParticleSet, coords: np.ndarray, batch_size: int,
     scale = diag[..., 0][diag[..., 0] > 0].mean().clamp_min(1e-12)
     eye = torch.eye(k1, device=device)
     lam = ridge * scale * eye + 1e-6 * scale * eye
-    sol = torch.linalg.solve(a + lam, b[..., None].real) + 1j * torch.linalg.solve(
-        a + lam, b[..., None].imag)
+    sol = solve_spd(a + lam, b[..., None])  # float64 Cholesky: never fails when singular
     return sol[..., 0].permute(3, 0, 1, 2).contiguous()
 
 
@@ -235,7 +235,7 @@ def project_coordinates(particles: ParticleSet, volumes_ft: torch.Tensor, batch_
         r = ((y - w * mu[None]).flatten(1) @ uh.T.to(y.dtype)).real
         lam = ridge * g.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-30)
         g = g + lam[:, None, None] * torch.eye(k, device=device)
-        out[idx] = torch.linalg.solve(g, r[..., None])[..., 0].cpu().numpy()
+        out[idx] = solve_spd(g, r[..., None])[..., 0].cpu().numpy()
         if progress is not None:
             progress(len(idx))
     return out

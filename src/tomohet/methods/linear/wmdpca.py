@@ -28,6 +28,7 @@ from tomohet.methods.linear.reference import (
     project_coordinates,
     regress_ft,
 )
+from tomohet.physics.linalg import symmetric_eigh
 
 __all__ = ["WMDPCA", "MultiScale", "DEFAULT_LOWPASS_PX"]
 
@@ -153,7 +154,8 @@ class WMDPCA(_DifferenceSVD):
                                     progress=bar.update)
         bar.close()
         z = z - z.mean(0)
-        vals, vecs = np.linalg.eigh(np.atleast_2d(np.cov(z.T)))
+        vals_t, vecs_t = symmetric_eigh(torch.as_tensor(np.atleast_2d(np.cov(z.T))))
+        vals, vecs = vals_t.numpy(), vecs_t.numpy()
         vecs = vecs[:, np.argsort(vals)[::-1]]
         vecs = vecs * np.where(vecs.sum(0) < 0, -1.0, 1.0)
         return z @ vecs
