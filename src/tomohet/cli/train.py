@@ -59,7 +59,10 @@ def _add_args(p: argparse.ArgumentParser) -> None:
                    help="highest resolution (A) used in training")
     p.add_argument("--encode-skipped", action="store_true",
                    help="vae-et: still encode skipped particles from the tilts they have")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--amp", action="store_true",
+                   help="bf16 mixed precision on CUDA (faster; results then differ from CPU "
+                        "beyond float32 rounding). Off by default")
+    p.add_argument("--no-amp", action="store_true", help=argparse.SUPPRESS)  # the default
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in OUT/checkpoints")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -86,7 +89,7 @@ def params(args: argparse.Namespace, out: str) -> dict:
         "enc_dim": args.enc_dim, "enc_layers": args.enc_layers, "enc_radius": args.enc_radius,
         "dec_dim": args.dec_dim, "dec_layers": args.dec_layers, "pe": args.pe,
         "max_resolution_A": args.max_resolution, "encode_skipped": args.encode_skipped,
-        "amp": not args.no_amp, "checkpoint_dir": out, "resume": args.resume,
+        "amp": bool(args.amp and not args.no_amp), "checkpoint_dir": out, "resume": args.resume,
     }
 
 

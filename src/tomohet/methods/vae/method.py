@@ -25,6 +25,12 @@ Outputs of :meth:`save`: ``latent.csv`` (posterior means), ``latent_logvar.csv``
 ``history.csv`` (per-epoch loss, latent drift, active dimensions, KL), ``convergence.png``,
 ``consensus.mrc``, ``particles.star`` with latent columns, and per-epoch checkpoints in
 ``checkpoints/`` when ``checkpoint_dir`` is given.
+
+Precision: everything runs in float32 by default, so CPU and CUDA agree up to float32
+rounding (and a run is bit-identical with the same seed on the same CPU). ``amp=True``
+(``--amp``) opts in to bf16 autocast of the encoder and decoder MLPs on CUDA: faster on
+recent GPUs, but the results then differ from CPU by bf16 rounding (8-bit mantissa), which
+SGD can amplify into visibly different latents.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ class TiltVAEMethod(HeterogeneityMethod):
                  dec_layers: int = 3, pe: str = "gaussian", pe_dim: int | None = None,
                  feat_sigma: float = 0.25, dec_weight: str = "fsc2",
                  max_resolution_A: float | None = None,
-                 use_consensus: bool = True, encode_skipped: bool = False, amp: bool = True,
+                 use_consensus: bool = True, encode_skipped: bool = False, amp: bool = False,
                  device: str = "cpu", checkpoint_dir: str | None = None, resume: bool = False,
                  progress: bool = True, random_state: int | None = 0) -> None:
         self.zdim = zdim

@@ -12,7 +12,8 @@ inside each image's dose mask (:mod:`tomohet.methods.vae.data`).
 Every random draw of an epoch (particle order, tilt subsets, reparameterisation noise)
 comes from a CPU :class:`torch.Generator` seeded by ``(seed, epoch)``, so an epoch is the
 same whether training ran straight through or was resumed from the previous epoch's
-checkpoint, and the same on CPU and CUDA up to floating point.
+checkpoint, and the same on CPU and CUDA up to float32 rounding -- unless ``amp`` (bf16
+autocast on CUDA, off by default) is asked for.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def correction_weight(curve: torch.Tensor, n: int, kind: str = "fsc") -> torch.T
 
 
 def _autocast(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when ``amp`` is asked for (opt-in), else nothing."""
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
