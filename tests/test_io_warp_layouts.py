@@ -367,3 +367,24 @@ def test_info_warns_when_rows_are_unaccounted_for(tmp_path):
     p.meta["dropped"] = {"max dose filter": 11}
     c = conservation(p)
     assert c["warning"] is None and "dropped: 11 rows (max dose filter)" in c["lines"]
+
+
+def _leaf_parsers(parser, path=()):
+    subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    if not subs:
+        yield path, parser
+    for action in subs:
+        for name, child in action.choices.items():
+            yield from _leaf_parsers(child, (*path, name))
+
+
+def test_every_command_reading_a_particle_set_takes_datadir():
+    from tomohet.cli.main import build_parser
+
+    readers = {p: sub for p, sub in _leaf_parsers(build_parser())
+               if any(a.dest == "data" and not a.option_strings for a in sub._actions)}
+    assert {p[0] for p in readers} >= {"info", "convert", "reconstruct", "classify", "embed",
+                                       "train"}
+    assert ("classify", "shc") in readers
+    for path, sub in readers.items():
+        assert "--datadir" in sub._option_string_actions, path
