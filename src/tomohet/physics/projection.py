@@ -66,7 +66,7 @@ class VolumeProjector:
         self.padded = p
         dev = volumes.device
         corrected = volumes.float() / _sinc2_envelope(self.box, p, dev)
-        lo = (p - self.box) // 2
+        lo = p // 2 - self.box // 2  # box centre D // 2 onto the padded origin P // 2
         big = torch.zeros((self.n_volumes, p, p, p), device=dev)
         big[:, lo : lo + self.box, lo : lo + self.box, lo : lo + self.box] = corrected
         ft = torch.fft.fftshift(
@@ -324,7 +324,7 @@ def reconstruct(
         torch.fft.ifftn(torch.fft.ifftshift(ft, dim=(-3, -2, -1)), dim=(-3, -2, -1)),
         dim=(-3, -2, -1),
     ).real
-    lo = (p - box) // 2
+    lo = p // 2 - box // 2  # (p - box) // 2 is one voxel off for odd boxes
     vol = vol[..., lo : lo + box, lo : lo + box, lo : lo + box]
     # trilinear insertion convolves the grid: divide by its real-space envelope
     return vol / _sinc2_envelope(box, p, vol.device)

@@ -157,7 +157,7 @@ def padded_to_volume(ft: torch.Tensor, box: int) -> torch.Tensor:
     """
     p = ft.shape[-3]
     vol = ft_to_volume(ft, p)
-    lo = (p - box) // 2
+    lo = p // 2 - box // 2  # centre D // 2 of the box on the padded origin (odd boxes too)
     vol = vol[..., lo : lo + box, lo : lo + box, lo : lo + box]
     x = (torch.arange(box, device=vol.device, dtype=torch.float32) - box // 2) / p
     s = torch.sinc(x) ** 2
