@@ -19,6 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 __all__ = [
     "to_base64_png", "latent_scatter", "confusion_heatmap", "population_bars",
     "central_slices", "fsc_curves", "tomogram_maps", "relabel_to_truth", "embed_2d",
+    "ladder_heatmaps",
 ]
 
 DPI = 80
@@ -160,4 +161,51 @@ def tomogram_maps(x: np.ndarray, y: np.ndarray, tomogram: np.ndarray, truth: np.
             ax.set_title(f"{t}: {lab}", fontsize=8)
             ax.set_aspect("equal")
             ax.tick_params(labelsize=6)
+    return to_base64_png(fig)
+
+
+def ladder_heatmaps(table, metric: str = "ari") -> str:
+    """Heat maps of ``metric`` over component mass (rows) x SNR (columns, hardest right):
+    one panel per method (rows of panels; the oracle first, left out for ``*_frac_oracle``)
+    and per particle count N (columns of panels). ``table``: a DataFrame with columns
+    ``method``, ``mass``, ``snr``, ``n`` and ``metric``; missing cells are grey."""
+    df = table[table["method"] != "oracle"] if metric.endswith("_frac_oracle") else table
+    methods = list(dict.fromkeys(df["method"]))
+    ns = sorted(set(df["n"]))
+    masses = sorted(set(df["mass"]))
+    snrs = sorted(set(df["snr"]), reverse=True)
+    fig, axes = plt.subplots(max(len(methods), 1), max(len(ns), 1), squeeze=False,
+                             figsize=(0.75 * len(snrs) * max(len(ns), 1) + 1.6,
+                                      0.5 * len(masses) * max(len(methods), 1) + 1.2))
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#dddddd")
+    image = None
+    if not methods:
+        axes[0, 0].text(0.5, 0.5, "no method besides the oracle", ha="center", va="center")
+        axes[0, 0].axis("off")
+    for r, method in enumerate(methods):
+        for c, n in enumerate(ns):
+            ax = axes[r, c]
+            grid = np.full((len(masses), len(snrs)), np.nan)
+            sel = df[(df["method"] == method) & (df["n"] == n)]
+            for _, row in sel.iterrows():
+                v = row.get(metric)
+                if v is not None and np.isfinite(float(v)):
+                    grid[masses.index(row["mass"]), snrs.index(row["snr"])] = float(v)
+            image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=1.0,
+                              origin="lower", aspect="auto")
+            for (i, j), v in np.ndenumerate(grid):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if v > 0.6 else "white")
+            ax.set_xticks(range(len(snrs)), [f"{s:g}" for s in snrs], fontsize=7)
+            ax.set_yticks(range(len(masses)), [f"{100 * m:g}%" for m in masses], fontsize=7)
+            ax.set_title(f"{method}, N={n}", fontsize=8)
+            if r == len(methods) - 1:
+                ax.set_xlabel("SNR at 0 deg", fontsize=7)
+            if c == 0:
+                ax.set_ylabel("component mass", fontsize=7)
+    if image is not None:
+        label = "ARI / oracle ARI" if metric == "ari_frac_oracle" else metric
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=label)
     return to_base64_png(fig)

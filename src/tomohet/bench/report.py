@@ -3,7 +3,8 @@ figures are inline base64 PNGs, each an ``<img alt>`` inside a ``<figure>`` with
 
 Contents: the leaderboard table; per data set the FSC curves of every method; per method x
 data set the latent embedding, confusion matrix, population bars, central slices of the
-class maps beside the true volumes, and the states mapped back into each tomogram.
+class maps beside the true volumes, and the states mapped back into each tomogram; for a
+ladder run (:mod:`tomohet.bench.ladder`) heat maps of ARI and fraction of the oracle.
 """
 
 from __future__ import annotations
@@ -189,15 +190,38 @@ def _dataset_section(ds: BenchDataset, runs: list[MethodRun]) -> str:
     return "\n".join(parts)
 
 
+def _ladder_section(ladder: pd.DataFrame) -> str:
+    """Heat maps of ARI and of ARI / oracle ARI over the ladder (mass x SNR per N)."""
+    parts = ['<h2 id="ladder">Small-component ladder: detection limits</h2>',
+             "<p>Each cell is a simulated complex whose states differ by removable "
+             "components of the given fraction of its mass, at the given SNR per tilt "
+             "image at 0 degrees; one panel per method and number of particles N. "
+             "Grey: not run or failed.</p>"]
+    if "ari" in ladder.columns:
+        parts.append(_figure(figures.ladder_heatmaps(ladder, "ari"), "ladder ARI heat map",
+                             "ARI against the true states per cell (oracle first)."))
+    if "ari_frac_oracle" in ladder.columns:
+        parts.append(_figure(
+            figures.ladder_heatmaps(ladder, "ari_frac_oracle"),
+            "ladder fraction of the oracle heat map",
+            "ARI as a fraction of the oracle's ARI on the same data: where a method "
+            "stops finding what the data hold."))
+    return "\n".join(parts)
+
+
 def render_report(runs: Sequence[tuple[MethodRun, BenchDataset]], leaderboard: pd.DataFrame,
-                  meta: dict[str, Any] | None = None) -> str:
-    """The report as one HTML string."""
+                  meta: dict[str, Any] | None = None, ladder: pd.DataFrame | None = None
+                  ) -> str:
+    """The report as one HTML string (with a ladder section when ``ladder`` is given:
+    the table written by :func:`tomohet.bench.ladder.run_ladder`)."""
     meta = meta or {}
     by_ds: dict[str, tuple[BenchDataset, list[MethodRun]]] = {}
     for run, ds in runs:
         by_ds.setdefault(ds.name, (ds, []))[1].append(run)
     info = ", ".join(f"{k}: {html.escape(str(v))}" for k, v in meta.items())
     sections = [_dataset_section(ds, rs) for ds, rs in by_ds.values()]
+    if ladder is not None and len(ladder):
+        sections.insert(0, _ladder_section(ladder))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>tomohet benchmark</title><style>{_CSS}</style></head><body>"
@@ -208,8 +232,9 @@ def render_report(runs: Sequence[tuple[MethodRun, BenchDataset]], leaderboard: p
 
 
 def write_report(path: str | Path, runs: Sequence[tuple[MethodRun, BenchDataset]],
-                 leaderboard: pd.DataFrame, meta: dict[str, Any] | None = None) -> Path:
+                 leaderboard: pd.DataFrame, meta: dict[str, Any] | None = None,
+                 ladder: pd.DataFrame | None = None) -> Path:
     """Write :func:`render_report` to ``path`` atomically."""
     p = Path(path)
-    atomic_write_text(p, render_report(runs, leaderboard, meta))
+    atomic_write_text(p, render_report(runs, leaderboard, meta, ladder))
     return p

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from tomohet.methods.base import HeterogeneityMethod
 
 __all__ = ["MethodRun", "measure", "run_method", "run_oracle_row", "run_bench",
-           "resolve_methods", "write_leaderboard", "atomic_write_text"]
+           "resolve_methods", "write_leaderboard", "write_rows", "atomic_write_text"]
 
 _FIRST_COLUMNS = ["method", "dataset", "dataset_kind", "method_kind", "status"]
 
@@ -331,18 +331,24 @@ def _json_safe(v: Any) -> Any:
 def write_leaderboard(runs: Sequence[tuple[MethodRun, BenchDataset]], out_dir: Path,
                       meta: dict[str, Any] | None = None) -> pd.DataFrame:
     """``leaderboard.csv`` and ``leaderboard.json`` (``{"meta": ..., "rows": [...]}``)."""
-    rows = [run.row(ds.kind) for run, ds in runs]
-    df = pd.DataFrame(rows)
-    order = _FIRST_COLUMNS + list(METRIC_LABELS) + ["ari_source"] + [
+    return write_rows([run.row(ds.kind) for run, ds in runs], out_dir, meta)
+
+
+def write_rows(rows: Sequence[dict[str, Any]], out_dir: Path, meta: dict[str, Any] | None = None,
+               stem: str = "leaderboard", first: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows -> ``<stem>.csv`` and ``<stem>.json``: columns ``first``, the leaderboard's
+    leading columns and metrics, the rest, then resources and errors."""
+    df = pd.DataFrame(list(rows))
+    order = list(first) + _FIRST_COLUMNS + list(METRIC_LABELS) + ["ari_source"] + [
         f"{m}_frac_oracle" for m in HIGHER_IS_BETTER]
-    first = [c for c in order if c in df.columns]
+    lead = list(dict.fromkeys(c for c in order if c in df.columns))
     last = [c for c in ("wall_s", "peak_mem_MB", "py_peak_MB", "rss_growth_MB", "rss_max_MB",
                         "gpu_peak_MB", "error", "warning") if c in df.columns]
-    df = df[first + [c for c in df.columns if c not in first + last] + last]
-    atomic_write_text(out_dir / "leaderboard.csv", df.to_csv(index=False))
+    df = df[lead + [c for c in df.columns if c not in lead + last] + last]
+    atomic_write_text(out_dir / f"{stem}.csv", df.to_csv(index=False))
     records = [{k: _json_safe(v) for k, v in r.items()} for r in df.to_dict("records")]
     payload = {"meta": meta or {}, "rows": records}
-    atomic_write_text(out_dir / "leaderboard.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
     return df
 
 

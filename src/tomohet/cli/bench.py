@@ -16,7 +16,18 @@ EXAMPLE = """example:
   tomohet bench --preset discrete-realistic --set n_particles=600 \\
       --methods ml2d,shc --param shc.n_runs=5 --out bench_discrete
 
-outputs: leaderboard.csv, leaderboard.json, report.html (self-contained), config.json
+small-component ladder (detection limit of each method; the oracle is always run):
+  tomohet bench --ladder --methods ml2d --ladder-mass 0.05,0.1 --ladder-snr 0.3,0.05 \
+      --ladder-n 300 --set box=32 --out ladder
+  cells are presets ladder-mMM-snrS-nN: the 70S ribosome with two removable components
+  of MM% and 0.6 x MM% of its mass (4 states; --ladder-components 1: one, 2 states),
+  SNR S per tilt image at 0 deg (on the held-out set's scale, see 'tomohet simulate
+  --list'), N particles; box 48 at 12 A/px, 41 tilts +-60 deg (--set box=32 for quick
+  runs). Default grid: mass 0.02,0.05,0.1,0.3 x SNR 0.3,0.1,0.05,0.02 x N 300,1000,3000.
+  Rerunning with the same --out reuses finished cells (OUT/ladder_cells/*.json).
+
+outputs: leaderboard.csv, leaderboard.json, report.html (self-contained), config.json;
+with --ladder also ladder.csv, ladder.json, ladder_ari.png, ladder_ari_frac_oracle.png
 """
 
 
@@ -50,7 +61,62 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
                    help="override a method's bench parameter, e.g. ml2d.n_iter=20 or "
                    "shc.n_runs=5; repeatable")
+    g = p.add_argument_group("small-component ladder")
+    g.add_argument("--ladder", action="store_true",
+                   help="run the methods and the oracle over the ladder of presets "
+                   "ladder-mMM-snrS-nN instead of --preset/--data; resumable")
+    g.add_argument("--ladder-mass", default=None, metavar="F,F",
+                   help="component mass fractions (default 0.02,0.05,0.1,0.3)")
+    g.add_argument("--ladder-snr", default=None, metavar="S,S",
+                   help="SNRs per tilt image at 0 deg (default 0.3,0.1,0.05,0.02)")
+    g.add_argument("--ladder-n", default=None, metavar="N,N",
+                   help="particle counts (default 300,1000,3000)")
+    g.add_argument("--ladder-components", type=int, default=2, choices=(1, 2),
+                   help="removable components: 2 (4 states) or 1 (2 states)")
     return p
+
+
+def _numbers(text: str | None, kind: type, option: str) -> list | None:
+    """``"0.05,0.1"`` -> [0.05, 0.1]; None stays None. ValueError names the option."""
+    if text is None:
+        return None
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise ValueError(f"{option}: expected comma-separated numbers, got {text!r}") from exc
+
+
+def run_ladder_cli(args: argparse.Namespace) -> int:
+    from tomohet.bench.ladder import ladder_cells, ladder_methods, run_ladder
+    from tomohet.cli.common import pick_device, prepare_out_dir, stamp_config
+
+    try:
+        if args.preset or args.data or args.quick:
+            raise ValueError("--ladder replaces --preset, --data and --quick "
+                             "(use --set box=32 for quick runs)")
+        methods = ladder_methods(args.methods)
+        cells = ladder_cells(_numbers(args.ladder_mass, float, "--ladder-mass"),
+                             _numbers(args.ladder_snr, float, "--ladder-snr"),
+                             _numbers(args.ladder_n, int, "--ladder-n"), args.ladder_components)
+        overrides = parse_assignments(args.set, dotted=False)
+        params = parse_assignments(args.param, dotted=True)
+    except ValueError as exc:
+        print(f"tomohet bench: error: {exc}", file=sys.stderr)
+        return 2
+    out = prepare_out_dir(args.out)
+    stamp_config(out, "bench", vars(args))
+    try:
+        df = run_ladder(out, methods, cells, seed=args.seed,
+                        device=pick_device(getattr(args, "device", None)),
+                        overrides=overrides, params=params, oracle_grid=args.oracle_grid,
+                        report=not args.no_report)
+    except ValueError as exc:  # e.g. a --set field the presets do not have
+        print(f"tomohet bench: error: {exc}", file=sys.stderr)
+        return 2
+    n_err = int((df["status"] == "error").sum()) if len(df) else 0
+    print(f"wrote {out / 'ladder.csv'} ({len(cells)} cells, {len(df)} rows, {n_err} errors)"
+          + ("" if args.no_report else f" and {out / 'report.html'}"))
+    return 0
 
 
 def _value(text: str) -> Any:
@@ -84,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     from tomohet.bench.runner import resolve_methods, run_bench
     from tomohet.cli.common import pick_device, prepare_out_dir, stamp_config
 
+    if args.ladder:
+        return run_ladder_cli(args)
     presets = args.preset or ([] if args.data else ["demo"])
     try:
         methods = resolve_methods(args.methods)

@@ -17,6 +17,11 @@ interface. The whole assembly is then centred on its centre of mass.
 and :mod:`tomohet.sim.motions`. Without ``states`` there is one state with every
 component.
 
+``{"kind": "surface", "map": MAP, "components": {NAME: {"direction": [x, y, z],
+"fraction": F}}, "states": [...], "edge_px": 1.0}`` -- removable components cut from the
+map's own density: compact surface regions of F of its mass (see
+:class:`tomohet.sim.states.SurfaceComponentStates`).
+
 ``{"kind": "points", "points_A": [[x, y, z], ...], "weights": [...], "sigma_A": s}`` --
 Gaussian blobs (tests, toy models).
 """
@@ -29,7 +34,12 @@ import numpy as np
 import torch
 
 from tomohet.sim.motions import build_motion
-from tomohet.sim.states import AtomicStates, HeterogeneityModel, VolumeStates
+from tomohet.sim.states import (
+    AtomicStates,
+    HeterogeneityModel,
+    SurfaceComponentStates,
+    VolumeStates,
+)
 from tomohet.sim.structures import AtomModel, load_map, read_model
 
 __all__ = ["build_model", "particle_diameter_A"]
@@ -133,6 +143,16 @@ def _build_atoms(spec: dict, box: int, px: float) -> AtomicStates:
         int(spec.get("n_grid", 41)))
 
 
+def _build_surface(spec: dict, box: int, px: float) -> SurfaceComponentStates:
+    comps = spec["components"]
+    names = list(comps)
+    state_names, present, fractions = _state_table(spec, names)
+    return SurfaceComponentStates(
+        load_map(spec["map"], px, box), [c["direction"] for c in comps.values()],
+        [float(c["fraction"]) for c in comps.values()], present, fractions, state_names, px,
+        names, float(spec.get("edge_px", 1.0)))
+
+
 def _build_points(spec: dict, box: int, px: float) -> AtomicStates:
     pts = np.asarray(spec["points_A"], dtype=np.float64).reshape(-1, 3)
     w = np.asarray(spec.get("weights", np.ones(len(pts))), dtype=np.float64)
@@ -152,7 +172,9 @@ def build_model(spec: dict, box: int, pixel_size_A: float) -> HeterogeneityModel
         return _build_atoms(spec, box, pixel_size_A)
     if kind == "points":
         return _build_points(spec, box, pixel_size_A)
-    raise ValueError(f"unknown structure kind {kind!r} (maps, atoms, points)")
+    if kind == "surface":
+        return _build_surface(spec, box, pixel_size_A)
+    raise ValueError(f"unknown structure kind {kind!r} (maps, atoms, points, surface)")
 
 
 def particle_diameter_A(volumes: torch.Tensor, pixel_size_A: float) -> float:

@@ -14,6 +14,19 @@ degrees) and ``NAME-realistic`` (SNR 0.02); plain ``NAME`` is the easy one.
 * ``mixed`` -- adenylate kinase with the LID (residues 122-159) and NMP (30-59) domains
   as components: full 66%, no-LID 30%, rare no-NMP 4%, each x the open/closed coordinate.
 
+Small-component ladder (a parametrised family; the standard grid is listed):
+
+* ``ladder-mMM-snrS-nN`` -- the 70S ribosome map (4v4r, ~2.5 MDa) with two removable
+  components cut from its own density (:class:`~tomohet.sim.states.SurfaceComponentStates`):
+  compact surface regions on roughly opposite sides holding ``MM`` % and 0.6 x ``MM`` % of
+  the complex's mass (``m05``: 5% and 3%), present independently (A 60%, B 50% of
+  particles): states A+B 30%, A 30%, B 20%, core 20%. SNR ``S`` per tilt image at 0 deg,
+  ``N`` particles; box 48 at 12 A/px, 41 tilts +-60 deg dose-symmetric (3 e/A^2 each),
+  5% of tilt images missing. Standard grid: MM in 02, 05, 10, 30; S in 0.3, 0.1, 0.05,
+  0.02; N in 300, 1000, 3000 (any values parse, e.g. ``ladder-m03-snr0.2-n500``).
+* ``ladder1-mMM-snrS-nN`` -- the same with one component of ``MM`` %: 2 states (with it
+  60%, core 40%).
+
 ``get_preset(name, **overrides)`` accepts any :class:`SimulationConfig` field; a ``box``
 override without ``pixel_size_A`` rescales the pixel size to keep the same field of view,
 and ``n_tilts`` sets the tilt step over the preset's range.
@@ -21,12 +34,15 @@ and ``n_tilts`` sets the tilt step over the preset's range.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from tomohet.sim.acquisition import TiltScheme
 from tomohet.sim.config import SimulationConfig
 
-__all__ = ["list_presets", "get_preset", "SNR_LEVELS"]
+__all__ = ["list_presets", "get_preset", "SNR_LEVELS", "LADDER_MASSES", "LADDER_SNRS",
+           "LADDER_NS", "ladder_name", "parse_ladder_name"]
 
 SNR_LEVELS = {"easy": 0.1, "realistic": 0.02}
 
@@ -93,21 +109,82 @@ def _mixed() -> SimulationConfig:
     ])
 
 
+LADDER_MASSES = (0.02, 0.05, 0.10, 0.30)
+LADDER_SNRS = (0.3, 0.1, 0.05, 0.02)
+LADDER_NS = (300, 1000, 3000)
+LADDER_SECOND = 0.6  # mass of component B relative to A
+_LADDER_RE = re.compile(r"^ladder(1?)-m(\d+(?:\.\d+)?)-snr(\d*\.?\d+)-n(\d+)$")
+_LADDER_DIRECTIONS = {"A": [1.0, 0.3, 0.2], "B": [-1.0, -0.2, 0.4]}
+
+
+def ladder_name(mass: float, snr: float, n: int, components: int = 2) -> str:
+    """Preset name of a ladder cell, e.g. ``ladder-m05-snr0.1-n1000``."""
+    if components not in (1, 2):
+        raise ValueError("ladder presets have 1 or 2 components")
+    pct = round(100 * float(mass), 2)
+    m = f"{int(pct):02d}" if pct == int(pct) else f"{pct:g}"
+    return f"ladder{'1' if components == 1 else ''}-m{m}-snr{float(snr):g}-n{int(n)}"
+
+
+def parse_ladder_name(name: str) -> tuple[int, float, float, int] | None:
+    """``(components, mass fraction, snr, n_particles)`` of a ladder name, else None."""
+    match = _LADDER_RE.match(name)
+    if match is None:
+        return None
+    one, pct, snr, n = match.groups()
+    return (1 if one else 2), float(pct) / 100.0, float(snr), int(n)
+
+
+def _ladder(components: int, mass: float, snr: float, n: int) -> SimulationConfig:
+    if not 0.0 < mass * (1 + LADDER_SECOND * (components - 1)) < 1.0 or snr <= 0 or n < 2:
+        raise KeyError(f"ladder cell out of range: mass {mass}, snr {snr}, n {n}")
+    comps = {"A": {"direction": _LADDER_DIRECTIONS["A"], "fraction": mass}}
+    if components == 2:
+        comps["B"] = {"direction": _LADDER_DIRECTIONS["B"], "fraction": LADDER_SECOND * mass}
+        states = [{"name": "A+B", "components": ["A", "B"], "fraction": 0.30},
+                  {"name": "A", "components": ["A"], "fraction": 0.30},
+                  {"name": "B", "components": ["B"], "fraction": 0.20},
+                  {"name": "core", "components": [], "fraction": 0.20}]
+    else:
+        states = [{"name": "A", "components": ["A"], "fraction": 0.6},
+                  {"name": "core", "components": [], "fraction": 0.4}]
+    return SimulationConfig(
+        name=ladder_name(mass, snr, n, components), n_particles=n, box=48, pixel_size_A=12.0,
+        structure={"kind": "surface", "map": "4v4r", "components": comps, "states": states},
+        snr=snr, tilt=TiltScheme(-60.0, 60.0, 3.0, 2, 3.0),
+        n_tomograms=max(2, math.ceil(n / 150)), tomogram_size_A=(4000.0, 4000.0, 1500.0),
+        missing_tilt_rate=0.05, defocus_tilt_sd_um=0.05)
+
+
+def _ladder_grid() -> list[str]:
+    return [ladder_name(m, s, n, c) for c in (2, 1) for m in LADDER_MASSES
+            for s in LADDER_SNRS for n in LADDER_NS]
+
+
 _BASES = {"demo": _demo, "discrete": _discrete, "continuous": _continuous, "mixed": _mixed}
 
 
 def list_presets() -> list[str]:
-    """Every preset name: ``NAME``, ``NAME-easy``, ``NAME-realistic``."""
-    return [f"{b}{suffix}" for b in _BASES for suffix in ("", "-easy", "-realistic")]
+    """Every preset name: ``NAME``, ``NAME-easy``, ``NAME-realistic``, then the standard
+    ladder grid (``ladder-...`` and ``ladder1-...``; other ladder values also parse)."""
+    return [f"{b}{suffix}" for b in _BASES for suffix in ("", "-easy", "-realistic")] + \
+        _ladder_grid()
 
 
 def get_preset(name: str, **overrides: Any) -> SimulationConfig:
     """A fresh config for preset ``name`` with field ``overrides`` (see module docstring)."""
+    ladder = parse_ladder_name(name)
     base, _, level = name.partition("-")
-    if base not in _BASES or (level and level not in SNR_LEVELS):
-        raise KeyError(f"unknown preset {name!r}; known: {', '.join(list_presets())}")
-    config = _BASES[base]()
-    changes: dict[str, Any] = {"name": name, "snr": SNR_LEVELS[level or "easy"]}
+    if ladder is None and (base not in _BASES or (level and level not in SNR_LEVELS)):
+        known = [n for n in list_presets() if not n.startswith("ladder")]
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(known)}, and "
+                       "ladder-mMM-snrS-nN / ladder1-mMM-snrS-nN (e.g. ladder-m05-snr0.1-n1000)")
+    if ladder is not None:
+        config = _ladder(*ladder)
+        changes: dict[str, Any] = {"name": name}
+    else:
+        config = _BASES[base]()
+        changes = {"name": name, "snr": SNR_LEVELS[level or "easy"]}
     if "box" in overrides and "pixel_size_A" not in overrides:
         changes["pixel_size_A"] = config.pixel_size_A * config.box / int(overrides["box"])
     n_tilts = overrides.pop("n_tilts", None)

@@ -32,10 +32,16 @@ import torch
 from tomohet.physics.fourier import image_to_ft
 from tomohet.physics.projection import VolumeProjector
 from tomohet.sim.motions import Motion
-from tomohet.sim.structures import AtomModel, atom_sigma_A, atoms_to_density, project_atoms
+from tomohet.sim.structures import (
+    AtomModel,
+    atom_sigma_A,
+    atoms_to_density,
+    project_atoms,
+    surface_component_mask,
+)
 
-__all__ = ["HeterogeneityModel", "VolumeStates", "AtomicStates", "exact_counts",
-           "sample_distribution"]
+__all__ = ["HeterogeneityModel", "VolumeStates", "AtomicStates", "SurfaceComponentStates",
+           "exact_counts", "sample_distribution"]
 
 
 def exact_counts(fractions: np.ndarray, n: int) -> np.ndarray:
@@ -158,6 +164,39 @@ class VolumeStates(HeterogeneityModel):
     def project(self, state, coords, rotations):
         return _grouped_slices(np.asarray(state), lambda k: self._volumes[int(k)], rotations,
                                self._projectors)
+
+
+class SurfaceComponentStates(VolumeStates):
+    """A complex with removable components cut from its own density.
+
+    ``volume`` (D, D, D) is the full complex; component ``p`` is the compact surface region
+    :func:`~tomohet.sim.structures.surface_component_mask` along ``directions[p]`` holding
+    ``mass_fractions[p]`` of the full complex's mass (taken in order, each excluding the
+    earlier ones). With soft masks ``m_p``: component ``p`` = ``volume * m_p``, base =
+    ``volume * (1 - sum_p m_p)``, state ``k`` = base + the components ``present[k]`` (K, P)
+    marks, so states differ only where the masks are non-zero and the state with every
+    component is ``volume``. ``component_masks`` (P, D, D, D).
+    """
+
+    def __init__(self, volume: torch.Tensor, directions, mass_fractions, present,
+                 fractions, names: list[str] | None = None, pixel_size_A: float = 1.0,
+                 component_names: list[str] | None = None, edge_px: float = 1.0) -> None:
+        full = torch.as_tensor(volume, dtype=torch.float32).clamp_min(0)
+        taken = torch.zeros_like(full)
+        masks = []
+        for direction, f in zip(directions, mass_fractions, strict=True):
+            m = surface_component_mask(full, direction, float(f), taken, edge_px)
+            masks.append(m)
+            taken = taken + m
+        self.component_masks = torch.stack(masks) if masks else torch.zeros((0, *full.shape))
+        self.component_names = component_names or [f"comp{p}" for p in range(len(masks))]
+        self.mass_fractions = np.asarray(mass_fractions, dtype=np.float64)
+        present_t = torch.as_tensor(np.asarray(present, dtype=np.float32)).reshape(
+            -1, len(masks))
+        comps = full[None] * self.component_masks  # (P, D, D, D)
+        base = full * (1 - self.component_masks.sum(0))
+        vols = base[None] + torch.einsum("kp,pzyx->kzyx", present_t, comps)
+        super().__init__(vols, fractions, names, pixel_size_A)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from scipy import ndimage
 __all__ = [
     "STRUCTURE_DIR", "list_structures", "structure_path", "read_map", "load_map",
     "AtomModel", "read_model", "atoms_to_density", "project_atoms", "atom_sigma_A",
-    "model_density",
+    "model_density", "surface_component_mask",
 ]
 
 STRUCTURE_DIR = Path(__file__).resolve().parent / "structures"
@@ -317,3 +317,67 @@ def model_density(
     sigma = atom_sigma_A(model, resolution_A or 2.0 * pixel_size_A)
     return atoms_to_density(torch.as_tensor(model.xyz_A), torch.as_tensor(model.weight),
                             torch.as_tensor(sigma), box, pixel_size_A)
+
+
+# --------------------------------------------------------------------------- components
+def _sphere_profile(dist_px: np.ndarray, radius_px: float, edge_px: float) -> np.ndarray:
+    """1 inside ``radius - edge/2``, raised cosine to 0 at ``radius + edge/2``."""
+    if edge_px <= 0:
+        return (dist_px <= radius_px).astype(np.float64)
+    t = np.clip((dist_px - (radius_px - 0.5 * edge_px)) / edge_px, 0.0, 1.0)
+    return 0.5 * (1.0 + np.cos(np.pi * t))
+
+
+def surface_component_mask(
+    volume: torch.Tensor | np.ndarray, direction: np.ndarray | list[float], fraction: float,
+    exclude: torch.Tensor | np.ndarray | None = None, edge_px: float = 1.0,
+    level: float = 0.1, tol: float = 1e-4,
+) -> torch.Tensor:
+    """A compact region of ``volume`` on its surface holding ``fraction`` of its mass.
+
+    volume (D, D, D) >= 0; direction (x, y, z). The region is a soft sphere (raised-cosine
+    edge of ``edge_px``) around the outermost envelope voxel ``s`` along ``direction``
+    (envelope: density > ``level`` x max), centred at ``s - R/2 d`` so that it lies mostly
+    inside the density; the radius ``R`` is bisected until
+    ``sum(volume * mask) = fraction * sum(volume)`` to relative ``tol`` (the spheres are
+    nested in ``R``, so the mass is monotone). ``exclude`` (D, D, D) in [0, 1]: a region
+    already taken (e.g. another component); the mask is multiplied by ``1 - exclude``.
+    -> (D, D, D) float32 in [0, 1].
+    """
+    v = np.clip(np.asarray(volume, dtype=np.float64), 0.0, None)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"component fraction must be in (0, 1), got {fraction}")
+    free = 1.0 if exclude is None else 1.0 - np.asarray(exclude, dtype=np.float64)
+    d = np.asarray(direction, dtype=np.float64)[::-1]  # (z, y, x)
+    if d.shape != (3,) or not np.linalg.norm(d) > 0:
+        raise ValueError(f"direction must be a non-zero (x, y, z) vector, got {direction}")
+    d = d / np.linalg.norm(d)
+    box = v.shape[-1]
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in v.shape],
+                                indexing="ij"), -1)  # (D, D, D, 3) z, y, x
+    env = v > level * v.max()
+    if not env.any():
+        raise ValueError("empty volume: no envelope to place a component on")
+    pts = grid[env]
+    surface = pts[np.argmax(pts @ d)]
+    total = v.sum()
+
+    def mask_for(r: float) -> np.ndarray:
+        dist = np.linalg.norm(grid - (surface - 0.5 * r * d), axis=-1)
+        return _sphere_profile(dist, r, edge_px) * free
+
+    def mass(r: float) -> float:
+        return float((v * mask_for(r)).sum() / total)
+
+    lo, hi = 0.0, 2.0 * box
+    if mass(hi) < fraction:
+        raise ValueError(f"no region of {fraction:.3g} of the mass is free to take")
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if mass(mid) < fraction:
+            lo = mid
+        else:
+            hi = mid
+        if abs(mass(hi) - fraction) <= tol * fraction:
+            break
+    return torch.from_numpy(mask_for(hi).astype(np.float32))
