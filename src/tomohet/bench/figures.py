@@ -177,8 +177,7 @@ def ladder_heatmaps(table, metric: str = "ari") -> str:
     fig, axes = plt.subplots(max(len(methods), 1), max(len(ns), 1), squeeze=False,
                              figsize=(0.75 * len(snrs) * max(len(ns), 1) + 1.6,
                                       0.5 * len(masses) * max(len(methods), 1) + 1.2))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     image = None
     if not methods:
         axes[0, 0].text(0.5, 0.5, "no method besides the oracle", ha="center", va="center")

@@ -1,0 +1,135 @@
+"""The small-component ladder: presets whose states differ by a removable surface component
+of a known fraction of the mass, and ``tomohet bench --ladder`` (cached, resumable)."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import ndimage
+
+from tomohet.bench import ladder
+from tomohet.cli.main import main
+from tomohet.sim import build_model, get_preset, list_presets
+from tomohet.sim.presets import ladder_name, parse_ladder_name
+
+torch.set_num_threads(1)
+
+TINY = {"box": 24, "n_tilts": 9, "n_tomograms": 2}
+
+
+def _volumes(name: str, box: int = 24) -> tuple[list[str], np.ndarray, object]:
+    cfg = get_preset(name, box=box)
+    model = build_model(cfg.structure, cfg.box, cfg.pixel_size_A)
+    return model.state_names, model.state_volumes().double().numpy(), model
+
+
+def _mass(v: np.ndarray) -> float:
+    return float(np.abs(v).sum())
+
+
+def test_ladder_names_parse_and_list():
+    assert parse_ladder_name("ladder-m05-snr0.1-n1000") == (2, 0.05, 0.1, 1000)
+    assert parse_ladder_name("ladder1-m2.5-snr0.3-n300") == (1, 0.025, 0.3, 300)
+    assert parse_ladder_name("discrete-easy") is None
+    assert ladder_name(0.05, 0.1, 1000) == "ladder-m05-snr0.1-n1000"
+    names = list_presets()
+    assert "ladder-m02-snr0.02-n3000" in names and "ladder1-m30-snr0.3-n300" in names
+    cfg = get_preset("ladder-m10-snr0.05-n1000")
+    assert (cfg.box, cfg.pixel_size_A, cfg.n_particles) == (48, 12.0, 1000)
+    assert len(cfg.tilt.angles_deg()) == 41 and cfg.tilt.angles_deg()[[0, -1]].tolist() == [-60, 60]
+    quick = get_preset("ladder-m10-snr0.05-n1000", box=32)
+    assert quick.box == 32 and quick.pixel_size_A == pytest.approx(18.0)
+    with pytest.raises(KeyError):
+        get_preset("ladder-m05-snr0.1")
+
+
+@pytest.mark.parametrize("mass", [0.02, 0.30])
+def test_two_component_masses_measured_from_true_volumes(mass):
+    names, v, _ = _volumes(ladder_name(mass, 0.1, 300))
+    assert names == ["A+B", "A", "B", "core"]
+    full, a_only, b_only, core = v
+    assert _mass(full - b_only) / _mass(full) == pytest.approx(mass, rel=2e-3)  # component A
+    assert _mass(full - a_only) / _mass(full) == pytest.approx(0.6 * mass, rel=2e-3)  # B
+    assert _mass(full - core) / _mass(full) == pytest.approx(1.6 * mass, rel=2e-3)
+    # removing a component only removes density, and the two are independent (additive)
+    assert (full - a_only).min() > -1e-6 and (full - b_only).min() > -1e-6
+    np.testing.assert_allclose(full - b_only, a_only - core, atol=1e-5 * full.max())
+
+
+def test_one_component_family():
+    names, v, _ = _volumes("ladder1-m05-snr0.3-n300")
+    assert names == ["A", "core"]
+    assert _mass(v[0] - v[1]) / _mass(v[0]) == pytest.approx(0.05, rel=2e-3)
+
+
+def test_states_differ_only_inside_a_compact_surface_region():
+    _, v, model = _volumes("ladder-m05-snr0.1-n300", box=32)
+    full, a_only, b_only, core = v
+    masks = model.component_masks.numpy()
+    eps = 1e-6 * full.max()
+    for diff, mask in ((full - b_only, masks[0]), (full - a_only, masks[1])):
+        support = np.abs(diff) > eps
+        assert support.any() and not (support & (mask == 0)).any()
+        assert not (np.abs(diff) > eps)[masks.sum(0) == 0].any()
+        # compact: one connected blob holds nearly all of it, small against the complex
+        strong = diff > 0.05 * diff.max()
+        labels, n = ndimage.label(strong)
+        pieces = ndimage.sum(diff, labels, range(1, n + 1))
+        assert pieces.max() > 0.9 * diff.sum()
+        pts = np.argwhere(strong)
+        complex_pts = np.argwhere(full > 0.1 * full.max())
+        extent = np.linalg.norm(pts - pts.mean(0), axis=1).max()
+        assert extent < 0.6 * np.linalg.norm(complex_pts - complex_pts.mean(0), axis=1).max()
+        # on the surface: the component borders the solvent around the complex
+        outside = ndimage.binary_dilation(strong, iterations=2) & (full < 0.05 * full.max())
+        assert outside.any()
+    # the components are disjoint and on different sides of the complex
+    da, db = full - b_only, full - a_only
+    assert not ((da > eps) & (db > eps)).any()
+    ca, cb = (np.argwhere(d > eps).mean(0) - 16 for d in (da, db))
+    assert float(ca @ cb) < 0
+
+
+def _run(tmp_path, monkeypatch=None, **kw):
+    cells = ladder.ladder_cells([0.05, 0.3], [0.3], [40])
+    args = {"seed": 0, "overrides": TINY, "log": None}
+    args.update(kw)
+    return ladder.run_ladder(tmp_path, "oracle", cells, **args)
+
+
+def test_bench_ladder_writes_table_heatmaps_and_resumes(tmp_path, monkeypatch):
+    df = _run(tmp_path)
+    table = pd.read_csv(tmp_path / "ladder.csv")
+    assert len(table) == 2 and set(table["method"]) == {"oracle"}
+    assert sorted(table["mass"]) == [0.05, 0.3] and set(table["n"]) == {40}
+    assert table["ari"].between(0.5, 1.0).all()  # SNR 0.3: the oracle separates the states
+    assert (tmp_path / "leaderboard.csv").exists()
+    png = mpimg.imread(tmp_path / "ladder_ari.png")
+    assert png.ndim == 3 and png.shape[0] > 50 and png.std() > 0
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="ladder"' in html and 'alt="ladder ARI heat map"' in html
+    cached = json.loads((tmp_path / "ladder_cells" / f"{df['cell'][0]}.json").read_text())
+    assert cached["results"]["oracle"]["row"]["ari"] == pytest.approx(df["ari"][0])
+
+    def no_simulation(*_a, **_k):
+        raise AssertionError("a finished cell was simulated again")
+
+    monkeypatch.setattr(ladder, "simulate_cell", no_simulation)
+    again = _run(tmp_path)
+    pd.testing.assert_frame_equal(df[["cell", "ari"]], again[["cell", "ari"]])
+    # other data settings (seed) invalidate the cache: the cell is simulated again
+    with pytest.raises(AssertionError, match="simulated again"):
+        _run(tmp_path, seed=1)
+
+
+def test_bench_ladder_cli_arguments(tmp_path, capsys):
+    assert main(["bench", "--ladder", "--preset", "demo", "--out", str(tmp_path)]) == 2
+    assert "--ladder replaces" in capsys.readouterr().err
+    assert main(["bench", "--ladder", "--ladder-mass", "0.05,x", "--out", str(tmp_path)]) == 2
+    assert "--ladder-mass" in capsys.readouterr().err
+    assert main(["bench", "--ladder", "--ladder-mass", "1.5", "--out", str(tmp_path)]) == 2
