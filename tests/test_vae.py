@@ -28,9 +28,24 @@ def tiny():
     return make_tilt_set(n=160, box=24, n_tilts=11, snr=1.0, seed=2)
 
 
-def test_tiny_run_loss_decreases(tiny):
+def _ari_of_latents(z: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    pred = KMeans(2, n_init=10, random_state=0).fit_predict(z)
+    return float(adjusted_rand_score(labels, pred))
+
+
+@pytest.fixture(scope="module")
+def tiny_fit(tiny):
+    particles, _, _ = tiny
+    return TiltVAEMethod(n_epochs=2, n_tilts=11, beta_warmup=0, **SMALL).fit(particles)
+
+
+def test_tiny_run_loss_decreases_and_latent_separates_states(tiny, tiny_fit):
     particles, labels, _ = tiny
-    m = TiltVAEMethod(n_epochs=2, n_tilts=11, beta_warmup=0, **SMALL).fit(particles)
+    m = tiny_fit
+    assert _ari_of_latents(m.transform(), labels) > 0.6
     h = m.history_
     assert len(h) == 2 and h[1]["loss"] < h[0]["loss"]
     assert h[1]["nll"] < h[0]["nll"]
@@ -39,6 +54,56 @@ def test_tiny_run_loss_decreases(tiny):
     assert set(h[1]) >= {"drift", "active_dims", "kl_per_particle", "seconds"}
     vols = m.particle_volumes(np.array([0, 1]))
     assert vols.shape == (2, 24, 24, 24) and torch.isfinite(vols).all()
+
+
+def _premultiplied(particles):
+    """The same images as CTF-premultiplied stacks: X' = CTF x X (noise included)."""
+    from tomohet.data.sources import ArrayImageSource
+    from tomohet.physics.ctf import ctf_2d
+    from tomohet.physics.fourier import ft_to_image, image_to_ft
+
+    o, n, t = particles.optics, particles.n_particles, particles.n_tilts
+    ctf = ctf_2d(torch.as_tensor(particles.defocus_u_A), torch.as_tensor(particles.defocus_v_A),
+                 torch.as_tensor(particles.defocus_angle_deg), o.box, o.pixel_size_A,
+                 o.ctf_params).float()
+    imgs = particles.images.read(np.arange(n * t)).reshape(n, t, o.box, o.box)
+    pre = ft_to_image(image_to_ft(imgs) * ctf, o.box).reshape(n * t, o.box, o.box)
+    return dataclasses.replace(particles, images=ArrayImageSource(pre.numpy()),
+                               optics=dataclasses.replace(o, ctf_premultiplied=True))
+
+
+def test_premultiplied_reference_matches_plain(tiny):
+    """Consensus and noise power from premultiplied stacks equal those of the same data
+    unpremultiplied (residuals scaled by 1/CTF^2, CTF^2 weights). Ignoring the
+    premultiplication gave a CTF^2-scaled noise power (5.3 instead of 282 at shell 1) and
+    a CTF^4-weighted map."""
+    from tomohet.methods.vae.data import build_cache
+    from tomohet.methods.vae.reference import consensus_volume, noise_power
+    from tomohet.physics.projection import VolumeProjector
+
+    particles, _, _ = tiny
+    sub = particles.subset(np.arange(96))
+    dev = torch.device("cpu")
+    out = []
+    for p in (sub, _premultiplied(sub)):
+        cache = build_cache(p, np.arange(p.n_particles), p.visible)
+        vol, _curve = consensus_volume(cache, dev)
+        out.append((vol, noise_power(cache, VolumeProjector(vol), dev)))
+    (v_plain, n_plain), (v_pre, n_pre) = out
+    box = v_plain.shape[-1]
+    assert float(fsc(v_pre, v_plain)[1 : box // 2].min()) > 0.999
+    rel = ((n_pre - n_plain).abs() / n_plain)[: box // 2]
+    assert float(rel.max()) < 0.02, rel
+
+
+def test_premultiplied_run_recovers_states(tiny, tiny_fit):
+    particles, labels, _ = tiny
+    m = TiltVAEMethod(n_epochs=2, n_tilts=11, beta_warmup=0, **SMALL).fit(
+        _premultiplied(particles))
+    z_pre, z_plain = m.transform(), tiny_fit.transform()
+    assert _ari_of_latents(z_pre, labels) > 0.6
+    # the same likelihood as the plain data: the same latents up to float rounding
+    assert np.abs(z_pre - z_plain).max() < 0.05 * np.abs(z_plain).max()
 
 
 def test_checkpoint_resume_bit_identical(tmp_path, tiny):

@@ -3,7 +3,11 @@
 Every kept particle's tilt images are transformed once (:func:`prepare_batch`) and only
 the frequencies inside each image's dose mask (and resolution limit) are stored: the
 observed value ``X``, the transfer ``H`` (CTF x exposure x shift phase) and the rfft pixel
-index. A training batch of ``B`` particles with ``S`` chosen tilt slots each is a flat
+index. For CTF-premultiplied (or dose-weighted) stacks, ``X = M (H V + n)`` with ``M`` the
+CTF (x exposure): the transfer then includes ``M`` and each sample also keeps the noise
+scale ``M^2`` (:class:`tomohet.physics.forward.PreparedBatch`), so residuals are weighted
+by ``1 / M^2`` (their noise power is ``M^2`` times the shell's) -- the same likelihood as
+the EM engine's. A training batch of ``B`` particles with ``S`` chosen tilt slots each is a flat
 list of ``M`` samples (:class:`PointBatch`), so the decoder runs on exactly the samples
 that carry signal, in one call, with no loop over images.
 
@@ -36,7 +40,8 @@ class PointBatch:
     freq (M, 3) cycles/pixel (x, y, z) in the reference frame; shell (M,) long: 2D radius
     ``round(|k| D)``; pix (M,) rfft pixel index; data, transfer (M,) complex64; tilt_w (M,)
     cos(tilt) of the sample's image; herm (M,) Hermitian multiplicity (1 on the kx = 0
-    and Nyquist columns, else 2); rotation (B * S, 3, 3); n_particles B; n_slots S.
+    and Nyquist columns, else 2); rotation (B * S, 3, 3); n_particles B; n_slots S;
+    noise_scale (M,) ``M^2`` of premultiplied data, None when the data are not.
     """
 
     image: torch.Tensor
@@ -51,6 +56,13 @@ class PointBatch:
     rotation: torch.Tensor
     n_particles: int
     n_slots: int
+    noise_scale: torch.Tensor | None = None
+
+    def weight(self) -> torch.Tensor:
+        """(M,) weight of each sample's squared residual: ``cos(tilt) / M^2``."""
+        if self.noise_scale is None:
+            return self.tilt_w
+        return self.tilt_w / self.noise_scale.clamp_min(1e-6)
 
 
 @dataclass
@@ -60,7 +72,8 @@ class FourierCache:
     pix (P,) int32 rfft pixel index ``y * Dh + x``; data, transfer (P,) complex64;
     start, count (N, T) int64: where image (n, t) lies in the flat arrays (count 0 for
     images that are not visible); rotation (N, T, 3, 3); tilt_w (N, T) cos(tilt);
-    dose (N, T) e/A^2; visible (N, T) bool. ``N`` counts kept particles only.
+    dose (N, T) e/A^2; visible (N, T) bool; noise_scale (P,) float32 ``M^2`` of
+    premultiplied data, or None (all ones). ``N`` counts kept particles only.
     """
 
     pix: torch.Tensor
@@ -73,6 +86,7 @@ class FourierCache:
     dose: torch.Tensor
     visible: torch.Tensor
     box: int
+    noise_scale: torch.Tensor | None = None
 
     @property
     def n_particles(self) -> int:
@@ -80,7 +94,8 @@ class FourierCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.pix, self.data, self.transfer))
+        arrays = (self.pix, self.data, self.transfer, self.noise_scale)
+        return sum(t.numel() * t.element_size() for t in arrays if t is not None)
 
     def to(self, device: torch.device | str) -> FourierCache:
         fields: dict[str, Any] = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
@@ -100,6 +115,8 @@ class FourierCache:
         start = (torch.cumsum(flat, 0) - flat).reshape(count.shape)
         fields: dict[str, Any] = dict(self.__dict__, pix=self.pix[keep], data=self.data[keep],
                       transfer=self.transfer[keep], start=start, count=count)
+        if self.noise_scale is not None:
+            fields["noise_scale"] = self.noise_scale[keep]
         return FourierCache(**fields)
 
     def gather(self, rows: torch.Tensor, slots: torch.Tensor) -> PointBatch:
@@ -128,7 +145,9 @@ class FourierCache:
         return PointBatch(image=image, particle=torch.div(image, s, rounding_mode="floor"),
                           freq=freq, shell=shell, pix=pix, data=self.data[idx],
                           transfer=self.transfer[idx], tilt_w=tw, herm=herm, rotation=rot,
-                          n_particles=b, n_slots=s)
+                          n_particles=b, n_slots=s,
+                          noise_scale=None if self.noise_scale is None
+                          else self.noise_scale[idx])
 
 
 _GRIDS: dict[tuple[int, str], torch.Tensor] = {}
@@ -152,7 +171,8 @@ def build_cache(particles: TiltSeriesParticles, index: np.ndarray, visible: np.n
     """
     box = particles.optics.box
     n, t = visible.shape
-    pix, data, transfer, counts = [], [], [], []
+    pix, data, transfer, counts, scale = [], [], [], [], []
+    premultiplied = particles.optics.ctf_premultiplied or particles.optics.dose_weighted
     sub = particles.with_visible(_full_visible(particles, index, visible))
     for start in range(0, n, batch_size):
         rows = index[start : start + batch_size]
@@ -163,6 +183,8 @@ def build_cache(particles: TiltSeriesParticles, index: np.ndarray, visible: np.n
         pix.append((nz[:, 2] * (box // 2 + 1) + nz[:, 3]).to(torch.int32).cpu())
         data.append(prep.data[mask].to(torch.complex64).cpu())
         transfer.append(prep.transfer[mask].to(torch.complex64).cpu())
+        if premultiplied:
+            scale.append(prep.noise_scale[mask].float().cpu())
         if progress is not None:
             progress(len(rows))
     count = torch.cat(counts).long()
@@ -173,7 +195,8 @@ def build_cache(particles: TiltSeriesParticles, index: np.ndarray, visible: np.n
         pix=torch.cat(pix), data=torch.cat(data), transfer=torch.cat(transfer),
         start=start_idx, count=count, rotation=rot, tilt_w=tilt_weight(tilt),
         dose=torch.as_tensor(particles.dose_e_per_A2[index], dtype=torch.float32),
-        visible=torch.as_tensor(visible), box=box)
+        visible=torch.as_tensor(visible), box=box,
+        noise_scale=torch.cat(scale) if premultiplied else None)
 
 
 def _full_visible(particles: TiltSeriesParticles, index: np.ndarray,
@@ -201,16 +224,18 @@ def select_lowest_dose(particles: TiltSeriesParticles, n_tilts: int
     return kept, chosen[kept]
 
 
-def sample_tilts(visible: torch.Tensor, n_tilts: int, generator: torch.Generator
-                 ) -> torch.Tensor:
+def sample_tilts(visible: torch.Tensor, n_tilts: int,
+                 scores: torch.Generator | torch.Tensor) -> torch.Tensor:
     """tomoDRGN sampling: ``n_tilts`` random visible slots per row, -1 where fewer.
 
-    visible (B, T) bool -> (B, min(n_tilts, T)) long. Random numbers come from
-    ``generator`` (CPU), so the draw does not depend on the device.
+    visible (B, T) bool -> (B, min(n_tilts, T)) long: the visible slots with the highest
+    ``scores`` (B, T) uniforms (per-particle keyed draws,
+    :func:`tomohet.methods.vae.train.epoch_draws`), or drawn from a CPU generator.
     """
     b, t = visible.shape
     s = min(n_tilts, t)
-    score = torch.rand((b, t), generator=generator)
+    score = (torch.rand((b, t), generator=scores) if isinstance(scores, torch.Generator)
+             else scores.float().cpu())
     score = torch.where(visible.cpu(), score, torch.full_like(score, -1.0))
     top, slots = torch.topk(score, s, dim=1)
     return torch.where(top >= 0, slots, torch.full_like(slots, -1))

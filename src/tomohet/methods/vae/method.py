@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from tomohet.data.keys import half_sets
 from tomohet.data.particles import TiltSeriesParticles
 from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
 from tomohet.methods.vae import train as T
@@ -145,6 +146,11 @@ class TiltVAEMethod(HeterogeneityMethod):
             raise ValueError(f"{self.name}: only {len(kept)} particles usable")
         self.kept_ = kept
         self.skipped_ = np.setdiff1d(np.arange(particles.n_particles), kept)
+        # identities of the cached particles: every random choice is keyed by them
+        self._ident = ([particles.names[i] for i in kept],
+                       [particles.tomo_names[i] for i in kept])
+        table = particles.table.iloc[kept] if len(particles.table) else None
+        self._halves = half_sets(*self._ident, seed=self.seed, table=table)
         cache = build_cache(particles, kept, slots, self.max_resolution_A,
                             device=dev).to(dev)
         self.pixel_size_A_ = float(particles.optics.pixel_size_A)
@@ -169,7 +175,7 @@ class TiltVAEMethod(HeterogeneityMethod):
             self.reference_ = dict(ck.get("extra", {}).get("reference", {}))
             return model, opt, int(ck["epoch"]), list(ck["history"]), ck["mu"].cpu()
         model = TiltVAE(self.model_config(box)).to(dev)
-        self.reference_ = T.prepare_model(model, cache, dev, self.seed)
+        self.reference_ = T.prepare_model(model, cache, dev, self.seed, halves=self._halves)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         return model, opt, 0, [], None
 
@@ -186,7 +192,8 @@ class TiltVAEMethod(HeterogeneityMethod):
                 stats = T.train_epoch(model, opt, cache, epoch, seed=self.seed,
                                       batch_size=int(self.batch_size),
                                       n_tilts=self._train_tilts(), beta=self._beta(epoch),
-                                      amp=amp, progress=update)
+                                      amp=amp, progress=update, names=self._ident[0],
+                                      tomo_names=self._ident[1])
             finally:
                 close()
             t_enc = time.perf_counter()

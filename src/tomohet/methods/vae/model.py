@@ -194,7 +194,7 @@ class BackprojectEncoder(nn.Module):
         flat = ((idx[:, 2] + r) * (2 * r + 1) + (idx[:, 1] + r)) * (2 * r + 1) + idx[:, 0] + r
         slot = torch.where(inside, self.lookup[flat.clamp(0, len(self.lookup) - 1)], -1)
         ok = slot >= 0
-        h, w = pb.transfer[ok], pb.tilt_w[ok]
+        h, w = pb.transfer[ok], pb.weight()[ok]  # cos(tilt) / M^2 (premultiplied)
         v = h.conj() * resid[ok] * w
         v = torch.where(flip[ok], v.conj(), v)
         tgt = pb.particle[ok] * self.n_vox + slot[ok]
@@ -260,6 +260,8 @@ class TiltEncoder(nn.Module):
         slot = self.lookup[pb.pix]
         ok = slot >= 0
         v = pb.transfer[ok].conj() * resid[ok]
+        if pb.noise_scale is not None:  # premultiplied: conj(MH) M r' / M^2 = conj(H) r'
+            v = v / pb.noise_scale[ok].clamp_min(1e-6)
         n_img = pb.n_particles * pb.n_slots
         x = torch.zeros((n_img * self.n_pix, 2), device=v.device)
         x.index_put_((pb.image[ok] * self.n_pix + slot[ok],),

@@ -4,6 +4,11 @@ The decoder predicts ``V(k; z) = V0(k) + env(|k|) f(k, z)``: ``V0`` is the conse
 (FSC-weighted Wiener back-projection of every kept image), ``env`` the radial amplitude
 of ``V0``, so the network works with O(1) numbers at every resolution, and the loss
 divides squared residuals by the noise power per 2D shell (a Gaussian likelihood).
+
+CTF-premultiplied data ``X = M (H V + n)`` carry noise of power ``M^2 s2``: every sum here
+weights a sample by ``cos(tilt) / M^2`` (:meth:`PointBatch.weight`), so the consensus is
+``sum conj(MH) X / M^2 / sum |MH|^2 / M^2`` (CTF^2 weights, as for plain data, not CTF^4)
+and the noise power is measured on ``|X - MH V0|^2 / M^2``.
 """
 
 from __future__ import annotations
@@ -29,21 +34,27 @@ def iterate_all(cache: FourierCache, batch: int):
 
 
 def consensus_volume(cache: FourierCache, device: torch.device, seed: int = 0,
-                     batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """FSC-weighted Wiener reconstruction from two random half sets (tilt-weighted).
+                     batch: int = 256, halves: np.ndarray | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """FSC-weighted Wiener reconstruction from two half sets (tilt-weighted).
 
-    cache on ``device`` -> (volume (D, D, D) in a soft sphere, half-map FSC (D//2+1,)).
+    cache on ``device``; halves (N,) 0/1 per cached particle (give them from
+    :func:`tomohet.data.keys.half_sets`; None: drawn by row position, which ties the map
+    to the row order). -> (volume (D, D, D) in a soft sphere, half-map FSC (D//2+1,)).
     """
     box = cache.box
-    halves = torch.as_tensor(half_set_labels(cache.n_particles, seed=seed), device=device)
+    if halves is None:
+        halves = half_set_labels(cache.n_particles, seed=seed)
+    halves_t = torch.as_tensor(np.asarray(halves, dtype=np.int64), device=device)
     bp = Backprojector(box, 2, 2, device)
     dh = box // 2 + 1
     for rows, pb in iterate_all(cache, batch):
-        vals = pb.transfer.conj() * pb.data * pb.tilt_w
-        wts = (pb.transfer.real**2 + pb.transfer.imag**2) * pb.tilt_w
+        w = pb.weight()  # cos(tilt) / M^2
+        vals = pb.transfer.conj() * pb.data * w
+        wts = (pb.transfer.real**2 + pb.transfer.imag**2) * w
         # the plan inserts Friedel mates itself; kx = 0 samples have theirs in the input
         plan = scatter_plan(pb.freq, vals, wts, (pb.pix % dh) == 0, bp.padded)
-        bp.insert_plan(plan, len(vals), volume_index=halves[rows.to(device)][pb.particle])
+        bp.insert_plan(plan, len(vals), volume_index=halves_t[rows.to(device)][pb.particle])
     half_maps = wiener_reconstruct(bp)
     curve = fsc(half_maps[0], half_maps[1])
     merged = Backprojector(box, 1, 2, device)
@@ -57,7 +68,8 @@ def consensus_volume(cache: FourierCache, device: torch.device, seed: int = 0,
 
 def noise_power(cache: FourierCache, v0: VolumeProjector, device: torch.device,
                 batch: int = 256) -> torch.Tensor:
-    """Mean ``|X - H V0|^2`` per 2D shell -> (D//2 + 2,), gaps filled from neighbours."""
+    """Mean ``|X - H V0|^2 / M^2`` per 2D shell -> (D//2 + 2,), gaps filled from
+    neighbours (``M^2`` the noise scale of premultiplied data, else 1)."""
     n_sh = cache.box // 2 + 2
     total = torch.zeros(n_sh, dtype=torch.float64, device=device)
     cnt = torch.zeros(n_sh, dtype=torch.float64, device=device)
@@ -65,7 +77,10 @@ def noise_power(cache: FourierCache, v0: VolumeProjector, device: torch.device,
         pred = v0.sample(pb.freq)[0] * pb.transfer
         r = pb.data - pred
         sh = pb.shell.clamp_max(n_sh - 1)
-        total.index_add_(0, sh, (r.real**2 + r.imag**2).double())
+        r2 = r.real**2 + r.imag**2
+        if pb.noise_scale is not None:
+            r2 = r2 / pb.noise_scale.clamp_min(1e-6)
+        total.index_add_(0, sh, r2.double())
         cnt.index_add_(0, sh, torch.ones_like(sh, dtype=torch.float64))
     power = (total / cnt.clamp_min(1)).float().cpu()
     good = (cnt > 0).cpu()

@@ -5,14 +5,18 @@ Loss per batch of ``B`` particles (a Gaussian negative ELBO per particle)::
     L = (1/B) sum_particles [ sum_samples w |X - H V(k; z)|^2 / (2 s2(|k|)) + beta KL ]
 
 with ``H`` the CTF x exposure filter x shift phase of each image (so dose and defocus
-weight every sample), ``w = cos(tilt) x`` Hermitian multiplicity, ``s2`` the noise power
+weight every sample), ``w = cos(tilt) x`` Hermitian multiplicity (``/ M^2`` for
+CTF-premultiplied data ``X = M (H V + n)``, whose noise power is ``M^2 s2``), ``s2`` the noise power
 per 2D shell measured against the consensus, and the sum running only over the samples
 inside each image's dose mask (:mod:`tomohet.methods.vae.data`).
 
 Every random draw of an epoch (particle order, tilt subsets, reparameterisation noise)
-comes from a CPU :class:`torch.Generator` seeded by ``(seed, epoch)``, so an epoch is the
-same whether training ran straight through or was resumed from the previous epoch's
-checkpoint, and the same on CPU and CUDA up to float32 rounding -- unless ``amp`` (bf16
+comes from keyed hashes of each particle's identity ``(tomogram, name)``, the seed and the
+epoch (:func:`epoch_draws`, :mod:`tomohet.data.keys`), never from row positions: the
+batches are consecutive runs of the particles sorted by their keys, so a permuted star
+gives the same batches, the same tilt subsets and the same noise per particle, and an
+epoch is the same whether training ran straight through or was resumed from the previous
+epoch's checkpoint, and the same on CPU and CUDA up to float32 rounding -- unless ``amp`` (bf16
 autocast on CUDA, off by default) is asked for.
 """
 
@@ -37,23 +41,58 @@ from tomohet.methods.vae.reference import (
     radial_envelope,
 )
 
-__all__ = ["epoch_generator", "prepare_model", "batch_loss", "train_epoch", "encode_all",
+__all__ = ["epoch_draws", "prepare_model", "batch_loss", "train_epoch", "encode_all",
            "latent_diagnostics", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
            "progress_bar"]
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """CPU generator of epoch ``epoch`` (0-based): independent of how training resumed."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + 7919 * (epoch + 1))
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser (Steele et al. 2014), vectorised over uint64."""
+    with np.errstate(over="ignore"):
+        z = x + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _keyed_uniforms(keys: np.ndarray, n: int) -> np.ndarray:
+    """(N,) uint64 keys -> (N, n) float64 uniforms in [0, 1): counter j of key k."""
+    with np.errstate(over="ignore"):
+        ctr = keys[:, None] + _GOLDEN * np.arange(1, n + 1, dtype=np.uint64)[None]
+    return (_splitmix64(ctr) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def epoch_draws(names: list[str], tomo_names: list[str] | None, seed: int, epoch: int,
+                n_slots: int, zdim: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """Every random choice of epoch ``epoch`` (0-based), per particle identity.
+
+    -> (visiting order (N,) int64 of the rows, tilt scores (N, n_slots) uniforms for
+    :func:`sample_tilts`, reparameterisation noise (N, zdim) standard normal). Each row's
+    values depend only on its (tomogram, name), the seed and the epoch.
+    """
+    from tomohet.data.keys import keyed_order, particle_keys
+
+    order = keyed_order(names, tomo_names, seed, stream=f"vae/order/{epoch}")
+    keys = particle_keys(names, tomo_names, seed, stream=f"vae/draws/{epoch}")
+    u = _keyed_uniforms(keys, n_slots + 2 * zdim)
+    scores = torch.as_tensor(u[:, :n_slots], dtype=torch.float32)
+    u1, u2 = 1.0 - u[:, n_slots : n_slots + zdim], u[:, n_slots + zdim :]  # u1 in (0, 1]
+    eps = np.sqrt(-2.0 * np.log(u1)) * np.cos(2 * np.pi * u2)  # Box-Muller
+    return order, scores, torch.as_tensor(eps, dtype=torch.float32)
 
 
 def prepare_model(model: TiltVAE, cache: FourierCache, device: torch.device, seed: int,
-                  batch: int = 32) -> dict[str, Any]:
+                  batch: int = 32, halves: np.ndarray | None = None) -> dict[str, Any]:
     """Consensus map, noise power, decoder envelope and encoder input scales.
 
-    cache on ``device``. -> summary (consensus FSC at 0.5 in pixels, noise range).
+    cache on ``device``; halves (N,) 0/1 half set of each cached particle (from
+    :func:`tomohet.data.keys.half_sets`). -> summary (consensus FSC at 0.5 in pixels,
+    noise range).
     """
-    vol, curve = consensus_volume(cache, device, seed=seed, batch=batch)
+    vol, curve = consensus_volume(cache, device, seed=seed, batch=batch, halves=halves)
     model.set_consensus(vol.to(device))
     model.noise.copy_(noise_power(cache, model._projector(), device, batch).to(device))
     n_env = len(model.decoder.envelope)
@@ -121,7 +160,7 @@ def batch_loss(model: TiltVAE, pb: PointBatch, beta: float, eps: torch.Tensor | 
     pred = dec if v0 is None else dec + v0
     r = pb.data - pb.transfer * pred.to(pb.data.dtype)
     s2 = model.noise[pb.shell.clamp_max(model.noise.shape[0] - 1)]
-    per = (r.real**2 + r.imag**2) * (0.5 * pb.herm * pb.tilt_w) / s2
+    per = (r.real**2 + r.imag**2) * (0.5 * pb.herm * pb.weight()) / s2
     b = pb.n_particles
     nll = per.sum() / b
     kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum() / b
@@ -132,15 +171,20 @@ def batch_loss(model: TiltVAE, pb: PointBatch, beta: float, eps: torch.Tensor | 
 
 def train_epoch(model: TiltVAE, optimizer: torch.optim.Optimizer, cache: FourierCache,
                 epoch: int, *, seed: int, batch_size: int, n_tilts: int | None, beta: float,
-                amp: bool = False, progress: Callable[[int, float], None] | None = None
+                amp: bool = False, progress: Callable[[int, float], None] | None = None,
+                names: list[str] | None = None, tomo_names: list[str] | None = None
                 ) -> dict[str, float]:
-    """One pass over the particles in a seeded random order.
+    """One pass over the particles in the keyed order of :func:`epoch_draws`.
 
     n_tilts: tomoDRGN sampling of that many visible tilts per particle per epoch; None:
     every cached tilt (cryoDRGN-ET mode, where the cache holds the chosen tilts only).
+    names, tomo_names: identity of each cached particle (default: its row number, which
+    makes the draws depend on row order).
     """
-    g = epoch_generator(seed, epoch)
-    order = torch.randperm(cache.n_particles, generator=g)
+    ident = names if names is not None else [str(i) for i in range(cache.n_particles)]
+    order_np, scores, eps_all = epoch_draws(ident, tomo_names, seed, epoch,
+                                            cache.visible.shape[1], model.zdim)
+    order = torch.as_tensor(order_np)
     model.train()
     tot = {"loss": 0.0, "nll": 0.0, "kl": 0.0, "mse": 0.0}
     n_seen = 0
@@ -148,8 +192,9 @@ def train_epoch(model: TiltVAE, optimizer: torch.optim.Optimizer, cache: Fourier
     for s in range(0, len(order), batch_size):
         rows = order[s : s + batch_size]
         vis = cache.visible[rows]
-        slots = all_tilts(vis) if n_tilts is None else sample_tilts(vis, n_tilts, g)
-        eps = torch.randn((len(rows), model.zdim), generator=g)
+        slots = all_tilts(vis) if n_tilts is None else sample_tilts(vis, n_tilts,
+                                                                    scores[rows])
+        eps = eps_all[rows]
         pb = cache.gather(rows, slots)
         loss, parts = batch_loss(model, pb, beta, eps, amp)
         optimizer.zero_grad(set_to_none=True)
