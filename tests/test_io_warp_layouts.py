@@ -301,7 +301,7 @@ def test_two_rows_naming_one_image_are_refused(tmp_path):
     df = starfile.read(case.star)
     df.loc[5, "rlnImageName"] = df.loc[4, "rlnImageName"]
     starfile.write(df, case.star, float_format="%.10g", sep="\t")
-    with pytest.raises(DataError, match=r"particles\.star: rows 5, 6 .*same image.*rlnImageName"):
+    with pytest.raises(DataError, match=r"star: rlnImageName: duplicate image .* rows 5, 6"):
         read_particles(case.star)
 
 
@@ -388,3 +388,15 @@ def test_every_command_reading_a_particle_set_takes_datadir():
     assert ("classify", "shc") in readers
     for path, sub in readers.items():
         assert "--datadir" in sub._option_string_actions, path
+
+
+@pytest.mark.parametrize("col,value", [
+    ("rlnMagnification", 0.0), ("rlnDetectorPixelSize", -5.0), ("rlnDetectorPixelSize", 1e30),
+    ("rlnVoltage", 0.0), ("rlnCtfBfactor", 40.0), ("rlnCtfScalefactor", 0.0)])
+def test_impossible_values_name_the_column(tmp_path, col, value):
+    case = write_case(tmp_path, _truth(MULTI[:1], np.random.default_rng(14)))
+    df = starfile.read(case.star)
+    df[col] = value
+    starfile.write(df, case.star, float_format="%.10g", sep="\t")
+    with pytest.raises(DataError, match=rf"particles\.star.*{col}.*impossible"):
+        read_particles(case.star)

@@ -59,6 +59,7 @@ from tomohet.io.common import (
 from tomohet.io.conventions import matrix_to_relion, relion_to_matrix
 from tomohet.io.mrc import mrc_info, write_mrc_stack
 from tomohet.io.star import find_block, loop_blocks, numeric, read_star, strings, write_star
+from tomohet.io.validate import PIXEL_RANGE_A, check_optics, check_range, warn_pixel_mismatch
 from tomohet.io.warp_layout import Layout, check_unique_images, detect_layout
 
 __all__ = ["read_warp", "write_warp", "TILT_COLS", "group_column"]
@@ -66,6 +67,7 @@ __all__ = ["read_warp", "write_warp", "TILT_COLS", "group_column"]
 TILT_COLS = ("rlnTomoYTilt", "rlnTomoNominalStageTiltAngle")
 # tomohet's own columns: the particle orientation in the tomogram frame (RELION Euler
 # angles), so that the tilt geometry survives a round trip (other tools ignore them)
+DOSE_MAX = 1e4  # e/A^2; more is a broken file
 PARTICLE_ANGLE_COLS = ("tomohetParticleAngleRot", "tomohetParticleAngleTilt",
                        "tomohetParticleAnglePsi")
 
@@ -82,9 +84,15 @@ def _per_row(df: pd.DataFrame, path: Path, block: str, pixel: float) -> dict[str
     """Per-row (per image) values: dose, tilt, scale, defocus, full rotation, shift."""
     if "rlnMicrographPreExposure" in df.columns:
         dose = numeric(df, "rlnMicrographPreExposure", path, block)
+        check_range(dose, path, "rlnMicrographPreExposure", block, 0.0, DOSE_MAX,
+                    what="a dose in e/A^2")
     else:
-        dose = -numeric(df, "rlnCtfBfactor", path, block) / 4.0
+        bfactor = numeric(df, "rlnCtfBfactor", path, block)
+        check_range(bfactor, path, "rlnCtfBfactor", block, -4.0 * DOSE_MAX, 0.0,
+                    what="-4 x dose (a positive B-factor is a negative dose)")
+        dose = -bfactor / 4.0
     scale = numeric(df, "rlnCtfScalefactor", path, block, default=1.0)
+    check_range(scale, path, "rlnCtfScalefactor", block, 0.0, 1000.0, lo_open=True)
     tilt_col = next((c for c in TILT_COLS if c in df.columns), None)
     if tilt_col is not None:
         tilt = numeric(df, tilt_col, path, block)
@@ -114,16 +122,21 @@ def _per_row(df: pd.DataFrame, path: Path, block: str, pixel: float) -> dict[str
     }
 
 
-def _pixel_size(df: pd.DataFrame, opt: pd.DataFrame | None, path: Path) -> float:
+def _pixel_size(df: pd.DataFrame, opt: pd.DataFrame | None, path: Path) -> tuple[float, str]:
+    """(pixel size in A, the column it came from); NaN where the star has none."""
     if opt is not None and "rlnImagePixelSize" in opt.columns:
-        return optics_value(df.iloc[:0], opt, "rlnImagePixelSize", path)
+        return optics_value(df.iloc[:0], opt, "rlnImagePixelSize", path), "rlnImagePixelSize"
     if "rlnImagePixelSize" in df.columns:
-        return optics_value(df, None, "rlnImagePixelSize", path)
+        return optics_value(df, None, "rlnImagePixelSize", path), "rlnImagePixelSize"
     if "rlnDetectorPixelSize" in df.columns:
         det = optics_value(df, None, "rlnDetectorPixelSize", path)
         mag = optics_value(df, None, "rlnMagnification", path, default=10000.0)
-        return det * 10000.0 / mag
-    return float("nan")
+        check_range(det, path, "rlnDetectorPixelSize", None, 0.0, lo_open=True,
+                    what="a detector pixel size in um")
+        check_range(mag, path, "rlnMagnification", None, 0.0, lo_open=True,
+                    what="a magnification")
+        return det * 10000.0 / mag, "rlnDetectorPixelSize"
+    return float("nan"), "the stack header"
 
 
 MAX_HEADER_CHECKS = 5000  # stacks whose headers are all read; beyond, first and last
@@ -131,12 +144,13 @@ MAX_HEADER_CHECKS = 5000  # stacks whose headers are all read; beyond, first and
 
 def _images(df: pd.DataFrame, path: Path, box: int,
             datadir: Path | None) -> tuple[ImageSource, int, float]:
-    frames, files = split_image_names(strings(df, "rlnImageName", path, "particles"), path)
+    image_names = strings(df, "rlnImageName", path, "particles")
+    frames, files = split_image_names(image_names, path)
     resolved = resolve_files(files, path, "image stack (rlnImageName)", datadir=datadir)
     unique = list(dict.fromkeys(resolved))
     fid = {f: i for i, f in enumerate(unique)}
     file_index = np.array([fid[f] for f in resolved], dtype=np.int64)
-    check_unique_images(path, file_index, frames)
+    check_unique_images(path, file_index, frames, image_names)
     top = np.full(len(unique), -1, dtype=np.int64)
     np.maximum.at(top, file_index, frames)
     header_px = float("nan")
@@ -179,14 +193,20 @@ def read_warp(path: str | Path, overrides: Overrides | None = None) -> TiltSerie
                         "(nor rlnTomoParticleName) to group the tilt images by particle")
     opt = loop_blocks(blocks).get("optics")
     ov = overrides or Overrides()
-    pixel = ov.pixel_size_A if ov.pixel_size_A is not None else _pixel_size(df, opt, p)
+    pixel, pixel_col = _pixel_size(df, opt, p)
+    if ov.pixel_size_A is not None:
+        pixel, pixel_col = float(ov.pixel_size_A), "pixel_size_A"
     box = int(optics_value(df.iloc[:0], opt, "rlnImageSize", p, 0)) if opt is not None else 0
     images, box, header_px = _images(df, p, box, ov.datadir)
     if not np.isfinite(pixel):
         pixel = header_px
-    if not np.isfinite(pixel) or pixel <= 0:
-        raise DataError(f"{p}: no pixel size (rlnDetectorPixelSize, rlnImagePixelSize or the "
-                        "stack header); pass pixel_size_A")
+        if not np.isfinite(pixel) or pixel <= 0:
+            raise DataError(f"{p}: no pixel size (rlnDetectorPixelSize, rlnImagePixelSize or "
+                            "the stack header); pass pixel_size_A")
+    check_range(pixel, p, pixel_col, None, *PIXEL_RANGE_A, lo_open=True,
+                what="a pixel size in A")
+    if pixel_col not in ("pixel_size_A", "the stack header"):
+        warn_pixel_mismatch(pixel, header_px, images.files[0], p, pixel_col)
     row = _per_row(df, p, block, pixel)
     layout = detect_layout(df, p, block, gcol, row["dose"], row["tilt"], _tie_break(df, p))
     return _assemble(p, df, layout, row, images, pixel, box, gcol, opt, ov)
@@ -226,6 +246,7 @@ def _assemble(p: Path, df: pd.DataFrame, layout: Layout, row: dict, images: Imag
     premult = optics_value(df, opt, "rlnCtfDataAreCtfPremultiplied", p, 0.0) > 0.5
     optics = ov.apply(Optics(pixel_size_A=pixel, box=box, voltage_kv=vals[0], cs_mm=vals[1],
                              amplitude_contrast=vals[2], ctf_premultiplied=premult))
+    check_optics(optics, p)
     meta = {"format": "warp", "source": str(p), "warp_group_column": gcol,
             "warp_rows": df, "warp_row_particle": [names[i] for i in pid],
             "warp_row_slot": slot, "tilt_sign_known": bool(row["tilt_known"]),

@@ -215,12 +215,14 @@ def detect_layout(df: pd.DataFrame, path: Path, block: str, gcol: str, dose: np.
                   micrograph_per_tilt=per_tilt, group_of_name=group_of)
 
 
-def check_unique_images(path: Path, file_index: np.ndarray, frame: np.ndarray) -> None:
+def check_unique_images(path: Path, file_index: np.ndarray, frame: np.ndarray,
+                        names: list[str]) -> None:
     """Two rows naming the same image (stack and index) is a DataError."""
     key = pd.DataFrame({"f": file_index, "i": frame})
     dup = key.duplicated(keep=False).to_numpy()
     if dup.any():
         rows = np.nonzero(dup)[0]
         same = rows[(file_index[rows] == file_index[rows[0]]) & (frame[rows] == frame[rows[0]])]
-        raise DataError(f"{path}: rows {', '.join(str(r + 1) for r in same[:4])} of the data "
-                        f"block name the same image {int(frame[same[0]]) + 1}@ (rlnImageName)")
+        raise DataError(f"{path}: rlnImageName: duplicate image {names[same[0]]!r} in rows "
+                        f"{', '.join(str(r + 1) for r in same[:4])}; each row needs its own "
+                        "image")
