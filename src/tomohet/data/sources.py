@@ -9,6 +9,7 @@ stream from disk. float16 (MRC mode 12) data are converted to float32 on read.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,10 +33,14 @@ def open_mrc(path: str | os.PathLike[str]) -> mrcfile.mrcmmap.MrcMemmap:
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: file not found")
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder (directory), not an MRC file")
     if p.stat().st_size < 1024:
         raise DataError(f"{p}: too small to be an MRC file ({p.stat().st_size} bytes)")
     try:
-        return mrcfile.mmap(p, mode="r", permissive=True)
+        with warnings.catch_warnings():  # permissive mode warns; the callers check sizes
+            warnings.simplefilter("ignore")
+            return mrcfile.mmap(p, mode="r", permissive=True)
     except Exception as exc:  # mrcfile raises ValueError and others
         raise DataError(f"{p}: not a readable MRC file ({exc})") from exc
 
@@ -60,6 +65,15 @@ class _HandleCache:
         if data.size != expected:
             handle.close()
             raise DataError(f"{path}: truncated MRC file (header says {expected} values)")
+        if data.dtype.kind == "c":
+            handle.close()
+            raise DataError(f"{path}: MRC mode {int(handle.header.mode)} holds complex "
+                            "values; real images are needed")
+        nbytes = 1024 + int(handle.header.nsymbt) + data.nbytes
+        if os.path.getsize(path) != nbytes:
+            handle.close()
+            raise DataError(f"{path}: file size {os.path.getsize(path)} bytes does not match "
+                            f"the MRC header ({nbytes} bytes): wrong mode or shape?")
         self._open[path] = handle
         if len(self._open) > self.max_open:
             _, old = self._open.popitem(last=False)
@@ -95,16 +109,15 @@ class ImageSource:
                 continue
             data = self._cache.get(path)
             stack = data if data.ndim == 3 else data[None]
-            if stack.shape[-1] != self.box or stack.shape[-2] != self.box:
-                raise DataError(
-                    f"{path}: images are {stack.shape[-2]}x{stack.shape[-1]} px "
-                    f"but the metadata box size is {self.box}"
-                )
-            top = int(self.frame[self.file_index == fi].max())
-            if top >= stack.shape[0]:
-                raise DataError(
-                    f"{path}: image {top + 1} requested but the stack has {stack.shape[0]}"
-                )
+            self._check_stack(path, stack, int(self.frame[self.file_index == fi].max()))
+
+    def _check_stack(self, path: str, stack: np.ndarray, top: int) -> None:
+        if stack.shape[-1] != self.box or stack.shape[-2] != self.box:
+            raise DataError(f"{path}: images are {stack.shape[-2]}x{stack.shape[-1]} px but "
+                            f"the metadata box size is {self.box}")
+        if top >= stack.shape[0]:
+            raise DataError(f"{path}: image {top + 1} requested but the stack has "
+                            f"{stack.shape[0]}")
 
     def read(self, indices: np.ndarray | Sequence[int]) -> torch.Tensor:
         """Images ``indices`` as float32 (len, D, D); index -1 gives a zero image."""
@@ -119,6 +132,7 @@ class ImageSource:
                 sel = fidx == fi
                 data = self._cache.get(self.files[fi])
                 stack = data if data.ndim == 3 else data[None]
+                self._check_stack(self.files[fi], stack, int(frames[sel].max()))
                 out[pos[sel]] = stack[frames[sel]].astype(np.float32)
         if not np.isfinite(out).all():
             bad = idx[~np.isfinite(out).all(axis=(1, 2))][0]

@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from tomohet.data.sources import DataError
-from tomohet.io.star import Block, key_values, loop_blocks, read_star
+from tomohet.io.star import Block, check_path, key_values, loop_blocks, read_star
+from tomohet.io.validate import strict_int
 
 __all__ = ["detect_format", "detect_from_blocks", "FORMATS"]
 
@@ -30,8 +31,8 @@ FORMATS = ("relion5", "warp", "relion4", "stopgap", "dynamo")
 
 
 def _looks_numeric_table(path: Path) -> bool:
-    with open(path, errors="replace") as fh:
-        head = fh.read(65536)
+    with open(path, "rb") as fh:
+        head = fh.read(65536).decode(errors="replace")
     if "data_" in head:
         return False
     for line in head.splitlines():
@@ -68,6 +69,18 @@ def _is_per_tilt(df: pd.DataFrame) -> bool:
     return bool(at and per_row and (repeated or "rlnAngleRot" in df.columns))
 
 
+def _is_per_tilt_without_group(df: pd.DataFrame) -> bool:
+    """``index@stack`` image names and per-image dose/tilt columns but no group column:
+    a per-tilt star that lost its particle column (the Warp reader says so clearly).
+    RELION 5 names one whole stack per particle, without ``@``."""
+    if "rlnImageName" not in df.columns or "rlnTomoName" not in df.columns or len(df) == 0 \
+            or "rlnTomoVisibleFrames" in df.columns or any(
+                c in df.columns for c in ("rlnTomoParticleName", "rlnGroupName")):
+        return False
+    at = df["rlnImageName"].astype(str).str.contains("@").all()
+    return bool(at and any(c in df.columns for c in ("rlnCtfBfactor", "rlnCtfScalefactor")))
+
+
 def detect_from_blocks(blocks: dict[str, Block], path: Path) -> str:
     """Format name of parsed STAR blocks (see the module docstring)."""
     for b in blocks.values():
@@ -87,9 +100,10 @@ def detect_from_blocks(blocks: dict[str, Block], path: Path) -> str:
     dim3 = optics is not None and "rlnImageDimensionality" in optics.columns and \
         (pd.to_numeric(optics["rlnImageDimensionality"], errors="coerce") == 3).any()
     names = df["rlnImageName"].astype(str) if "rlnImageName" in cols else pd.Series([], dtype=str)
-    if _is_per_tilt(df):
+    if _is_per_tilt(df) or _is_per_tilt_without_group(df):
         return "warp"
-    if stacks2d is not None and int(stacks2d) == 0:
+    if stacks2d is not None and strict_int(stacks2d, path, "rlnTomoSubTomosAre2DStacks",
+                                           "general", 0, 1) == 0:
         return "relion4"
     if "rlnTomoName" in cols and ("rlnTomoVisibleFrames" in cols or stacks2d is not None
                                   or names.str.endswith(".mrcs").all()) and not dim3:
@@ -98,17 +112,17 @@ def detect_from_blocks(blocks: dict[str, Block], path: Path) -> str:
     if "rlnImageName" in cols and ("rlnCtfImage" in cols or dim3 or (
             tomo and "rlnCoordinateZ" in cols and not names.str.contains("@").any())):
         return "relion4"
+    hint = "; a per-tilt (Warp/tomoDRGN) star needs rlnGroupName or rlnTomoParticleName" \
+        if len(names) and names.str.contains("@").all() else ""
     raise DataError(f"{path}: not a recognised tomography particle file (columns: "
-                    f"{', '.join(sorted(cols)[:12])}{', ...' if len(cols) > 12 else ''})")
+                    f"{', '.join(sorted(cols)[:12])}{', ...' if len(cols) > 12 else ''})"
+                    + hint)
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
     """One of :data:`FORMATS` for the file at ``path``; DataError if none fits."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: file not found")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p}: empty file")
+    check_path(p, "particle file")
     if p.suffix.lower() == ".tbl" or _looks_numeric_table(p):
         return "dynamo"
     return detect_from_blocks(read_star(p), p)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from tomohet.io.atomic import atomic_path
 __all__ = ["write_mrc", "read_mrc", "mrc_info", "MrcInfo", "write_mrc_stack"]
 
 HEADER_BYTES = 1024
+# MRC modes with real pixel values that mrcfile reads: int8, int16, float32, uint16, float16
+REAL_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,15 @@ class MrcInfo:
 def _header(path: Path) -> mrcfile.mrcfile.MrcFile:
     if not path.exists():
         raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder (directory), not an MRC file")
     size = path.stat().st_size
     if size < HEADER_BYTES:
         raise DataError(f"{path}: too small to be an MRC file ({size} bytes)")
     try:
-        return mrcfile.open(path, mode="r", permissive=True, header_only=True)
+        with warnings.catch_warnings():  # permissive mode warns; the checks below decide
+            warnings.simplefilter("ignore")
+            return mrcfile.open(path, mode="r", permissive=True, header_only=True)
     except Exception as exc:  # mrcfile raises ValueError and others
         raise DataError(f"{path}: not a readable MRC file ({exc})") from exc
 
@@ -49,23 +56,32 @@ def _header(path: Path) -> mrcfile.mrcfile.MrcFile:
 def mrc_info(path: str | os.PathLike[str]) -> MrcInfo:
     """Shape (numpy order), voxel size (A) and stack flag from the header of ``path``.
 
-    Raises DataError if the file is missing, not MRC, or shorter than its header says.
+    Raises DataError if the file is missing, not MRC, holds complex or unknown data
+    (mode), or if its size differs from what the header says (truncated, or a header that
+    lies about the mode or the shape).
     """
     p = Path(path)
     with _header(p) as m:
         h = m.header
-        nx, ny, nz = int(h.nx), int(h.ny), int(h.nz)
-        try:
-            dtype = mrcfile.utils.data_dtype_from_header(h)
-        except Exception as exc:
-            raise DataError(f"{p}: unsupported MRC mode {int(h.mode)} ({exc})") from exc
-        expected = HEADER_BYTES + int(h.nsymbt) + nx * ny * nz * np.dtype(dtype).itemsize
+        nx, ny, nz, mode = int(h.nx), int(h.ny), int(h.nz), int(h.mode)
+        if mode in (3, 4):
+            raise DataError(f"{p}: MRC mode {mode} holds complex values; tomohet needs real "
+                            "images (the imaginary part would be dropped)")
+        if mode not in REAL_MODES:
+            raise DataError(f"{p}: unsupported MRC mode {mode} (supported: "
+                            f"{', '.join(f'{k} {v}' for k, v in REAL_MODES.items())})")
+        dtype = mrcfile.utils.data_dtype_from_header(h)
         if min(nx, ny, nz) < 1:
             raise DataError(f"{p}: MRC header has an empty shape ({nz}, {ny}, {nx})")
-        if p.stat().st_size < expected:
-            raise DataError(
-                f"{p}: truncated MRC file ({p.stat().st_size} bytes, header says {expected})"
-            )
+        expected = HEADER_BYTES + int(h.nsymbt) + nx * ny * nz * np.dtype(dtype).itemsize
+        actual = p.stat().st_size
+        if actual < expected:
+            raise DataError(f"{p}: truncated MRC file ({actual} bytes, header says {expected}: "
+                            f"{nx}x{ny}x{nz} values of mode {mode})")
+        if actual > expected:
+            raise DataError(f"{p}: file size {actual} bytes does not match the MRC header "
+                            f"({expected} bytes for {nx}x{ny}x{nz} values of mode {mode} "
+                            f"{REAL_MODES[mode]}): wrong mode or shape in the header?")
         pixel = float(m.voxel_size.x)
         is_stack = (int(h.ispg) == 0 and nz > 1) or p.suffix.lower() == ".mrcs"
     shape = (nz, ny, nx) if nz > 1 or is_stack else (ny, nx)
@@ -81,7 +97,10 @@ def read_mrc(path: str | os.PathLike[str]) -> tuple[np.ndarray, float]:
     p = Path(path)
     info = mrc_info(p)
     try:
-        with mrcfile.open(p, mode="r", permissive=True) as m:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = mrcfile.open(p, mode="r", permissive=True)
+        with m:
             if m.data is None:
                 raise DataError(f"{p}: MRC file has no data block")
             data = np.array(m.data, dtype=np.float32)

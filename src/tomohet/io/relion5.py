@@ -43,12 +43,21 @@ from tomohet.io.star import (
     vectors,
 )
 from tomohet.io.tomograms import TiltSeriesInfo, read_tomograms_star
+from tomohet.io.validate import (
+    PIXEL_RANGE_A,
+    check_finite,
+    check_optics,
+    check_range,
+    check_unique,
+    int_column,
+    strict_int,
+    warn_pixel_mismatch,
+)
 from tomohet.physics.ctf import depth_defocus_offset_A
 
 __all__ = ["read_relion5", "find_tomograms_star", "DEFOCUS_OFFSET_COLS", "is_optimisation_set"]
 
 DEFOCUS_OFFSET_COLS = ("tomohetDefocusUOffsetAngst", "tomohetDefocusVOffsetAngst")
-MAX_HEADER_CHECKS = 5000
 
 
 def is_optimisation_set(blocks: dict) -> bool:
@@ -88,13 +97,25 @@ def find_tomograms_star(particles_path: Path, required: bool = True) -> Path | N
     raise DataError(f"{particles_path}: no tomograms star found next to it; pass tomograms=")
 
 
+def _named_file(values: dict, key: str, opt: Path) -> Path:
+    """A file named in the optimisation set; DataError naming the set and the field."""
+    name = str(values[key]).strip()
+    p = resolve_path(name, opt)
+    if not p.is_file():
+        why = "is a folder" if p.is_dir() else "not found"
+        raise DataError(f"{opt}: {key} {name} {why} (looked at {p})")
+    return p
+
+
 def _inputs(path: Path, tomograms: str | Path | None) -> tuple[Path, Path | None, dict]:
     blocks = read_star(path)
     if is_optimisation_set(blocks):
         values = _optimisation_values(blocks, path)
-        ppath = resolve_path(str(values["rlnTomoParticlesFile"]), path)
+        ppath = _named_file(values, "rlnTomoParticlesFile", path)
         if tomograms is None and "rlnTomoTomogramsFile" in values:
-            tomograms = resolve_path(str(values["rlnTomoTomogramsFile"]), path)
+            tomograms = _named_file(values, "rlnTomoTomogramsFile", path)
+        if tomograms is None:  # the set names only the particles: look next to them
+            tomograms = find_tomograms_star(ppath, required=False)
         return ppath, None if tomograms is None else Path(tomograms), read_star(ppath)
     tpath = Path(tomograms) if tomograms is not None else find_tomograms_star(path, False)
     return path, tpath, blocks
@@ -105,8 +126,11 @@ def _optics(parts: pd.DataFrame, opt: pd.DataFrame | None, infos: dict[str, Tilt
     """Optics of the set and the tilt-series pixel size (A) of each particle (N,)."""
     if opt is None:
         raise DataError(f"{path}: no data_optics block")
-    groups = numeric(parts, "rlnOpticsGroup", path, "particles", default=1).astype(int)
-    og = numeric(opt, "rlnOpticsGroup", path, "optics").astype(int)
+    groups = int_column(numeric(parts, "rlnOpticsGroup", path, "particles", default=1), path,
+                        "rlnOpticsGroup", "particles")
+    og = int_column(numeric(opt, "rlnOpticsGroup", path, "optics"), path, "rlnOpticsGroup",
+                    "optics")
+    check_unique(og.tolist(), path, "rlnOpticsGroup", "optics", "optics group")
     row_of = {g: i for i, g in enumerate(og)}
     bad = [g for g in dict.fromkeys(groups.tolist()) if g not in row_of]
     if bad:
@@ -114,6 +138,9 @@ def _optics(parts: pd.DataFrame, opt: pd.DataFrame | None, infos: dict[str, Tilt
     rows = np.array([row_of[g] for g in groups], dtype=np.int64)
     px = numeric(opt, "rlnImagePixelSize", path, "optics", default=np.nan)[rows]
     box = numeric(opt, "rlnImageSize", path, "optics", default=0)[rows]
+    if "rlnImagePixelSize" in opt.columns:
+        check_range(px, path, "rlnImagePixelSize", "optics", *PIXEL_RANGE_A, lo_open=True)
+    int_column(box, path, "rlnImageSize", "optics", lo=0)
     for name, v in (("rlnImagePixelSize", px), ("rlnImageSize", box)):
         if len(np.unique(v)) > 1:
             raise DataError(f"{path}: optics groups differ in {name}; tomohet needs one value")
@@ -121,6 +148,8 @@ def _optics(parts: pd.DataFrame, opt: pd.DataFrame | None, infos: dict[str, Tilt
         pix_ts = numeric(opt, "rlnTomoTiltSeriesPixelSize", path, "optics")[rows]
     else:
         pix_ts = np.array([infos[t].pixel_size_A for t in tomo])
+    check_range(pix_ts, path, "rlnTomoTiltSeriesPixelSize", "optics", *PIXEL_RANGE_A,
+                lo_open=True, what="the tilt-series pixel size")
     first = infos[tomo[0]].global_row
     consts = []
     for col, default in (("rlnVoltage", None), ("rlnSphericalAberration", None),
@@ -131,6 +160,8 @@ def _optics(parts: pd.DataFrame, opt: pd.DataFrame | None, infos: dict[str, Tilt
     optics = Optics(pixel_size_A=float(px[0]), box=int(box[0]), voltage_kv=consts[0],
                     cs_mm=consts[1], amplitude_contrast=consts[2],
                     ctf_premultiplied=bool(premult[0] > 0.5), dose_weighted=False)
+    if np.isfinite(optics.pixel_size_A):
+        check_optics(optics, path, {"box": "rlnImageSize (data_optics)"})
     return optics, pix_ts
 
 
@@ -164,12 +195,17 @@ def particle_geometry(
         if not np.isfinite(centre).all():
             raise DataError(f"{path}: pixel coordinates need the tomogram size "
                             "(rlnTomoSizeX/Y/Z in the tomograms star)")
-        pos = coords * pix[:, None] - centre
+        with np.errstate(over="ignore", invalid="ignore"):
+            pos = coords * pix[:, None] - centre
+        check_finite(pos, path, "rlnCoordinateX/Y/Z", "particles")
     pos = pos - np.einsum("nij,nj->ni", a_sub, origin)
+    check_finite(pos, path, "rlnCenteredCoordinateX/Y/ZAngst or rlnOriginX/Y/ZAngst",
+                 "particles")
     return pos, a_sub @ a_part, a_sub, origin
 
 
-def _visible(parts: pd.DataFrame, frames: np.ndarray, t_max: int, path: Path) -> np.ndarray:
+def _visible(parts: pd.DataFrame, frames: np.ndarray, t_max: int, path: Path,
+             tomo: list[str], tpath: Path) -> np.ndarray:
     n = len(parts)
     vis = np.zeros((n, t_max), dtype=bool)
     if "rlnTomoVisibleFrames" not in parts.columns:
@@ -179,9 +215,13 @@ def _visible(parts: pd.DataFrame, frames: np.ndarray, t_max: int, path: Path) ->
     for i, v in enumerate(vectors(parts, "rlnTomoVisibleFrames", path, "particles")):
         if len(v) != frames[i]:
             raise DataError(f"{path}: rlnTomoVisibleFrames of particle row {i + 1} has "
-                            f"{len(v)} entries but its tomogram has {frames[i]} tilts")
+                            f"{len(v)} entries but tomogram {tomo[i]} has {frames[i]} tilt "
+                            f"rows (frames) in {tpath}")
         if not np.isin(v, (0.0, 1.0)).all():
             raise DataError(f"{path}: rlnTomoVisibleFrames of row {i + 1} is not 0/1")
+        if not v.any():
+            raise DataError(f"{path}: rlnTomoVisibleFrames of row {i + 1} has no visible "
+                            "frame (remove the particle)")
         vis[i, : frames[i]] = v > 0.5
     return vis
 
@@ -214,26 +254,37 @@ def _tilt_arrays(infos: dict[str, TiltSeriesInfo], tomo: list[str], pos: np.ndar
 
 
 def _images(parts: pd.DataFrame, path: Path, vis: np.ndarray, frames: np.ndarray,
-            box: int, datadir: Path | None = None) -> tuple[ImageSource, np.ndarray, int]:
-    """One 2D stack per particle; returns (source, image_index (N, T), box)."""
+            box: int, tomo: list[str], pixel_A: float, datadir: Path | None = None,
+            ) -> tuple[ImageSource, np.ndarray, int]:
+    """One 2D stack per particle; returns (source, image_index (N, T), box).
+
+    Every stack's header is checked (not the pixels): an image stack, the box, and one
+    frame per tilt row of its tomogram (a missing or extra frame would shift every later
+    frame onto another tilt's dose, defocus and projection).
+    """
     names = strings(parts, "rlnImageName", path, "particles")
+    check_unique(names, path, "rlnImageName", "particles",
+                 "2D stack (each particle has its own stack)")
     files = resolve_files(names, path, "2D stack (rlnImageName)", datadir=datadir)
     unique = list(dict.fromkeys(files))
     file_id = {f: i for i, f in enumerate(unique)}
-    check = unique if len(unique) <= MAX_HEADER_CHECKS else [unique[0], unique[-1]]
-    first_frames = {f: int(frames[files.index(f)]) for f in check}
-    for f in check:
+    for row, f in enumerate(files):
         info = mrc_info(f)
+        if not info.is_stack:
+            raise DataError(f"{path}: rlnImageName of row {row + 1}: {f} is a 3D volume, "
+                            "not a 2D image stack")
         ny, nx = info.shape[-2:]
         if box <= 0:
             box = int(nx)
         if (ny, nx) != (box, box):
             raise DataError(f"{path}: rlnImageSize is {box} but the 2D stack {f} holds "
-                            f"{ny}x{nx} px images (rlnImageName)")
+                            f"{ny}x{nx} px images (rlnImageName, wrong box)")
         count = info.shape[0] if len(info.shape) == 3 else 1
-        if count < first_frames[f]:
-            raise DataError(f"{path}: the 2D stack {f} (rlnImageName) has {count} images "
-                            f"but its tomogram has {first_frames[f]} tilts")
+        if count != frames[row]:
+            raise DataError(f"{path}: the 2D stack {f} (rlnImageName) has {count} frames but "
+                            f"tomogram {tomo[row]} has {frames[row]} tilt rows in the "
+                            "tomograms star; frame f must be tilt row f")
+        warn_pixel_mismatch(pixel_A, info.pixel_size_A, f, path)
     n_idx, t_idx = np.nonzero(vis)
     image_index = np.full(vis.shape, -1, dtype=np.int64)
     image_index[n_idx, t_idx] = np.arange(len(n_idx))
@@ -254,6 +305,18 @@ def _defocus_offsets(parts: pd.DataFrame, path: Path, frames: np.ndarray,
                 arr[i, : frames[i]] = v
         out.append(arr)
     return out
+
+
+def _check_duplicates(parts: pd.DataFrame, path: Path) -> None:
+    """Duplicated rows or particle names: DataError naming the rows."""
+    dup = parts.astype(str).duplicated()
+    if dup.any():
+        r = int(np.nonzero(dup.to_numpy())[0][0])
+        raise DataError(f"{path}: block data_particles: row {r + 1} is a duplicate of an "
+                        "earlier row")
+    if "rlnTomoParticleName" in parts.columns:
+        check_unique(strings(parts, "rlnTomoParticleName", path, "particles"), path,
+                     "rlnTomoParticleName", "particles", "particle name")
 
 
 def _default_names(tomo: list[str]) -> list[str]:
@@ -277,7 +340,9 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
     ppath, tpath, blocks = _inputs(Path(path), tomograms)
     ov = overrides or Overrides()
     general = key_values(blocks, "general")
-    if "rlnTomoSubTomosAre2DStacks" in general and int(general["rlnTomoSubTomosAre2DStacks"]) == 0:
+    if "rlnTomoSubTomosAre2DStacks" in general and strict_int(
+            general["rlnTomoSubTomosAre2DStacks"], ppath, "rlnTomoSubTomosAre2DStacks",
+            "general", 0, 1) == 0:
         from tomohet.io.relion4 import read_relion4
 
         return read_relion4(ppath, tomograms=tpath, overrides=ov)
@@ -287,6 +352,7 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
     parts = parts.reset_index(drop=True)
     if len(parts) == 0:
         raise DataError(f"{ppath}: no particles in data_particles")
+    _check_duplicates(parts, ppath)
     tomo = strings(parts, "rlnTomoName", ppath, "particles")
     infos = read_tomograms_star(tpath)
     unknown = [t for t in dict.fromkeys(tomo) if t not in infos]
@@ -298,15 +364,18 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
     pos, rotation, a_sub, origin = particle_geometry(parts, ppath, centre, pix_ts)
     frames = np.array([infos[t].n_frames for t in tomo], dtype=np.int64)
     t_max = int(frames.max())
-    vis = _visible(parts, frames, t_max, ppath)
+    vis = _visible(parts, frames, t_max, ppath, tomo, tpath)
     arrays = _tilt_arrays(infos, tomo, pos, -np.einsum("nij,nj->ni", a_sub, origin), t_max)
     du, dv = _defocus_offsets(parts, ppath, frames, t_max)
     arrays["defocus_u_A"] += du
     arrays["defocus_v_A"] += dv
-    images, image_index, optics.box = _images(parts, ppath, vis, frames, optics.box, ov.datadir)
+    images, image_index, optics.box = _images(parts, ppath, vis, frames, optics.box, tomo,
+                                              optics.pixel_size_A, ov.datadir)
     ov.apply(optics)
     used = {t: infos[t] for t in dict.fromkeys(tomo)}
     meta = {
+        "rows_in_file": len(parts), "images_read": int(vis.sum()), "dropped": {},
+        "rows_are": "particles",
         "format": "relion5", "source": str(ppath), "particles_path": str(ppath),
         "tomograms_path": str(tpath), "general": general,
         "optics_table": loop_blocks(blocks).get("optics"), "relion5_tomograms": used,

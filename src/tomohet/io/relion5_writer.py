@@ -104,8 +104,12 @@ def _tomogram(p: TiltSeriesParticles, name: str, idx: np.ndarray, path: Path,
     proj[:, 3, 3] = 1.0
     if raw is not None:
         proj[:, :3, 3] = raw.projection[:f, :3, 3]
+        image = raw.image_size_px
     else:
-        c_img = np.array([np.floor(size[0] / 2), np.floor(size[1] / 2), 0.0])
+        # no tilt series: its images are taken as the tomogram's x, y size; RELION's
+        # convention then maps the tomogram centre to the image centre int(size / 2)
+        image = size[:2].copy()
+        c_img = np.array([np.floor(image[0] / 2), np.floor(image[1] / 2), 0.0])
         proj[:, :3, 3] = c_img - rot @ np.floor(size / 2)
     grow = dict(raw.global_row) if raw is not None else _global_row(p, name)
     return TiltSeriesInfo(
@@ -115,6 +119,7 @@ def _tomogram(p: TiltSeriesParticles, name: str, idx: np.ndarray, path: Path,
         dose_e_per_A2=p.dose_e_per_A2[idx[ref], cols], tilt_deg=p.tilt_deg[idx[ref], cols],
         ctf_scale=p.ctf_scale[idx[ref], cols], global_row=grow,
         tilts=raw.tilts.iloc[:f] if raw is not None else pd.DataFrame(),
+        from_angles=raw.from_angles if raw is not None else False, image_size_px=image,
     )
 
 
@@ -122,9 +127,11 @@ def _tomogram_size(p: TiltSeriesParticles, name: str, idx: np.ndarray, pix: floa
                    raw: TiltSeriesInfo | None) -> np.ndarray:
     if raw is not None and np.isfinite(raw.size_px).all():
         return raw.size_px
+    # even sizes: RELION decentres particle coordinates by size / 2.0 but centres the
+    # projection on int(size / 2); both agree only for even sizes
     sim = (p.meta.get("tomograms") or {}).get(name)
     if isinstance(sim, dict) and "size_A" in sim:
-        return np.round(np.asarray(sim["size_A"], dtype=np.float64) / pix)
+        return 2 * np.round(np.asarray(sim["size_A"], dtype=np.float64) / pix / 2)
     extent = np.abs(p.position_A[idx]).max(axis=0) / pix
     return 2 * np.ceil(extent) + 2 * p.optics.box
 

@@ -9,6 +9,7 @@ that name the file, the block and the column. Column accessors (:func:`numeric`,
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -22,7 +23,7 @@ from tomohet.io.atomic import atomic_path
 
 __all__ = [
     "read_star", "write_star", "loop_blocks", "find_block", "require_columns", "numeric",
-    "strings", "vectors", "format_vector", "key_values", "resolve_path",
+    "strings", "vectors", "format_vector", "key_values", "resolve_path", "check_path",
 ]
 
 FLOAT_FORMAT = "%.10g"
@@ -43,16 +44,40 @@ def _check_cells(df: pd.DataFrame, path: Path, name: str) -> None:
             )
 
 
+_BLOCK_RE = re.compile(rb"^[ \t]*data_(\S*)", re.MULTILINE)
+
+
+def check_path(p: Path, what: str = "file") -> None:
+    """DataError for a missing path, a folder or an empty file."""
+    if not p.exists():
+        raise DataError(f"{p}: file not found")
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder (directory), not a {what}")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: empty file")
+
+
+def _duplicate_blocks(p: Path) -> None:
+    """starfile keeps the last of two same-named blocks: refuse such files instead."""
+    with open(p, "rb") as fh:
+        names = [m.group(1).decode(errors="replace") for m in _BLOCK_RE.finditer(fh.read())]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{p}: two data blocks named data_{name}; which one is meant is "
+                            "ambiguous (remove or rename the stale one)")
+        seen.add(name)
+
+
 def read_star(path: str | os.PathLike[str]) -> dict[str, Block]:
     """All blocks of a STAR file: loop blocks as DataFrames, simple blocks as dicts.
 
-    Raises DataError for a missing, empty, unparsable or truncated file.
+    Raises DataError for a missing, empty, unparsable or truncated file, and for two
+    blocks with the same name (the parser would silently keep only the last).
     """
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: file not found")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p}: empty file")
+    check_path(p, "STAR file")
+    _duplicate_blocks(p)
     try:
         blocks = starfile.read(p, always_dict=True)
     except Exception as exc:  # the parser raises many kinds
@@ -79,17 +104,24 @@ def find_block(
     blocks: dict[str, Block], path: Path, names: Sequence[str] = ("particles",),
     columns: Sequence[str] = (),
 ) -> tuple[str, pd.DataFrame]:
-    """The loop block named one of ``names``, else the first with all of ``columns``.
+    """The loop block named one of ``names``, else the only one with all of ``columns``.
 
-    Raises DataError naming the file and the wanted block when there is none.
+    Raises DataError naming the file and the wanted block when there is none, and naming
+    the blocks when two blocks hold ``columns`` (a stale copy next to the right one).
     """
     loops = loop_blocks(blocks)
-    for name in names:
-        if name in loops:
-            return name, loops[name]
-    for name, df in loops.items():
-        if columns and all(c in df.columns for c in columns):
-            return name, df
+    candidates = [n for n, df in loops.items() if columns and all(c in df.columns
+                                                                   for c in columns)]
+    named = [n for n in names if n in loops]
+    chosen = named[0] if named else (candidates[0] if candidates else None)
+    others = [n for n in candidates if n != chosen]
+    if chosen is not None and others:
+        listed = ", ".join(f"data_{n}" for n in [chosen, *others])
+        raise DataError(f"{path}: blocks {listed} all hold the columns "
+                        f"{', '.join(columns)}; which one to read is ambiguous (remove the "
+                        "stale block)")
+    if chosen is not None:
+        return chosen, loops[chosen]
     want = " or ".join(f"data_{n}" for n in names)
     cols = f" with columns {', '.join(columns)}" if columns else ""
     raise DataError(f"{path}: no {want} block{cols} found")

@@ -27,6 +27,7 @@ import torch
 
 from tomohet.data.sources import DataError
 from tomohet.io.conventions import relion_projection_matrix
+from tomohet.io.mrc import mrc_info
 from tomohet.io.star import (
     format_vector,
     key_values,
@@ -38,6 +39,7 @@ from tomohet.io.star import (
     strings,
     vectors,
 )
+from tomohet.io.validate import PIXEL_RANGE_A, check_range, check_unique, strict_int
 from tomohet.physics.geometry import tilt_angle_from_matrix
 
 __all__ = ["TiltSeriesInfo", "read_tomograms_star", "tomograms_blocks", "PROJ_COLS"]
@@ -65,6 +67,10 @@ class TiltSeriesInfo:
     ctf_scale: np.ndarray
     global_row: dict[str, Any] = field(default_factory=dict)
     tilts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # True when ``projection`` was built from rlnTomoXTilt/YTilt/ZRot and shifts
+    from_angles: bool = False
+    # (2,) x, y size of the tilt images (tilt-series stack header), None if unknown
+    image_size_px: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -76,57 +82,126 @@ class TiltSeriesInfo:
         return self.size_px / 2.0
 
 
+def _matrix_rows(df: pd.DataFrame, path: Path, block: str) -> np.ndarray:
+    rows = []
+    for c in PROJ_COLS:
+        vs = vectors(df, c, path, block)
+        for r, v in enumerate(vs):
+            if len(v) != 4:
+                raise DataError(f"{path}: block data_{block}, column {c}: row {r + 1} has "
+                                f"{len(v)} values, expected 4 (a row of the 4x4 matrix)")
+        rows.append(np.stack(vs) if vs else np.zeros((0, 4)))
+    proj = np.stack(rows, axis=1)
+    bad = np.nonzero(np.abs(proj[:, 3] - [0.0, 0.0, 0.0, 1.0]).max(axis=1) > 1e-6)[0]
+    if len(bad):
+        raise DataError(f"{path}: block data_{block}, column rlnTomoProjW: row {bad[0] + 1} "
+                        "is not [0,0,0,1]")
+    return proj
+
+
+def tilt_image_size(grow: dict[str, Any], star: Path) -> np.ndarray | None:
+    """(2,) x, y size of the tilt images from the header of ``rlnTomoTiltSeriesName``
+    (RELION's image centre is ``int(size / 2)`` of the tilt series stack); None when the
+    stack is not there or not readable (only the projection translations need it)."""
+    name = str(grow.get("rlnTomoTiltSeriesName", "")).strip()
+    if not name:
+        return None
+    name = name[:-4] if name.endswith(":mrc") else name
+    path = resolve_path(name, star, bases=list(star.resolve().parents)[:3])
+    if not path.is_file():
+        return None
+    try:
+        shape = mrc_info(path).shape
+    except DataError:
+        return None
+    return np.array([shape[-1], shape[-2]], dtype=np.float64)
+
+
 def _projection(df: pd.DataFrame, path: Path, block: str, size_px: np.ndarray,
-                pixel_size: float) -> np.ndarray:
+                pixel_size: float, image_px: np.ndarray | None) -> np.ndarray:
     if all(c in df.columns for c in PROJ_COLS):
-        rows = [np.stack(vectors(df, c, path, block)) if len(df) else np.zeros((0, 4))
-                for c in PROJ_COLS]
-        for c, r in zip(PROJ_COLS, rows, strict=True):
-            if r.ndim != 2 or r.shape[1] != 4:
-                raise DataError(f"{path}: block data_{block}, column {c}: expected 4 values")
-        return np.stack(rows, axis=1)
+        return _matrix_rows(df, path, block)
     if all(c in df.columns for c in ANGLE_COLS):
         if not np.isfinite(pixel_size) or not np.isfinite(size_px).all():
             raise DataError(f"{path}: tomogram {block}: rlnTomoTiltSeriesPixelSize and "
                             "rlnTomoSizeX/Y/Z are needed to build projections from angles")
         xtilt = numeric(df, "rlnTomoXTilt", path, block, default=0.0)
         vals = [numeric(df, c, path, block) for c in ANGLE_COLS]
+        image = size_px[:2] if image_px is None else image_px
         return relion_projection_matrix(xtilt, vals[0], vals[1], vals[2], vals[3],
-                                         size_px, size_px[:2], pixel_size)
+                                         size_px, image, pixel_size)
     missing = next(c for c in PROJ_COLS if c not in df.columns)
     raise DataError(f"{path}: block data_{block} has no column {missing} (nor the "
                     "rlnTomoYTilt/rlnTomoZRot/rlnTomoX/YShiftAngst alternative)")
 
 
-def _tilt_info(df: pd.DataFrame, path: Path, block: str, grow: dict[str, Any],
-               name: str) -> TiltSeriesInfo:
-    def g(key: str, default: float = float("nan")) -> float:
-        try:
-            return float(grow.get(key, default))
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"{path}: data_global, {key} of {name} is not a number") from exc
+def _global_values(grow: dict[str, Any], path: Path, name: str) -> dict[str, Any]:
+    """Checked numbers of one data_global row: size (3,), pixel size, hand, slope."""
+    where = f"data_global, tomogram {name}"
 
-    size = np.array([g("rlnTomoSizeX"), g("rlnTomoSizeY"), g("rlnTomoSizeZ")])
-    pix = g("rlnTomoTiltSeriesPixelSize", g("rlnMicrographOriginalPixelSize"))
+    def g(key: str, default: float = float("nan")) -> float:
+        if key not in grow:
+            return default
+        try:
+            return float(grow[key])
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: {where}, {key}: {grow[key]!r} is not a number") from None
+
+    size = np.array([float(strict_int(grow[f"rlnTomoSize{a}"], path, f"{where}, "
+                                      f"rlnTomoSize{a}", lo=1))
+                     if f"rlnTomoSize{a}" in grow else np.nan for a in "XYZ"])
+    pix_col = "rlnTomoTiltSeriesPixelSize" if "rlnTomoTiltSeriesPixelSize" in grow \
+        else "rlnMicrographOriginalPixelSize"
+    pix = g(pix_col)
+    if pix_col in grow:
+        check_range(pix, path, f"{where}, {pix_col}", None, *PIXEL_RANGE_A, lo_open=True)
     if "rlnTomoHand" not in grow:
         raise DataError(f"{path}: block data_global has no column rlnTomoHand")
+    hand = g("rlnTomoHand")
+    if hand not in (-1.0, 1.0):
+        raise DataError(f"{path}: {where}, rlnTomoHand: {grow['rlnTomoHand']!r} is not "
+                        "1 or -1")
+    slope = g("rlnTomoDefocusSlope", 1.0)
+    check_range(slope, path, f"{where}, rlnTomoDefocusSlope", None, -1e3, 1e3)
+    for key, lo, hi, open_ in (("rlnVoltage", 0.0, 1e4, True),
+                               ("rlnSphericalAberration", -1e3, 1e3, False),
+                               ("rlnAmplitudeContrast", 0.0, 1.0, False)):
+        if key in grow:
+            check_range(g(key), path, f"{where}, {key}", None, lo, hi, lo_open=open_)
+    return {"size": size, "pix": pix, "hand": hand, "slope": slope}
+
+
+def _check_tilt_rows(df: pd.DataFrame, path: Path, block: str) -> None:
+    if "rlnMicrographName" in df.columns:
+        check_unique(strings(df, "rlnMicrographName", path, block), path, "rlnMicrographName",
+                     block, "tilt image (two tilt rows point at one image)")
+
+
+def _tilt_info(df: pd.DataFrame, path: Path, block: str, grow: dict[str, Any],
+               name: str, star: Path) -> TiltSeriesInfo:
+    v = _global_values(grow, star, name)
     require_columns(df, ["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle",
                          "rlnMicrographPreExposure"], path, block)
-    proj = _projection(df, path, block, size, pix)
+    _check_tilt_rows(df, path, block)
+    image_px = tilt_image_size(grow, star) if "rlnTomoProjX" not in df.columns else None
+    proj = _projection(df, path, block, v["size"], v["pix"], image_px)
     if "rlnTomoYTilt" in df.columns:
         tilt = numeric(df, "rlnTomoYTilt", path, block)
     else:
         tilt = tilt_angle_from_matrix(torch.as_tensor(proj[:, :3, :3])).numpy()
+    dose = numeric(df, "rlnMicrographPreExposure", path, block)
+    check_range(dose, path, "rlnMicrographPreExposure", block, 0.0, 1e6, what="a dose")
+    scale = numeric(df, "rlnCtfScalefactor", path, block, default=1.0)
+    check_range(scale, path, "rlnCtfScalefactor", block, 0.0, 1e3)
     return TiltSeriesInfo(
-        name=name, size_px=size, pixel_size_A=pix, handedness=g("rlnTomoHand"),
-        defocus_slope=g("rlnTomoDefocusSlope", 1.0), projection=proj,
+        name=name, size_px=v["size"], pixel_size_A=v["pix"], handedness=v["hand"],
+        defocus_slope=v["slope"], projection=proj,
         defocus_u_A=numeric(df, "rlnDefocusU", path, block),
         defocus_v_A=numeric(df, "rlnDefocusV", path, block),
         defocus_angle_deg=numeric(df, "rlnDefocusAngle", path, block),
-        dose_e_per_A2=numeric(df, "rlnMicrographPreExposure", path, block),
-        tilt_deg=np.asarray(tilt, dtype=np.float64),
-        ctf_scale=numeric(df, "rlnCtfScalefactor", path, block, default=1.0),
+        dose_e_per_A2=dose, tilt_deg=np.asarray(tilt, dtype=np.float64), ctf_scale=scale,
         global_row=grow, tilts=df.reset_index(drop=True),
+        from_angles="rlnTomoProjX" not in df.columns, image_size_px=image_px,
     )
 
 
@@ -180,11 +255,14 @@ def read_tomograms_star(path: str | Path) -> dict[str, TiltSeriesInfo]:
     for i, name in enumerate(names):
         grow = glob.iloc[i].to_dict()
         file, tilts, block = _tilt_block(p, blocks, tilt_blocks, grow, name, i, len(names))
-        info = _tilt_info(tilts, file, block, grow, name)
-        count = grow.get("rlnTomoFrameCount")
-        if count is not None and int(count) != info.n_frames:
-            raise DataError(f"{p}: tomogram {name} has {info.n_frames} tilt rows but "
-                            f"rlnTomoFrameCount {int(count)} (file truncated?)")
+        info = _tilt_info(tilts, file, block, grow, name, p)
+        if "rlnTomoFrameCount" in grow:
+            count = strict_int(grow["rlnTomoFrameCount"], p,
+                               f"data_global, tomogram {name}, rlnTomoFrameCount", lo=1)
+            if count != info.n_frames:
+                raise DataError(f"{p}: tomogram {name} has {info.n_frames} tilt rows in "
+                                f"{file} (data_{block}) but rlnTomoFrameCount {count} (a tilt "
+                                "row deleted or the file truncated?)")
         if info.n_frames == 0:
             raise DataError(f"{p}: tomogram {name} has no tilt rows")
         out[name] = info
@@ -195,7 +273,11 @@ def tomograms_blocks(infos: list[TiltSeriesInfo]) -> dict[str, pd.DataFrame]:
     """Blocks for :func:`~tomohet.io.star.write_star`: data_global + one block per tomogram.
 
     Raw columns of ``global_row``/``tilts`` are kept; the owned ones are overwritten
-    from the arrays.
+    from the arrays. ``rlnTomoProjX..W`` (which RELION prefers over the angles) are the
+    matrices in RELION's convention (``Tomogram::setProjectionMatrix``): tilt-image pixel
+    = ``int(image size / 2) + shift / pixel size + R @ (x - int(tomogram size / 2))``
+    for a tomogram pixel ``x``. A tomogram read from angles whose tilt-series stack was
+    not found keeps its angle columns only, so that RELION uses the real image centre.
     """
     rows = []
     blocks: dict[str, pd.DataFrame] = {}
@@ -215,8 +297,13 @@ def tomograms_blocks(infos: list[TiltSeriesInfo]) -> dict[str, pd.DataFrame]:
         f = info.n_frames
         tilts = info.tilts.copy() if len(info.tilts) == f else pd.DataFrame(index=range(f))
         tilts = tilts.reset_index(drop=True)
-        for i, col in enumerate(PROJ_COLS):
-            tilts[col] = [format_vector(info.projection[k, i]) for k in range(f)]
+        if info.from_angles and info.image_size_px is None:
+            # the image centre int(size / 2) of the tilt series is unknown: RELION builds the
+            # matrices itself from the angle columns kept in ``tilts``
+            tilts = tilts.drop(columns=[c for c in PROJ_COLS if c in tilts.columns])
+        else:
+            for i, col in enumerate(PROJ_COLS):
+                tilts[col] = [format_vector(info.projection[k, i]) for k in range(f)]
         tilts["rlnTomoYTilt"] = info.tilt_deg
         tilts["rlnDefocusU"] = info.defocus_u_A
         tilts["rlnDefocusV"] = info.defocus_v_A
