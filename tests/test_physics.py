@@ -133,16 +133,26 @@ def test_ctf_hand_computed_value():
     assert c[0, 0].item() == pytest.approx(0.1, abs=1e-10)  # amplitude contrast at DC
 
 
-def test_ctf_matches_torch_ctf_stigmatic():
+@pytest.mark.parametrize("du, dv, angle", [(25000.0, 25000.0, 0.0), (26000.0, 21000.0, 30.0),
+                                            (18000.0, 23000.0, -65.0)])
+def test_ctf_matches_torch_ctf(du, dv, angle):
+    """Against teamtomo's torch-ctf, astigmatic too: its defocus(phi) = D + A cos 2(phi -
+    theta) (micrometres, A >= 0) is RELION's with D = (dU + dV) / 2, A = (dU - dV) / 2 and
+    theta = the defocus angle (+ 90 degrees when dV > dU)."""
     torch_ctf = pytest.importorskip("torch_ctf")
     box, px = 48, 3.0
-    ours = ctfm.ctf_2d(torch.tensor(25000.0), torch.tensor(25000.0), torch.tensor(0.0), box, px,
+    ours = ctfm.ctf_2d(torch.tensor(du), torch.tensor(dv), torch.tensor(angle), box, px,
                        ctfm.CtfParams(300.0, 2.7, 0.07))
+    astig, theta = abs(du - dv) / 2e4, angle + (90.0 if dv > du else 0.0)
     ref = torch_ctf.calculate_ctf_2d(
-        defocus=2.5, astigmatism=0.0, astigmatism_angle=0.0, voltage=300.0,
-        spherical_aberration=2.7, amplitude_contrast=0.07, phase_shift=0.0, pixel_size=px,
-        image_shape=(box, box), rfft=True, fftshift=False)
+        defocus=(du + dv) / 2e4, astigmatism=astig, astigmatism_angle=theta,
+        voltage=300.0, spherical_aberration=2.7, amplitude_contrast=0.07, phase_shift=0.0,
+        pixel_size=px, image_shape=(box, box), rfft=True, fftshift=False)
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), atol=2e-3)
+    if du != dv:  # the astigmatism matters: the same CTF without it differs
+        stig = ctfm.ctf_2d(torch.tensor(du), torch.tensor(du), torch.tensor(angle), box, px,
+                           ctfm.CtfParams(300.0, 2.7, 0.07))
+        assert float((stig - ref).abs().max()) > 0.5
 
 
 def test_ctf_zeros_where_theory_puts_them():
@@ -338,6 +348,18 @@ def test_resolution_at_threshold():
     # crosses 0.143 between shells 2 (0.5) and 3 (0.1): f = (2 + 0.8925) / (8 px)
     res = resolution_at(curve, 2.0, 0.143)
     assert res == pytest.approx(16.0 / 2.8925, rel=1e-3)
+
+
+def test_fsc_auc_is_the_trapezoid_area():
+    from scipy.integrate import trapezoid
+
+    from tomohet.physics.fsc import fsc_auc
+
+    curve = np.array([1.0, 0.97, 0.8, 0.55, 0.3, 0.12, 0.05, -0.02, 0.01])
+    expected = trapezoid(curve[1:], dx=1.0 / (len(curve) - 2))
+    assert fsc_auc(curve) == pytest.approx(expected, rel=1e-12)
+    assert fsc_auc(np.ones(17)) == pytest.approx(1.0)
+    assert fsc_auc(torch.tensor([1.0, 0.4])) == pytest.approx(0.4)
 
 
 @pytest.mark.parametrize("kind", ["soft", "hard", "sparse"])
