@@ -41,8 +41,8 @@ from tomohet.bench.runner import (
 )
 from tomohet.bench.scoring import oracle_fractions
 
-__all__ = ["LadderCell", "ladder_cells", "ladder_methods", "run_ladder", "simulate_cell", "CELL_COLUMNS",
-           "CACHE_DIR"]
+__all__ = ["LadderCell", "ladder_cells", "ladder_methods", "run_ladder", "simulate_cell",
+           "CELL_COLUMNS", "CACHE_DIR"]
 
 CELL_COLUMNS = ["cell", "mass", "snr", "n", "components"]
 CACHE_DIR = "ladder_cells"

@@ -17,18 +17,22 @@ EXAMPLE = """example:
       --methods ml2d,shc --param shc.n_runs=5 --out bench_discrete
 
 small-component ladder (detection limit of each method; the oracle is always run):
-  tomohet bench --ladder --methods ml2d --ladder-mass 0.05,0.1 --ladder-snr 0.3,0.05 \
+  tomohet bench --ladder --methods ml2d --ladder-mass 0.05,0.1 --ladder-snr 0.3,0.05 \\
       --ladder-n 300 --set box=32 --out ladder
   cells are presets ladder-mMM-snrS-nN: the 70S ribosome with two removable components
   of MM% and 0.6 x MM% of its mass (4 states; --ladder-components 1: one, 2 states),
-  SNR S per tilt image at 0 deg (on the held-out set's scale, see 'tomohet simulate
-  --list'), N particles; box 48 at 12 A/px, 41 tilts +-60 deg (--set box=32 for quick
-  runs). Default grid: mass 0.02,0.05,0.1,0.3 x SNR 0.3,0.1,0.05,0.02 x N 300,1000,3000.
+  SNR S per tilt image at 0 deg (signal: the projection before CTF), N particles; box
+  48 at 12 A/px, 41 tilts +-60 deg dose-symmetric (--set box=32 for quick runs).
   Rerunning with the same --out reuses finished cells (OUT/ladder_cells/*.json).
 
 outputs: leaderboard.csv, leaderboard.json, report.html (self-contained), config.json;
 with --ladder also ladder.csv, ladder.json, ladder_ari.png, ladder_ari_frac_oracle.png
 """
+
+
+# the standard ladder (tomohet.sim.presets.LADDER_*; kept here so --help imports no torch)
+LADDER_DEFAULTS = {"mass": "0.02,0.05,0.1,0.3", "snr": "0.3,0.1,0.05,0.02",
+                   "n": "300,1000,3000"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -65,12 +69,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--ladder", action="store_true",
                    help="run the methods and the oracle over the ladder of presets "
                    "ladder-mMM-snrS-nN instead of --preset/--data; resumable")
-    g.add_argument("--ladder-mass", default=None, metavar="F,F",
-                   help="component mass fractions (default 0.02,0.05,0.1,0.3)")
-    g.add_argument("--ladder-snr", default=None, metavar="S,S",
-                   help="SNRs per tilt image at 0 deg (default 0.3,0.1,0.05,0.02)")
-    g.add_argument("--ladder-n", default=None, metavar="N,N",
-                   help="particle counts (default 300,1000,3000)")
+    g.add_argument("--ladder-mass", default=LADDER_DEFAULTS["mass"], metavar="F,F",
+                   help="component mass fractions (of component A; B has 0.6 x)")
+    g.add_argument("--ladder-snr", default=LADDER_DEFAULTS["snr"], metavar="S,S",
+                   help="SNRs per tilt image at 0 deg")
+    g.add_argument("--ladder-n", default=LADDER_DEFAULTS["n"], metavar="N,N",
+                   help="particle counts")
     g.add_argument("--ladder-components", type=int, default=2, choices=(1, 2),
                    help="removable components: 2 (4 states) or 1 (2 states)")
     return p

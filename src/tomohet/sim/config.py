@@ -18,11 +18,14 @@ class SimulationConfig:
     ``structure`` is the heterogeneity spec read by :func:`tomohet.sim.build.build_model`
     (``kind`` ``"maps"``, ``"atoms"`` or ``"points"``). ``snr`` is the SNR of tilt images
     at 0 degrees as defined in :func:`tomohet.sim.acquisition.sigma0_for_snr`; noise
-    variance grows as 1/cos(tilt). ``min_distance_A`` None: the largest particle
-    diameter of the states. ``pose_error_deg``: RMS angle of the random rotation applied
-    to the orientation priors handed to methods; ``defocus_error_um``: standard deviation
-    of the defocus error of each tilt image of each tomogram in the metadata (shared by
-    the tomogram's particles). The truth keeps the exact values. ``ctf=False`` /
+    variance grows as 1/cos(tilt). ``snr_reference``: ``"image"`` -- the signal is the
+    tilt image as recorded (CTF and exposure filter applied); ``"projection"`` -- the
+    projected density before CTF and exposure filter (a common convention elsewhere; at
+    3-5 um defocus the same number means ~40x more noise). ``min_distance_A`` None: the
+    largest particle diameter of the states. ``pose_error_deg``: RMS angle of the random
+    rotation applied to the orientation priors handed to methods; ``defocus_error_um``:
+    standard deviation of the defocus error of each tilt image of each tomogram in the
+    metadata (shared by the tomogram's particles). The truth keeps the exact values. ``ctf=False`` /
     ``dose_weighting=False`` leave the CTF / exposure filter out of the images (for
     tests); the metadata still carry defocus and dose.
     """
@@ -33,6 +36,7 @@ class SimulationConfig:
     pixel_size_A: float = 10.0
     structure: dict[str, Any] = field(default_factory=dict)
     snr: float = 0.1
+    snr_reference: str = "image"
     ctf: bool = True
     dose_weighting: bool = True
     tilt: TiltScheme = field(default_factory=TiltScheme)

@@ -126,6 +126,11 @@ def _calibrate_sigma0(model, acq: TrueAcquisition, config: SimulationConfig) -> 
     """Noise sigma at 0 degrees from the clean images of every particle at the 0-degree slot."""
     ref = int(np.argmin(np.abs(acq.tilt_deg[0])))
     n, bs = len(acq.state), max(1, config.batch_size * 4)
+    if config.snr_reference not in ("image", "projection"):
+        raise ValueError(f"snr_reference must be 'image' or 'projection', "
+                         f"got {config.snr_reference!r}")
+    if config.snr_reference == "projection":  # signal: the density before CTF and dose
+        config = config.replace(ctf=False, dose_weighting=False)
     clean = torch.cat([render_clean(model, acq, np.arange(s, min(s + bs, n)), config, [ref])
                        for s in range(0, n, bs)])[:, 0]
     return sigma0_for_snr(clean, config.snr)
