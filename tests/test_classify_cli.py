@@ -46,3 +46,31 @@ def test_classify_writes_maps_star_assignments(sim_dir, tmp_path, method, extra)
     assert {"rlnClassNumber", "rlnMaxValueProbDistribution"} <= cols
     cfg = json.loads((out / "config.json").read_text())
     assert "version" in json.dumps(cfg)
+
+
+def test_map_write_failure_keeps_tables_and_fails(sim_dir, tmp_path, monkeypatch, capsys):
+    """A map that cannot be written (e.g. NaN) is skipped and reported: assignments,
+    posteriors and the star are already on disk, and the command exits non-zero."""
+    import tomohet.io
+    from tomohet.data.sources import DataError
+
+    real = tomohet.io.write_mrc
+
+    def refuse_class_2(path, array, *args, **kwargs):
+        if "class_002" in str(path):
+            raise DataError(f"{path}: refusing to write NaN or inf values")
+        return real(path, array, *args, **kwargs)
+
+    monkeypatch.setattr(tomohet.io, "write_mrc", refuse_class_2)
+    out = tmp_path / "ml2d"
+    rc = main(["--threads", "1", "classify", "ml2d",
+               str(sim_dir / "particles_optimisation_set.star"), "--k", "2", "--out",
+               str(out), "--no-progress", "--iter", "2", "--anneal-iters", "1"])
+    assert rc not in (0, None)
+    for name in ("assignments.csv", "posteriors.csv", "particles.star", "class_001.mrc",
+                 "class_001_half1.mrc", "iterations.json"):
+        assert (out / name).exists(), name
+    assert not (out / "class_002.mrc").exists()
+    assert len(pd.read_csv(out / "assignments.csv")) == 60
+    err = capsys.readouterr().err
+    assert "class_002.mrc" in err and "assignments.csv" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from tomohet.cli.common import (
@@ -49,6 +50,9 @@ def _add_ml(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restarts", type=int, default=1, help="restarts; the best is kept")
     p.add_argument("--anneal-iters", type=int, default=6,
                    help="iterations of deterministic annealing of the posteriors (0: off)")
+    p.add_argument("--anneal-strength", type=float, default=0.7,
+                   help="annealing strength in [0, 1]: at its start each particle's largest "
+                   "posterior is capped at 1/K + (1 - strength)(1 - 1/K) (0: off)")
     p.add_argument("--mask-radius", type=float, default=None,
                    help="soft spherical reference mask radius (A)")
     p.add_argument("--focus-mask", default=None,
@@ -89,7 +93,7 @@ def _ml_params(args: argparse.Namespace, out: str) -> dict:
         "tau_fudge": args.tau_fudge, "reference": args.reference,
         "init": "reference" if args.reference else "random",
         "init_lowpass_A": args.init_lowpass, "n_restarts": args.restarts,
-        "anneal_iters": args.anneal_iters,
+        "anneal_iters": args.anneal_iters, "anneal_strength": args.anneal_strength,
         "mask_radius_A": args.mask_radius, "focus_mask": args.focus_mask,
         "max_dose_e_per_A2": args.max_dose, "min_tilts": args.min_tilts,
         "local_search_deg": args.local_search, "tol": args.tol,
@@ -100,6 +104,7 @@ def _ml_params(args: argparse.Namespace, out: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     from tomohet.io import read_particles
     from tomohet.methods import get_method
+    from tomohet.methods.outputs import MapWriteError
 
     out = prepare_out_dir(args.out)
     particles = read_particles(args.data, tomograms=args.tomograms, datadir=args.datadir)
@@ -115,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
     stamp_config(out, f"classify {args.method}", vars(args))
     t0 = time.perf_counter()
     method.fit(particles)
-    method.save(out, particles)
+    try:
+        method.save(out, particles)
+    except MapWriteError as exc:
+        print(f"tomohet classify {args.method}: error: {exc} (in {out})", file=sys.stderr)
+        return 1
     labels = method.predict()
     counts = {k + 1: int((labels == k).sum()) for k in range(args.k)}
     skipped = int((labels < 0).sum())

@@ -58,24 +58,8 @@ def _save_fsc_plot(path: Path, freqs: np.ndarray, curve: np.ndarray, res: float)
     save_figure(fig, path, dpi=110)
 
 
-def file_half_sets(table: pd.DataFrame) -> np.ndarray | None:
-    """0/1 half-set labels from ``rlnRandomSubset`` (1/2) or STOPGAP ``halfset`` (A/B);
-    None (random halves) when the file has none or they are not two non-empty sets."""
-    if len(table) == 0:
-        return None
-    if "rlnRandomSubset" in table.columns:
-        halves = pd.to_numeric(table["rlnRandomSubset"], errors="coerce").to_numpy() - 1
-    elif "halfset" in table.columns:
-        halves = table["halfset"].astype(str).str.upper().map({"A": 0, "B": 1}).to_numpy()
-    else:
-        return None
-    halves = np.asarray(halves, dtype=np.float64)
-    if not np.isin(halves, (0.0, 1.0)).all() or len(np.unique(halves)) != 2:
-        return None
-    return halves.astype(np.int64)
-
-
 def run(args: argparse.Namespace) -> int:
+    from tomohet.data.keys import half_sets
     from tomohet.io import read_particles, write_mrc
     from tomohet.io.atomic import atomic_write_text
     from tomohet.physics.fsc import shell_frequencies_per_A
@@ -84,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out)
     particles = read_particles(args.data, tomograms=args.tomograms, datadir=args.datadir)
     device = pick_device(args.device)
-    halves = file_half_sets(particles.table)
+    # the file's rlnRandomSubset / halfset, else a split drawn from the particle names
+    halves = half_sets(particles.names, particles.tomo_names, args.seed, particles.table)
     res = average(particles, half_sets=halves, batch_size=args.batch_size, device=device,
                   seed=args.seed, progress=not args.no_progress)[0]
     px = particles.optics.pixel_size_A

@@ -8,6 +8,7 @@ subtomograms: :mod:`tomohet.physics.forward` hides the geometry.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -19,7 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from tomohet.data.keys import keyed_order
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
+from tomohet.io.atomic import atomic_path
 from tomohet.physics.forward import (
     NoiseModel,
     PreparedBatch,
@@ -29,34 +32,48 @@ from tomohet.physics.forward import (
     prepare_subtomo_batch,
 )
 from tomohet.physics.fourier import ft_to_volume, lowpass_filter, volume_to_ft
-from tomohet.physics.fsc import fsc, resolution_at
+from tomohet.physics.fsc import resolution_at
 from tomohet.physics.projection import Backprojector, VolumeProjector
-from tomohet.physics.reconstruction import insert_prepared, wiener_reconstruct
+from tomohet.physics.reconstruction import gold_standard_maps, insert_prepared
 
-__all__ = ["EMConfig", "EMState", "EMEngine", "tempered_posteriors"]
+__all__ = ["EMConfig", "EMState", "EMEngine", "tempered_posteriors", "batch_order",
+           "particles_fingerprint"]
 
 
 def tempered_posteriors(ll: torch.Tensor, log_prior: torch.Tensor,
-                        max_mean_top: float | None = None, steps: int = 30) -> torch.Tensor:
-    """Class posteriors softmax(ll / T + log prior), (B, K) -> (B, K).
+                        max_top: float | None = None, steps: int = 30) -> torch.Tensor:
+    """Class posteriors softmax(ll / T + log prior), (B, K) -> (B, K), per particle.
 
-    Without ``max_mean_top`` T = 1 (the true posterior). With it (deterministic
-    annealing), T >= 1 is the smallest temperature at which the batch's mean largest
-    posterior does not exceed ``max_mean_top`` (bisection on log T): early on, particles
+    Without ``max_top`` T = 1 (the true posterior). With it (deterministic annealing),
+    each particle gets its own T >= 1: the smallest at which its largest posterior does
+    not exceed ``max_top`` (bisection on log T). A particle's result therefore depends on
+    its own likelihoods only, never on the batch it was computed in. Early on, particles
     are shared between classes, so classes split along the largest differences first
-    instead of freezing a random initial partition.
+    instead of freezing a random initial partition. The ranking of classes is kept.
     """
     post = torch.softmax(ll + log_prior, dim=-1)
     k = ll.shape[-1]
-    if max_mean_top is None or k < 2 or float(post.max(-1).values.mean()) <= max_mean_top:
+    if max_top is None or k < 2:
         return post
-    target = max(float(max_mean_top), 1.0 / k + 1e-3)
-    lo, hi = 0.0, 30.0  # log T
+    target = max(float(max_top), 1.0 / k + 1e-3)
+    over = post.max(-1).values > target  # only these particles are tempered
+    if not bool(over.any()):
+        return post
+    lo = torch.zeros(ll.shape[:-1], dtype=ll.dtype, device=ll.device)  # log T
+    hi = torch.full_like(lo, 30.0)
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
-        top = torch.softmax(ll / math.exp(mid) + log_prior, dim=-1).max(-1).values.mean()
-        lo, hi = (mid, hi) if float(top) > target else (lo, mid)
-    return torch.softmax(ll / math.exp(hi) + log_prior, dim=-1)
+        top = torch.softmax(ll / torch.exp(mid)[..., None] + log_prior, dim=-1).max(-1).values
+        high = top > target
+        lo, hi = torch.where(high, mid, lo), torch.where(high, hi, mid)
+    tempered = torch.softmax(ll / torch.exp(hi)[..., None] + log_prior, dim=-1)
+    return torch.where(over[..., None], tempered, post)
+
+
+def batch_order(names, tomo_names) -> np.ndarray:
+    """Positions in the name-defined order in which batches are formed (keyed hash), so
+    the same particles in any row order meet in the same batches."""
+    return keyed_order(list(names), list(tomo_names), seed=0, stream="batch-order")
 
 
 @dataclass
@@ -82,21 +99,24 @@ class EMState:
     posteriors: np.ndarray  # (N, K)
     iteration: int = 0
     log_likelihood: float = -math.inf
+    anneal_from: int = 0  # iteration at which the current annealing schedule started
     fsc: list[list[float]] = field(default_factory=list)
     resolution_A: list[float] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    particles: str = ""  # fingerprint of the particles (and their order) it describes
+
     def save(self, path: Path) -> None:
         """Checkpoint as npz (+ JSON history inside), written atomically."""
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp, volumes=self.volumes.cpu().numpy(), priors=self.priors.cpu().numpy(),
-            sigma2=self.sigma2.cpu().numpy(), posteriors=self.posteriors,
-            iteration=self.iteration, log_likelihood=self.log_likelihood,
-            fsc=np.asarray(self.fsc, dtype=float), resolution_A=np.asarray(self.resolution_A),
-            history=json.dumps(self.history),
-        )
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            np.savez(
+                tmp, volumes=self.volumes.cpu().numpy(), priors=self.priors.cpu().numpy(),
+                sigma2=self.sigma2.cpu().numpy(), posteriors=self.posteriors,
+                iteration=self.iteration, log_likelihood=self.log_likelihood,
+                anneal_from=self.anneal_from, fsc=np.asarray(self.fsc, dtype=float),
+                resolution_A=np.asarray(self.resolution_A), history=json.dumps(self.history),
+                particles=self.particles,
+            )
 
     @classmethod
     def load(cls, path: Path) -> EMState:
@@ -105,9 +125,20 @@ class EMState:
                 volumes=torch.from_numpy(z["volumes"]), priors=torch.from_numpy(z["priors"]),
                 sigma2=torch.from_numpy(z["sigma2"]), posteriors=z["posteriors"],
                 iteration=int(z["iteration"]), log_likelihood=float(z["log_likelihood"]),
+                anneal_from=int(z["anneal_from"]) if "anneal_from" in z.files else 0,
                 fsc=z["fsc"].tolist(), resolution_A=z["resolution_A"].tolist(),
                 history=json.loads(str(z["history"])),
+                particles=str(z["particles"]) if "particles" in z.files else "",
             )
+
+
+def particles_fingerprint(names, tomo_names) -> str:
+    """Hash of the ordered particle identities (tomogram, name): a checkpoint is resumed
+    only on the particles, in the order, that it was written for."""
+    h = hashlib.blake2b(digest_size=12)
+    for t, n in zip(tomo_names, names, strict=True):
+        h.update(f"{t}\x1f{n}\x1e".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 def pose_deltas(max_deg: float, steps: int, device: torch.device) -> torch.Tensor:
@@ -159,6 +190,13 @@ class EMEngine:
         # seconds spent per stage, for benchmarks/bench_ml.py
         self.timings: dict[str, float] = {"read_prepare": 0.0, "projection": 0.0,
                                           "likelihood": 0.0, "backprojection": 0.0}
+        # identities of the particles taking part, for keyed per-particle draws
+        self.names = [particles.names[i] for i in index]
+        self.tomo_names = [particles.tomo_names[i] for i in index]
+        self.order = batch_order(self.names, self.tomo_names)  # positions into ``index``
+        self.fingerprint = particles_fingerprint(self.names, self.tomo_names)
+        # half maps (2K, D, D, D) of the last :meth:`volumes_from` (class c half h at 2c + h)
+        self.last_half_maps: torch.Tensor | None = None
 
     def _tick(self, key: str, t0: float) -> float:
         if self.device.type == "cuda":
@@ -185,10 +223,11 @@ class EMEngine:
         return prep
 
     def batches(self) -> list[np.ndarray]:
+        """Positions into ``index`` per batch, in the name-defined (keyed) order."""
         bs = self.cfg.batch_size
         if self.deltas is not None:
             bs = max(1, bs // len(self.deltas))
-        return [self.index[i : i + bs] for i in range(0, len(self.index), bs)]
+        return [self.order[i : i + bs] for i in range(0, len(self.order), bs)]
 
     def projector(self, volumes: torch.Tensor) -> VolumeProjector:
         v = volumes.to(self.device)
@@ -203,12 +242,11 @@ class EMEngine:
         """Noise power from residuals against the given class of each particle."""
         noise = self.new_noise()
         proj = self.projector(volumes)
-        lookup = dict(zip(self.index.tolist(), range(len(self.index)), strict=True))
-        for idx in self.batches():
-            prep = self.prepare(idx)
+        for rows in self.batches():
+            prep = self.prepare(self.index[rows])
             model = model_transforms(proj, prep)
-            lab = torch.as_tensor(labels[[lookup[i] for i in idx]], device=self.device)
-            pick = model[lab, torch.arange(len(idx), device=self.device)]
+            lab = torch.as_tensor(labels[rows], device=self.device)
+            pick = model[lab, torch.arange(len(rows), device=self.device)]
             resid = prep.data - prep.transfer * pick
             noise.accumulate(resid.real**2 + resid.imag**2, prep)
         noise.update()
@@ -219,15 +257,11 @@ class EMEngine:
         """Back-project with fixed class weights (N_index, K) into 2K half-set volumes."""
         k = weights.shape[1]
         bp = Backprojector(self.box, 2 * k, self.cfg.pad, self.device)
-        pos = 0
-        for idx in self.batches():
-            prep = self.prepare(idx)
-            w = weights[pos : pos + len(idx)]
-            h = halves[pos : pos + len(idx)]
-            insert_prepared(bp, prep, self._half_weights(w, h), noise)
-            pos += len(idx)
+        for rows in self.batches():
+            prep = self.prepare(self.index[rows])
+            insert_prepared(bp, prep, self._half_weights(weights[rows], halves[rows]), noise)
             if self.progress:
-                self.progress(len(idx))
+                self.progress(len(rows))
         return bp
 
     def _half_weights(self, w: np.ndarray, h: np.ndarray) -> torch.Tensor:
@@ -237,11 +271,11 @@ class EMEngine:
             vw[2 * c + h, np.arange(len(h))] = w[:, c]
         return torch.from_numpy(vw).to(self.device)
 
-    def em_pass(self, state: EMState, halves: np.ndarray, max_mean_top: float | None = None
+    def em_pass(self, state: EMState, halves: np.ndarray, max_top: float | None = None
                 ) -> tuple[Backprojector, NoiseModel, np.ndarray, float]:
         """E-step for every particle and M-step sums. Returns (bp, noise, posteriors, ll).
 
-        ``max_mean_top``: deterministic annealing cap on the mean largest posterior (see
+        ``max_top``: deterministic annealing cap on each particle's largest posterior (see
         :func:`tempered_posteriors`); None = true posteriors."""
         k = self.cfg.n_classes
         noise = self.new_noise()
@@ -251,18 +285,18 @@ class EMEngine:
         bp = Backprojector(self.box, 2 * k, self.cfg.pad, self.device)
         log_prior = torch.log(state.priors.to(self.device).clamp_min(1e-12))
         post_all = np.zeros((len(self.index), k))
-        total_ll, pos = 0.0, 0
-        for idx in self.batches():
+        total_ll = 0.0
+        for rows in self.batches():
             t0 = time.perf_counter()
-            prep = self.prepare(idx)
+            prep = self.prepare(self.index[rows])
             self._tick("read_prepare", t0)
             post, ll_tot, best_rot, resid = self._e_step(proj, prep, noise, log_prior,
-                                                         max_mean_top)
+                                                         max_top)
             t0 = time.perf_counter()
-            post_all[pos : pos + len(idx)] = post.cpu().numpy()
+            post_all[rows] = post.cpu().numpy()
             total_ll += float(ll_tot)
             new_noise.accumulate(resid, prep)
-            vw = self._half_weights(post.cpu().numpy(), halves[pos : pos + len(idx)])
+            vw = self._half_weights(post.cpu().numpy(), halves[rows])
             if best_rot is None:
                 insert_prepared(bp, prep, vw, noise)
             else:
@@ -271,14 +305,13 @@ class EMEngine:
                     sel[2 * c : 2 * c + 2] = vw[2 * c : 2 * c + 2]
                     insert_prepared(bp, prep, sel, noise, rotation=best_rot[c])
             self._tick("backprojection", t0)
-            pos += len(idx)
             if self.progress:
-                self.progress(len(idx))
+                self.progress(len(rows))
         new_noise.update()
         return bp, new_noise, post_all, total_ll
 
     def _e_step(self, proj: VolumeProjector, prep: PreparedBatch, noise: NoiseModel,
-                log_prior: torch.Tensor, max_mean_top: float | None = None):
+                log_prior: torch.Tensor, max_top: float | None = None):
         """Posteriors (B, K), summed log evidence, best rotations per class, residual power."""
         k = self.cfg.n_classes
         b = prep.data.shape[0]
@@ -297,7 +330,7 @@ class EMEngine:
         ll_class = torch.logsumexp(ll, dim=-1) - math.log(j)
         joint = ll_class + log_prior
         evidence = torch.logsumexp(joint, dim=-1)
-        post = tempered_posteriors(ll_class, log_prior, max_mean_top)
+        post = tempered_posteriors(ll_class, log_prior, max_top)
         best_j = ll.argmax(-1)  # (B, K)
         kmap = post.argmax(-1)
         bidx = torch.arange(b, device=post.device)
@@ -325,23 +358,15 @@ class EMEngine:
     # ------------------------------------------------------------------ M-step
     def volumes_from(self, bp: Backprojector) -> tuple[torch.Tensor, list[list[float]],
                                                         list[float]]:
-        """Class volumes, per-class half-map FSC and resolution from 2K half-set sums."""
-        k = bp.n_volumes // 2
-        halves = wiener_reconstruct(bp)
-        self.last_half_maps = halves.cpu()  # (2K, D, D, D): class c half h at 2c + h
-        data, weight = bp.grids()
-        vols, curves, res = [], [], []
-        for c in range(k):
-            curve = fsc(halves[2 * c], halves[2 * c + 1])
-            merged = Backprojector(self.box, 1, bp.pad, bp.data.device)
-            merged.data = (data[2 * c] + data[2 * c + 1]).reshape(1, -1)
-            merged.weight = (weight[2 * c] + weight[2 * c + 1]).reshape(1, -1)
-            boosted = (curve * self.cfg.tau_fudge).clamp_max(0.999)
-            vol = wiener_reconstruct(merged, boosted)[0]
-            vols.append(self._limit(vol))
-            curves.append(curve.cpu().tolist())
-            res.append(resolution_at(curve.cpu(), self.px, 0.143))
-        return torch.stack(vols).cpu(), curves, res
+        """Class volumes, per-class half-map FSC and resolution from 2K half-set sums
+        (:func:`tomohet.physics.reconstruction.gold_standard_maps`; an empty class gives a
+        zero map and a zero FSC). The half maps are kept in ``last_half_maps``."""
+        gs = gold_standard_maps(bp, self.cfg.tau_fudge)
+        self.last_half_maps = gs.half_maps.cpu()
+        curves = gs.fsc.cpu()
+        vols = torch.stack([self._limit(v) for v in gs.maps])
+        res = [resolution_at(c, self.px, 0.143) for c in curves]
+        return vols.cpu(), curves.tolist(), res
 
     def _limit(self, vol: torch.Tensor) -> torch.Tensor:
         """Low-pass a class volume at the resolution limit used for classification."""

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tomohet.data.keys import half_sets, keyed_order
 from tomohet.data.particles import TiltSeriesParticles
 from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
 from tomohet.methods.em import EMConfig, EMEngine, EMState
 from tomohet.physics.fourier import ft_to_volume, lowpass_filter, soft_sphere_mask, volume_to_ft
-from tomohet.physics.reconstruction import half_set_labels
 
 __all__ = ["ML2D", "ML3D", "Occupancy", "MLClassifier"]
 
@@ -55,6 +55,7 @@ class MLClassifier(HeterogeneityMethod):
         n_restarts: int = 1,
         restart_iters: int = 3,
         anneal_iters: int = 6,
+        anneal_strength: float = 0.7,
         min_class_fraction: float = 0.02,
         mask_radius_A: float | None = None,
         focus_mask: Any = None,
@@ -79,6 +80,7 @@ class MLClassifier(HeterogeneityMethod):
         self.n_restarts = n_restarts
         self.restart_iters = restart_iters
         self.anneal_iters = anneal_iters
+        self.anneal_strength = anneal_strength
         self.min_class_fraction = min_class_fraction
         self.mask_radius_A = mask_radius_A
         self.focus_mask = focus_mask
@@ -136,7 +138,9 @@ class MLClassifier(HeterogeneityMethod):
         filtered, keep = self._filter(particles)
         ref_mask, focus = self._masks(particles, device)
         cfg = self._config(device)
-        halves = half_set_labels(len(keep), seed=(self.random_state or 0) + 7)
+        all_halves = half_sets(particles.names, particles.tomo_names, self._seed(),
+                               particles.table)
+        halves = all_halves[keep]
         n_passes = max(self.n_iter, 1) + 2 * max(self.n_restarts, 1) + 1
         bar = tqdm(total=n_passes * len(keep), desc=f"{self.name} K={self.n_classes}",
                    unit="ptcl", disable=not self.progress, leave=False)
@@ -149,10 +153,11 @@ class MLClassifier(HeterogeneityMethod):
         post[keep] = state.posteriors
         self.posteriors_ = post
         self.kept_ = keep
+        self.half_sets_ = all_halves
         self.labels_ = np.full(n, -1, dtype=np.int64)
         self.labels_[keep] = state.posteriors.argmax(1)
         self.class_volumes_ = state.volumes
-        half = getattr(engine, "last_half_maps", None)
+        half = engine.last_half_maps
         self.half_volumes_ = None if half is None else half.reshape(
             self.n_classes, 2, *half.shape[1:])
         self.priors_ = state.priors.numpy()
@@ -163,6 +168,19 @@ class MLClassifier(HeterogeneityMethod):
         self.pixel_size_A_ = particles.optics.pixel_size_A
         return self
 
+    def _seed(self) -> int:
+        return 0 if self.random_state is None else int(self.random_state)
+
+    def _keyed_split(self, engine: EMEngine, rows: np.ndarray, n_parts: int,
+                     stream: str) -> np.ndarray:
+        """Balanced split of ``rows`` (positions into the engine's index) into parts
+        0..n_parts-1, drawn from the particles' names (keyed hash), not their rows."""
+        order = keyed_order([engine.names[i] for i in rows],
+                            [engine.tomo_names[i] for i in rows], self._seed(), stream)
+        part = np.empty(len(rows), dtype=np.int64)
+        part[order] = np.arange(len(rows)) % n_parts
+        return part
+
     def _run(self, particles, keep, cfg, ref_mask, focus, halves, bar):
         consensus = None
         if focus is not None:
@@ -172,17 +190,21 @@ class MLClassifier(HeterogeneityMethod):
         ckpt = Path(self.checkpoint_dir) / f"{self.name}_state.npz" if self.checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
             state = EMState.load(ckpt)
+            if state.particles and state.particles != engine.fingerprint:
+                raise ValueError(f"{ckpt}: this checkpoint was written for other particles "
+                                 "(or another row order or filter); remove it or use "
+                                 "another output folder")
             return self._iterate(engine, state, halves, self.n_iter, ckpt), engine
         candidates = []
         n_restarts = max(self.n_restarts, 1)
         for r in range(n_restarts):
             state = self._initialise(engine, particles, keep, halves, seed_offset=r)
-            iters = self.restart_iters if n_restarts > 1 else self.n_iter
-            candidates.append(self._iterate(engine, state, halves, iters, None))
+            if n_restarts == 1:  # the one run: checkpointed from its first iteration
+                return self._iterate(engine, state, halves, self.n_iter, ckpt), engine
+            candidates.append(self._iterate(engine, state, halves, self.restart_iters, None,
+                                            horizon=self.n_iter))
         best = max(candidates, key=lambda s: s.log_likelihood)
-        if n_restarts > 1:
-            best = self._iterate(engine, best, halves, self.n_iter, ckpt)
-        return best, engine
+        return self._iterate(engine, best, halves, self.n_iter, ckpt), engine
 
     def _consensus(self, particles, keep, cfg, halves) -> torch.Tensor:
         engine = EMEngine(particles, cfg, keep)
@@ -190,10 +212,11 @@ class MLClassifier(HeterogeneityMethod):
         return engine.volumes_from(bp)[0][0]
 
     def _initialise(self, engine: EMEngine, particles, keep, halves, seed_offset: int) -> EMState:
-        """Random balanced subsets (and/or a low-passed reference) -> first class volumes."""
+        """Random balanced subsets (and/or a low-passed reference) -> first class volumes.
+
+        The subsets are drawn from the particle names (keyed hash, stream per restart)."""
         k, n = self.n_classes, len(keep)
-        rng = self._rng(1000 + seed_offset)
-        labels = rng.permutation(np.arange(n) % k)
+        labels = self._keyed_split(engine, np.arange(n), k, f"ml-init/{seed_offset}")
         weights = np.eye(k)[labels]
         bp = engine.reconstruct_pass(weights, None, halves)
         vols, _, _ = engine.volumes_from(bp)
@@ -212,22 +235,24 @@ class MLClassifier(HeterogeneityMethod):
         noise = engine.noise_pass(vols.mean(0, keepdim=True).expand(1, -1, -1, -1).clone(),
                                   np.zeros(n, dtype=np.int64))
         return EMState(volumes=vols, priors=torch.full((k,), 1.0 / k), sigma2=noise.sigma2.cpu(),
-                       posteriors=weights.astype(float))
+                       posteriors=weights.astype(float), particles=engine.fingerprint)
 
     def _iterate(self, engine: EMEngine, state: EMState, halves, n_iter: int,
-                 ckpt: Path | None) -> EMState:
-        start = state.iteration
-        self._anneal_from = 0
-        for it in range(start, n_iter):
-            cap = self._anneal_cap(it - self._anneal_from)
+                 ckpt: Path | None, horizon: int | None = None) -> EMState:
+        """EM iterations ``state.iteration`` .. ``n_iter``; ``horizon``: the iteration the
+        whole run ends at (restart candidates run to ``n_iter`` of a longer run)."""
+        horizon = n_iter if horizon is None else horizon
+        for it in range(state.iteration, n_iter):
+            cap = self._anneal_cap(it - state.anneal_from)
             bp, noise, post, ll = engine.em_pass(state, halves, cap)
             vols, curves, res = engine.volumes_from(bp)
             changed = float((post.argmax(1) != state.posteriors.argmax(1)).mean())
             priors = torch.as_tensor(post.mean(0), dtype=torch.float32).clamp_min(1e-6)
             state = EMState(
                 volumes=vols, priors=priors / priors.sum(), sigma2=noise.sigma2.cpu(),
-                posteriors=post, iteration=it + 1, log_likelihood=ll, fsc=curves,
-                resolution_A=res,
+                posteriors=post, iteration=it + 1, log_likelihood=ll,
+                anneal_from=state.anneal_from, fsc=curves, resolution_A=res,
+                particles=engine.fingerprint,
                 history=state.history + [{
                     "iteration": it + 1, "log_likelihood": ll, "changed_fraction": changed,
                     "populations": priors.tolist(), "resolution_A": res,
@@ -235,13 +260,13 @@ class MLClassifier(HeterogeneityMethod):
                     "anneal_cap": cap,
                 }],
             )
-            revived = self._revive_empty(engine, state, halves, n_iter)
+            revived = self._revive_empty(engine, state, halves, horizon)
             if revived is not None:  # anneal again, so the re-seeded split can settle
-                state, self._anneal_from = revived, it + 1
+                state = revived
             if ckpt is not None:
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
                 state.save(ckpt)
-            if (revived is None and it + 1 - self._anneal_from > self.anneal_iters
+            if (revived is None and it + 1 - state.anneal_from > self.anneal_iters
                     and it + 1 >= self.min_iter and changed < self.tol):
                 break
         return state
@@ -252,10 +277,11 @@ class MLClassifier(HeterogeneityMethod):
 
         An emptied class means two states share the largest class (EM cannot split it
         again by itself): the empty class takes a random half of the largest class's
-        particles and the posteriors are annealed again from there, so that the split
-        settles along the largest difference inside that class. Only while a whole
-        annealing schedule and two more iterations remain. Returns the new state, or None
-        when no class is empty.
+        particles (drawn from their names) and the posteriors are annealed again from
+        there, so that the split settles along the largest difference inside that class.
+        Only while a whole annealing schedule and two more iterations remain before
+        ``n_iter`` (the end of the whole run). Returns the new state (its annealing
+        restarts at its iteration), or None when no class is empty.
         """
         k, it = self.n_classes, state.iteration
         if self.min_class_fraction <= 0 or k < 2 or it > n_iter - self.anneal_iters - 2:
@@ -265,27 +291,31 @@ class MLClassifier(HeterogeneityMethod):
         empty = np.nonzero(counts < self.min_class_fraction * len(labels))[0]
         if len(empty) == 0:
             return None
-        rng = self._rng(5000 + it)
         labels = labels.copy()
         for e in empty:
             big = int(np.bincount(labels, minlength=k).argmax())
             members = np.nonzero(labels == big)[0]
-            labels[rng.permutation(members)[: len(members) // 2]] = e
+            half = self._keyed_split(engine, members, 2, f"ml-reseed/{it}/{int(e)}")
+            labels[members[half == 1]] = e
         weights = np.eye(k)[labels]
         vols, curves, res = engine.volumes_from(engine.reconstruct_pass(weights, None, halves))
         priors = torch.as_tensor(weights.mean(0), dtype=torch.float32)
         last = dict(state.history[-1], revived=[int(e) for e in empty])
         return EMState(volumes=vols, priors=priors, sigma2=state.sigma2, posteriors=weights,
-                       iteration=it, log_likelihood=state.log_likelihood, fsc=curves,
-                       resolution_A=res, history=state.history[:-1] + [last])
+                       iteration=it, log_likelihood=state.log_likelihood, anneal_from=it,
+                       fsc=curves, resolution_A=res, history=state.history[:-1] + [last],
+                       particles=engine.fingerprint)
 
     def _anneal_cap(self, iteration: int) -> float | None:
-        """Deterministic annealing: the cap on the mean largest posterior at ``iteration``
-        (0-based) rises linearly from 1/K + 0.3 (1 - 1/K) to 1 over ``anneal_iters``;
-        None (true posteriors) afterwards."""
-        if iteration >= self.anneal_iters or self.n_classes < 2:
+        """Deterministic annealing: the cap on each particle's largest posterior at
+        ``iteration`` (0-based) of the schedule. It rises linearly from
+        1/K + (1 - anneal_strength)(1 - 1/K) to 1 over ``anneal_iters``; None (true
+        posteriors) afterwards or with ``anneal_strength`` 0."""
+        if (iteration >= self.anneal_iters or self.n_classes < 2
+                or self.anneal_strength <= 0):
             return None
-        floor = 1.0 / self.n_classes + 0.3 * (1.0 - 1.0 / self.n_classes)
+        strength = min(float(self.anneal_strength), 1.0)
+        floor = 1.0 / self.n_classes + (1.0 - strength) * (1.0 - 1.0 / self.n_classes)
         return floor + (1.0 - floor) * iteration / self.anneal_iters
 
     # ------------------------------------------------------------------ outputs

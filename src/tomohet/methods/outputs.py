@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tomohet.data.sources import DataError
 from tomohet.methods.base import HeterogeneityMethod, ParticleSet
 
-__all__ = ["save_discrete", "save_continuous", "write_star_with_columns", "plot_populations"]
+__all__ = ["save_discrete", "save_continuous", "write_star_with_columns", "plot_populations",
+           "MapWriteError"]
 
 
 def write_star_with_columns(particles: ParticleSet, out_dir: Path,
@@ -65,24 +67,71 @@ def plot_populations(history: list[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path, dpi=100)
 
 
+class MapWriteError(RuntimeError):
+    """Some maps could not be written; every table (and the other maps) was kept."""
+
+    def __init__(self, failed: list[str], kept: list[str]) -> None:
+        self.failed, self.kept = failed, kept
+        super().__init__(
+            f"{len(failed)} map(s) not written: {'; '.join(failed)}. "
+            f"Kept: {', '.join(kept)}")
+
+
+def _write_maps(method: HeterogeneityMethod, out: Path, px: float) -> tuple[list[str],
+                                                                           list[str]]:
+    """Class maps and half maps, each atomically; one that cannot be written (NaN, disk)
+    is skipped. Returns (written names, 'name: reason' of those skipped)."""
+    import tomohet.io
+
+    maps: list[tuple[str, np.ndarray]] = []
+    vols = getattr(method, "class_volumes_", None)
+    if vols is not None:
+        maps += [(f"class_{k + 1:03d}.mrc", vols[k].numpy()) for k in range(vols.shape[0])]
+    halves = getattr(method, "half_volumes_", None)  # (K, 2, D, D, D)
+    if halves is not None:
+        maps += [(f"class_{k + 1:03d}_half{h + 1}.mrc", halves[k, h].numpy())
+                 for k in range(halves.shape[0]) for h in range(2)]
+    written, failed = [], []
+    for name, arr in maps:
+        try:
+            tomohet.io.write_mrc(out / name, arr, px)
+        except (DataError, OSError, ValueError) as exc:
+            failed.append(f"{name}: {exc}")
+        else:
+            written.append(name)
+    return written, failed
+
+
 def save_discrete(method: HeterogeneityMethod, out: Path, particles: ParticleSet) -> None:
-    """Class maps, FSCs, posteriors, iteration log, star and assignments of a classifier."""
-    from tomohet.io import write_assignments_csv, write_mrc
+    """Posteriors, assignments, star, FSCs and iteration log of a classifier, then its
+    class maps.
+
+    Every table is written (atomically) before any map, so a map that cannot be written
+    never costs the classification: such maps are skipped and :class:`MapWriteError`
+    is raised at the end, naming what was skipped and what was kept.
+    """
+    from tomohet.io import write_assignments_csv
     from tomohet.io.atomic import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     labels = method.predict()
     post = method.predict_proba()
     px = particles.optics.pixel_size_A
-    vols = getattr(method, "class_volumes_", None)
-    if vols is not None:
-        for k in range(vols.shape[0]):
-            write_mrc(out / f"class_{k + 1:03d}.mrc", vols[k].numpy(), px)
-    halves = getattr(method, "half_volumes_", None)  # (K, 2, D, D, D)
-    if halves is not None:
-        for k in range(halves.shape[0]):
-            for h in range(2):
-                write_mrc(out / f"class_{k + 1:03d}_half{h + 1}.mrc", halves[k, h].numpy(), px)
+    kept = []
+    prob = pd.DataFrame(post, columns=[f"p{k + 1}" for k in range(post.shape[1])])
+    prob.insert(0, "particle", list(particles.names))
+    atomic_write_text(out / "posteriors.csv", prob.to_csv(index=False))
+    write_assignments_csv(out / "assignments.csv", particles.names, labels=labels,
+                          probabilities=post)
+    max_prob = np.nan_to_num(np.nanmax(np.where(np.isnan(post), -1, post), axis=1), nan=0.0)
+    stars = write_star_with_columns(particles, out, {
+        "rlnClassNumber": np.where(labels >= 0, labels + 1, 0),
+        "rlnMaxValueProbDistribution": np.where(labels >= 0, max_prob, 0.0),
+    })
+    kept += ["posteriors.csv", "assignments.csv"] + [Path(p).name for p in stars]
+    history = getattr(method, "history_flat_", None) or getattr(method, "history_", [])
+    atomic_write_text(out / "iterations.json", json.dumps(history, indent=1))
+    kept.append("iterations.json")
     curves = getattr(method, "fsc_", None)
     if curves:
         box = particles.optics.box
@@ -91,19 +140,11 @@ def save_discrete(method: HeterogeneityMethod, out: Path, particles: ParticleSet
         for k, c in enumerate(curves):
             table[f"class_{k + 1}"] = c
         atomic_write_text(out / "class_fsc.csv", table.to_csv(index=False))
-    prob = pd.DataFrame(post, columns=[f"p{k + 1}" for k in range(post.shape[1])])
-    prob.insert(0, "particle", list(particles.names))
-    atomic_write_text(out / "posteriors.csv", prob.to_csv(index=False))
-    max_prob = np.nan_to_num(np.nanmax(np.where(np.isnan(post), -1, post), axis=1), nan=0.0)
-    write_assignments_csv(out / "assignments.csv", particles.names, labels=labels,
-                          probabilities=post)
-    history = getattr(method, "history_flat_", None) or getattr(method, "history_", [])
-    atomic_write_text(out / "iterations.json", json.dumps(history, indent=1))
+        kept.append("class_fsc.csv")
     plot_populations(history, out / "populations.png")
-    write_star_with_columns(particles, out, {
-        "rlnClassNumber": np.where(labels >= 0, labels + 1, 0),
-        "rlnMaxValueProbDistribution": np.where(labels >= 0, max_prob, 0.0),
-    })
+    written, failed = _write_maps(method, out, px)
+    if failed:
+        raise MapWriteError(failed, kept + written)
 
 
 def save_continuous(method: HeterogeneityMethod, out: Path, particles: ParticleSet) -> None:

@@ -28,6 +28,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
+from tomohet.data.keys import half_sets, keyed_order, keyed_uniform_grid
 from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
 from tomohet.methods.em import EMConfig, EMEngine
 from tomohet.methods.ml import _load_volume
@@ -40,11 +41,12 @@ from tomohet.physics.fourier import (
     soft_sphere_mask,
     volume_to_ft,
 )
-from tomohet.physics.fsc import fsc
+from tomohet.physics.fsc import fsc, resolution_at
 from tomohet.physics.projection import Backprojector
-from tomohet.physics.reconstruction import half_set_labels, wiener_reconstruct
+from tomohet.physics.reconstruction import wiener_reconstruct
 
-__all__ = ["SHC", "ncc_scores", "match_labels", "align_runs", "temperature_schedule"]
+__all__ = ["SHC", "ncc_scores", "match_labels", "align_runs", "temperature_schedule",
+           "band_resolution"]
 
 
 def temperature_schedule(iteration: int, t0: float, anneal_iters: int) -> float:
@@ -52,6 +54,20 @@ def temperature_schedule(iteration: int, t0: float, anneal_iters: int) -> float:
     if anneal_iters <= 0:
         return 0.0
     return max(0.0, t0 * (1 - iteration / anneal_iters))
+
+
+def band_resolution(curves: list[list[float]] | np.ndarray, pixel_size_A: float,
+                    threshold: float = 0.143) -> float | None:
+    """Resolution (A) that limits the scoring band: the worst FSC-``threshold`` resolution
+    among the classes that resolve anything (FSC >= ``threshold`` at shell 1). A class
+    with FSC 0 (empty, or pure noise) does not narrow the band; None when no class
+    resolves anything (then the band is not limited by resolution)."""
+    c = np.asarray(curves, dtype=float)
+    if c.ndim != 2 or c.shape[1] < 2:
+        return None
+    resolved = [resolution_at(row, pixel_size_A, threshold) for row in c
+                if np.isfinite(row[1]) and row[1] >= threshold]
+    return max(resolved) if resolved else None
 
 
 def ncc_scores(prep: PreparedBatch, model: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
@@ -185,7 +201,7 @@ class SHC(HeterogeneityMethod):
         return (shell >= lo) & (shell <= hi)
 
     def _references(self, engine: EMEngine, labels: np.ndarray, halves: np.ndarray
-                    ) -> tuple[torch.Tensor, float, np.ndarray]:
+                    ) -> tuple[torch.Tensor, float | None, np.ndarray]:
         """Half-set references (2K, D, D, D), their FSC resolution, and the labels.
 
         The two halves are classified independently, so class c of one half need not be
@@ -209,10 +225,17 @@ class SHC(HeterogeneityMethod):
                 labels[halves == 1] = rename[labels[halves == 1]]
                 rename_half_one(bp, rename)
                 maps = wiener_reconstruct(bp).cpu()
-        _, _, res = engine.volumes_from(bp)
-        return figure_of_merit_filter(maps), max(res), labels
+        _, curves, _ = engine.volumes_from(bp)
+        return figure_of_merit_filter(maps), band_resolution(curves, engine.px), labels
 
-    def _initial_references(self, engine: EMEngine, n: int, halves, rng
+    def _keyed_labels(self, engine: EMEngine, seed: int, stream: str) -> np.ndarray:
+        """Balanced random classes drawn from the particle names (keyed hash)."""
+        order = keyed_order(engine.names, engine.tomo_names, seed, stream)
+        labels = np.empty(len(order), dtype=np.int64)
+        labels[order] = np.arange(len(order)) % self.n_classes
+        return labels
+
+    def _initial_references(self, engine: EMEngine, halves, seed: int
                             ) -> tuple[torch.Tensor, float | None]:
         refs = self.references
         if refs is not None:
@@ -224,7 +247,7 @@ class SHC(HeterogeneityMethod):
             if stack is None or stack.ndim != 4 or stack.shape[0] != self.n_classes:
                 raise ValueError(f"shc: references must be {self.n_classes} volumes")
             return stack.float().repeat_interleave(2, dim=0), None
-        labels = rng.permutation(np.arange(n) % self.n_classes)
+        labels = self._keyed_labels(engine, seed, "shc-init-references")
         maps, res, _ = self._references(engine, labels, halves)
         return maps, res
 
@@ -241,7 +264,7 @@ class SHC(HeterogeneityMethod):
         out: np.ndarray | None = None
         for h in (0, 1):  # particles of half h against the K references of half 1 - h
             proj = engine.projector(refs[1 - h :: 2])
-            rows = np.nonzero(halves == h)[0]
+            rows = engine.order[halves[engine.order] == h]  # keyed (name-defined) order
             for start in range(0, len(rows), bs):
                 chunk = rows[start : start + bs]
                 prep = engine.prepare(engine.index[chunk])
@@ -259,46 +282,53 @@ class SHC(HeterogeneityMethod):
         return out
 
     def _climb(self, scores: np.ndarray, current: np.ndarray, temp: float,
-               rng: np.random.Generator) -> np.ndarray:
+               draws: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """One stochastic hill-climbing (annealing) step for all particles -> new labels.
 
         scores (N, K, J): a class scores its best pose candidate. Other classes are visited
         in random order; the first that beats the current score (or, at temperature T,
-        any with probability T/100) is taken.
+        any with probability T/100) is taken. ``draws``: two (N, K) uniforms per particle
+        (visiting order, acceptance), drawn from the particle names.
         """
         n, k, _ = scores.shape
+        u_order, u_accept = draws
         best = scores.max(axis=2)  # (N, K)
         now = best[np.arange(n), current]
-        order = rng.random((n, k)).argsort(axis=1)
+        order = u_order.argsort(axis=1, kind="stable")
         better = best > now[:, None] + 1e-12
-        lucky = rng.random((n, k)) < temp / 100.0
+        lucky = u_accept < temp / 100.0
         acceptable = (better | lucky) & (np.arange(k)[None] != current[:, None])
         ranked = np.take_along_axis(acceptable, order, axis=1)
         first = ranked.argmax(axis=1)
         has = ranked[np.arange(n), first]
         return np.where(has, order[np.arange(n), first], current)
 
-    def _run(self, engine: EMEngine, n: int, halves, band_fn, seed: int
-             ) -> tuple[np.ndarray, torch.Tensor]:
-        rng = np.random.default_rng(seed)
-        refs, res = self._initial_references(engine, n, halves, rng)
-        labels = rng.permutation(np.arange(n) % self.n_classes)
-        self._history_run = []
+    def _draws(self, engine: EMEngine, seed: int, iteration: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        k = self.n_classes
+        return tuple(keyed_uniform_grid(engine.names, engine.tomo_names, k, seed,
+                                        f"shc-{what}/{iteration}")
+                     for what in ("order", "accept"))  # type: ignore[return-value]
+
+    def _run(self, engine: EMEngine, halves, band_fn, seed: int
+             ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        refs, res = self._initial_references(engine, halves, seed)
+        labels = self._keyed_labels(engine, seed, "shc-init-labels")
+        history: list[dict[str, Any]] = []
         for it in range(self.n_iter):
             scores = self._score_pass(engine, refs, band_fn(res), halves)
             temp = temperature_schedule(it, self.temperature, self.anneal_iters)
-            new = self._climb(scores, labels, temp, rng)
+            new = self._climb(scores, labels, temp, self._draws(engine, seed, it))
             changed = float((new != labels).mean())
             labels = new
             refs, res, labels = self._references(engine, labels, halves)
-            self._history_run.append({"iteration": it + 1, "temperature": temp,
-                                      "resolution_A": res,
-                                      "changed_fraction": changed,
-                                      "populations": np.bincount(
-                                          labels, minlength=self.n_classes).tolist()})
+            history.append({"iteration": it + 1, "temperature": temp,
+                            "resolution_A": res, "changed_fraction": changed,
+                            "populations": np.bincount(
+                                labels, minlength=self.n_classes).tolist()})
             if temp == 0 and changed == 0:
                 break
-        return labels, refs
+        return labels, history
 
     # ------------------------------------------------------------------ fit
     def fit(self, particles: ParticleSet) -> SHC:
@@ -323,13 +353,14 @@ class SHC(HeterogeneityMethod):
         def band(res: float | None) -> torch.Tensor:
             return self._band(box, px, ndim, device, res)
 
-        halves = half_set_labels(n, seed=(self.random_state or 0) + 11)
-        runs, self.history_ = [], []
         base = 0 if self.random_state is None else int(self.random_state)
+        halves = half_sets(particles.names, particles.tomo_names, base, particles.table)
+        self.half_sets_ = halves
+        runs, self.history_ = [], []
         for r in range(max(1, self.n_runs)):
-            labels, _ = self._run(engine, n, halves, band, seed=base + 7919 * r)
+            labels, history = self._run(engine, halves, band, seed=base + 7919 * r)
             runs.append(labels)
-            self.history_.append(self._history_run)
+            self.history_.append(history)
         self._finish(engine, align_runs(np.stack(runs), self.n_classes), halves)
         bar.close()
         self.pixel_size_A_ = px
@@ -348,6 +379,7 @@ class SHC(HeterogeneityMethod):
         bp = engine.reconstruct_pass(weights, None, halves)
         self.class_volumes_, self.fsc_, self.resolution_A_ = engine.volumes_from(bp)
         half = engine.last_half_maps
+        assert half is not None
         self.half_volumes_ = half.reshape(k, 2, *half.shape[1:])
 
     # ------------------------------------------------------------------ outputs
@@ -363,19 +395,17 @@ class SHC(HeterogeneityMethod):
         return self.class_volumes_[self.labels_[np.asarray(index)]]
 
     def save(self, out_dir: str | Path, particles: ParticleSet) -> None:
-        from tomohet.io import write_assignments_csv
-        from tomohet.methods.outputs import save_discrete
-
-        out = Path(out_dir)
-        self.history_flat_ = [h for run in self.history_ for h in run]
-        save_discrete(self, out, particles)
-        write_assignments_csv(out / "assignments.csv", particles.names, labels=self.labels_,
-                              probabilities=self.predict_proba())
+        """consistency.csv, then the shared discrete outputs (tables before maps)."""
         import pandas as pd
 
         from tomohet.io.atomic import atomic_write_text
+        from tomohet.methods.outputs import save_discrete
 
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.history_flat_ = [h for run in self.history_ for h in run]
         table = pd.DataFrame({"particle": list(particles.names), "class": self.labels_ + 1,
                               "consistency": self.consistency_,
                               "consistent": self.consistent_})
         atomic_write_text(out / "consistency.csv", table.to_csv(index=False))
+        save_discrete(self, out, particles)

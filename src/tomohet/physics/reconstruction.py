@@ -30,6 +30,8 @@ __all__ = [
     "insert_prepared",
     "insert_subtomograms",
     "wiener_reconstruct",
+    "GoldStandardMaps",
+    "gold_standard_maps",
     "AverageResult",
     "average",
     "reconstruct_subtomograms",
@@ -96,6 +98,7 @@ def wiener_reconstruct(
 
     With an FSC, ``reg(shell) = mean_weight(shell) * (1 - FSC) / FSC`` (weight / SNR);
     otherwise a small constant relative to the mean weight. -> (K, D, D, D).
+    A volume that received no weight at all is zero (never 0/0).
     """
     data, weight = bp.grids()
     if fsc_curve is None:
@@ -106,7 +109,7 @@ def wiener_reconstruct(
     shell = torch.round(torch.sqrt(gx**2 + gy**2 + gz**2).float() / pad).long()
     n_sh = len(fsc_curve)
     shell = shell.clamp_max(n_sh - 1)
-    curve = fsc_curve.to(weight.device).clamp(1e-3, 0.999)
+    curve = torch.nan_to_num(fsc_curve.to(weight.device).float(), nan=0.0).clamp(1e-3, 0.999)
     # full-map SNR from half-map FSC: FSC_full = 2 FSC / (1 + FSC)
     full = 2 * curve / (1 + curve)
     ssnr = full / (1 - full)
@@ -117,7 +120,50 @@ def wiener_reconstruct(
         mean_w[k].index_add_(0, shell.reshape(-1), weight[k].reshape(-1))
     mean_w = mean_w / cnt.clamp_min(1)
     reg_vox = (mean_w / ssnr[None])[:, shell]  # (K, P, P, P)
-    return reconstruct(data, weight, bp.box, reg_vox + 1e-6 * mean_w.max())
+    # a floor per volume keeps 0/0 away where a volume (or all) received no weight
+    top = mean_w.amax(1)
+    floor = torch.where(top > 0, 1e-6 * top, torch.ones_like(top))
+    return reconstruct(data, weight, bp.box, reg_vox + floor[:, None, None, None])
+
+
+@dataclass
+class GoldStandardMaps:
+    """Result of :func:`gold_standard_maps` for K classes.
+
+    half_maps (2K, D, D, D): class c, half h at 2c + h; maps (K, D, D, D): both halves
+    merged and Wiener-filtered by the half-map FSC; fsc (K, D//2 + 1); empty (K,) bool:
+    classes that received no weight (their maps and FSC are zero).
+    """
+
+    half_maps: torch.Tensor
+    maps: torch.Tensor
+    fsc: torch.Tensor
+    empty: torch.Tensor
+
+
+def gold_standard_maps(bp: Backprojector, tau_fudge: float = 1.0) -> GoldStandardMaps:
+    """Half sets -> half maps -> FSC -> one merged, FSC-Wiener-filtered map per class.
+
+    ``bp`` holds 2K volumes, class c half h at 2c + h. The merged map uses the SNR implied
+    by ``tau_fudge`` x FSC (capped at 0.999). Safe on empty input: a class (or half) that
+    received no weight gives zero maps and a zero FSC, never NaN.
+    """
+    if bp.n_volumes % 2:
+        raise ValueError(f"gold_standard_maps needs 2 half sets per class, got "
+                         f"{bp.n_volumes} volumes")
+    k = bp.n_volumes // 2
+    half_maps = wiener_reconstruct(bp)
+    data, weight = bp.grids()
+    empty = (weight.reshape(k, -1) > 0).sum(1) == 0
+    curves = fsc(half_maps[0::2], half_maps[1::2])  # (K, D//2 + 1)
+    merged = Backprojector(bp.box, 1, bp.pad, data.device)
+    maps = []
+    for c in range(k):
+        merged.data = (data[2 * c] + data[2 * c + 1]).reshape(1, -1)
+        merged.weight = (weight[2 * c] + weight[2 * c + 1]).reshape(1, -1)
+        boosted = (curves[c] * tau_fudge).clamp_max(0.999)
+        maps.append(wiener_reconstruct(merged, boosted)[0])
+    return GoldStandardMaps(half_maps, torch.stack(maps), curves, empty.cpu())
 
 
 def half_set_labels(n: int, seed: int = 0, given: np.ndarray | None = None) -> np.ndarray:
@@ -191,18 +237,13 @@ def average(
     bp = Backprojector(particles.optics.box, n_volumes=2 * k, pad=pad, device=device)
     _accumulate(particles, bp, halves, batch_size, device, progress, class_weights)
     px = particles.optics.pixel_size_A
+    gs = gold_standard_maps(bp)
     results = []
-    halves_maps = wiener_reconstruct(bp)
     for c in range(k):
-        h1, h2 = halves_maps[2 * c], halves_maps[2 * c + 1]
-        curve = fsc(h1, h2)
-        merged = Backprojector(bp.box, 1, pad, device)
-        data, weight = bp.grids()
-        merged.data = (data[2 * c] + data[2 * c + 1]).reshape(1, -1)
-        merged.weight = (weight[2 * c] + weight[2 * c + 1]).reshape(1, -1)
-        full = wiener_reconstruct(merged, curve)[0]
-        results.append(AverageResult(full.cpu(), h1.cpu(), h2.cpu(), curve.cpu(),
-                                     resolution_at(curve.cpu(), px, 0.143), px))
+        curve = gs.fsc[c].cpu()
+        results.append(AverageResult(gs.maps[c].cpu(), gs.half_maps[2 * c].cpu(),
+                                     gs.half_maps[2 * c + 1].cpu(), curve,
+                                     resolution_at(curve, px, 0.143), px))
     return results
 
 
