@@ -350,11 +350,6 @@ def test_model_density_selection():
 
 
 def test_subtomogram_output(tmp_path):
-    pytest.importorskip("tomohet.physics.reconstruction")
-    from tomohet.physics import reconstruction
-
-    if not hasattr(reconstruction, "reconstruct_subtomograms"):
-        pytest.skip("reconstruct_subtomograms not available yet")
     import mrcfile
 
     ds = simulate(get_preset("demo", n_particles=4, box=16, n_tomograms=1), seed=0)
