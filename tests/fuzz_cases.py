@@ -813,7 +813,6 @@ def relion4_cases() -> list[Case]:
             err(name.replace("stack", "volume"), mutate, file, *fields)
     err("volume wrong box", mrc_edit(mid, data=np.zeros((BOX + 2,) * 3, np.float32)),
         "p_003.mrc", "box", "shape")
-    err("volume is a 2D stack", mrc_edit(mid, stack=True), "p_003.mrc", "stack", "volume")
     err("CTF volume missing", remove(ctf), S, "p_003_ctf.mrc")
     err("CTF volume wrong shape", mrc_edit(ctf, data=np.ones((BOX, BOX, BOX), np.float32)),
         "p_003_ctf.mrc", "shape")

@@ -113,7 +113,9 @@ def detect_from_blocks(blocks: dict[str, Block], path: Path) -> str:
             tomo and "rlnCoordinateZ" in cols and not names.str.contains("@").any())):
         return "relion4"
     hint = "; a per-tilt (Warp/tomoDRGN) star needs rlnGroupName or rlnTomoParticleName" \
-        if len(names) and names.str.contains("@").all() else ""
+        if len(names) and names.str.contains("@").all() else \
+        "; it has no rlnImageName column (the images or subtomograms)" \
+        if "rlnImageName" not in cols else ""
     raise DataError(f"{path}: not a recognised tomography particle file (columns: "
                     f"{', '.join(sorted(cols)[:12])}{', ...' if len(cols) > 12 else ''})"
                     + hint)

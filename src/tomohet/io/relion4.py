@@ -46,7 +46,8 @@ from tomohet.io.star import (
     strings,
     write_star,
 )
-from tomohet.io.subtomo import volume_files_for_writing, volume_optics
+from tomohet.io.subtomo import check_volumes, volume_files_for_writing, volume_optics
+from tomohet.io.validate import PIXEL_RANGE_A, check_optics, check_range, check_unique
 
 __all__ = ["read_relion4", "write_relion4"]
 
@@ -70,13 +71,30 @@ def _tomogram_centres(tomograms: str | Path | None, pix: float) -> dict[str, np.
     return {n: size[i] / 2.0 * ts[i] for i, n in enumerate(names)}
 
 
-def _pixel(parts: pd.DataFrame, opt: pd.DataFrame | None, path: Path) -> float | None:
+def _pixel(parts: pd.DataFrame, opt: pd.DataFrame | None,
+           path: Path) -> tuple[float | None, str]:
+    """(pixel size in A or None, the column(s) it came from)."""
     if opt is not None and "rlnImagePixelSize" in opt.columns:
-        return optics_value(parts.iloc[:0], opt, "rlnImagePixelSize", path)
+        return optics_value(parts.iloc[:0], opt, "rlnImagePixelSize", path), \
+            "rlnImagePixelSize"
     if "rlnDetectorPixelSize" in parts.columns:
-        det = optics_value(parts, None, "rlnDetectorPixelSize", path)
-        return det * 1e4 / optics_value(parts, None, "rlnMagnification", path, 1e4)
-    return None
+        det = numeric(parts, "rlnDetectorPixelSize", path, "particles")
+        mag = numeric(parts, "rlnMagnification", path, "particles", default=1e4)
+        check_range(det, path, "rlnDetectorPixelSize", "particles", 0.0, 1e6, lo_open=True)
+        check_range(mag, path, "rlnMagnification", "particles", 0.0, 1e9, lo_open=True)
+        return float(det[0] * 1e4 / mag[0]), "rlnDetectorPixelSize / rlnMagnification"
+    return None, "pixel size"
+
+
+def _check_rows(parts: pd.DataFrame, p: Path, block: str) -> None:
+    dup = parts.astype(str).duplicated()
+    if dup.any():
+        r = int(np.nonzero(dup.to_numpy())[0][0])
+        raise DataError(f"{p}: block data_{block}: row {r + 1} is a duplicate of an earlier "
+                        "row (rlnImageName)")
+    for col in ("rlnImageName", "rlnTomoParticleName"):
+        if col in parts.columns:
+            check_unique(strings(parts, col, p, block), p, col, block)
 
 
 def read_relion4(path: str | Path, tomograms: str | Path | None = None,
@@ -90,22 +108,29 @@ def read_relion4(path: str | Path, tomograms: str | Path | None = None,
     if len(parts) == 0:
         raise DataError(f"{p}: no particles in data_{block}")
     opt = loop_blocks(blocks).get("optics")
+    _check_rows(parts, p, block)
     vols = resolve_files(strings(parts, "rlnImageName", p, block), p,
                          "subtomogram (rlnImageName)", datadir=ov.datadir)
-    optics = volume_optics(vols[0], ov, p, _pixel(parts, opt, p))
+    optics = volume_optics(vols[0], ov, p, *_pixel(parts, opt, p))
     box = optics_value(parts.iloc[:0], opt, "rlnImageSize", p, optics.box) \
         if opt is not None else optics.box
-    if int(box) != optics.box:
-        raise DataError(f"{vols[0]}: volume box {optics.box} differs from rlnImageSize {box}")
+    if box != optics.box:
+        raise DataError(f"{p}: rlnImageSize is {box:g} but the subtomogram {vols[0]} "
+                        f"(rlnImageName) is {optics.box}^3 voxels")
     for col, attr, default in (("rlnVoltage", "voltage_kv", 300.0),
                                ("rlnSphericalAberration", "cs_mm", 2.7),
                                ("rlnAmplitudeContrast", "amplitude_contrast", 0.07)):
         setattr(optics, attr, optics_value(parts, opt, col, p, default))
+    check_optics(optics, p)
+    check_volumes(vols, (optics.box,) * 3, p, "rlnImageName",
+                  None if ov.pixel_size_A is not None else optics.pixel_size_A)
     if ov.ctf_premultiplied is None:
         optics.ctf_premultiplied = optics_value(
             parts, opt, "rlnCtfDataAreCtfPremultiplied", p, 0.0) > 0.5
     coord_pix = optics_value(parts.iloc[:0], opt, "rlnTomoTiltSeriesPixelSize", p,
                              optics.pixel_size_A) if opt is not None else optics.pixel_size_A
+    check_range(coord_pix, p, "rlnTomoTiltSeriesPixelSize", "optics", *PIXEL_RANGE_A,
+                lo_open=True, what="a pixel size in A")
     tcol = next((c for c in ("rlnTomoName", "rlnMicrographName") if c in parts.columns), None)
     tomo = strings(parts, tcol, p, block) if tcol else ["tomo"] * len(parts)
     centres = _tomogram_centres(tomograms, coord_pix)
@@ -124,11 +149,14 @@ def read_relion4(path: str | Path, tomograms: str | Path | None = None,
             layout = detect_weight_layout(shape, optics.box)
         except DataError as exc:
             raise DataError(f"{p}: rlnCtfImage {ctf[0]}: {exc}") from exc
+        check_volumes(ctf, shape, p, "rlnCtfImage")
         weights = VolumeSource(ctf, (int(shape[0]), int(shape[1]), int(shape[2])))
     names = strings(parts, "rlnTomoParticleName", p, block) \
         if "rlnTomoParticleName" in parts.columns else strings(parts, "rlnImageName", p, block)
     general = key_values(blocks, "general")
-    meta = {"format": "relion5" if general else "relion4", "source": str(p),
+    meta = {"rows_in_file": len(parts), "images_read": len(parts), "dropped": {},
+            "rows_are": "images",
+            "format": "relion5" if general else "relion4", "source": str(p),
             "optics_table": opt, "relion_general": general,
             "coordinate_pixel_size_A": coord_pix, "tomogram_centres_A": centres,
             "tomogram_column": tcol or "rlnTomoName"}

@@ -197,10 +197,13 @@ def particle_geometry(
                             "(rlnTomoSizeX/Y/Z in the tomograms star)")
         with np.errstate(over="ignore", invalid="ignore"):
             pos = coords * pix[:, None] - centre
-        check_finite(pos, path, "rlnCoordinateX/Y/Z", "particles")
-    pos = pos - np.einsum("nij,nj->ni", a_sub, origin)
-    check_finite(pos, path, "rlnCenteredCoordinateX/Y/ZAngst or rlnOriginX/Y/ZAngst",
-                 "particles")
+        for k, a in enumerate("XYZ"):
+            check_finite(pos[:, k], path, f"rlnCoordinate{a}", "particles")
+    with np.errstate(over="ignore", invalid="ignore"):
+        pos = pos - np.einsum("nij,nj->ni", a_sub, origin)
+    for k, a in enumerate("XYZ"):
+        check_finite(pos[:, k], path, f"rlnCenteredCoordinate{a}Angst or rlnOrigin{a}Angst",
+                     "particles")
     return pos, a_sub @ a_part, a_sub, origin
 
 

@@ -31,11 +31,13 @@ from tomohet.io.conventions import matrix_to_stopgap, stopgap_to_matrix
 from tomohet.io.star import find_block, numeric, read_star, require_columns, strings, write_star
 from tomohet.io.subtomo import (
     VolumeSpec,
+    check_volumes,
     find_volumes,
     numbers_from,
     volume_files_for_writing,
     volume_optics,
 )
+from tomohet.io.validate import check_finite, int_column
 
 __all__ = ["read_stopgap", "write_stopgap", "FIELDS", "link_volumes"]
 
@@ -60,19 +62,36 @@ def read_stopgap(path: str | Path, volumes: VolumeSpec = None,
     for col in FIELDS:
         if col in df.columns and col != "halfset":
             numeric(df, col, p, block)
-    nums = numbers_from(numeric(df, "subtomo_num", p, block), "subtomo_num", p)
+    for col in ("motl_idx", "tomo_num", "object", "class"):
+        if col in df.columns:
+            int_column(numeric(df, col, p, block), p, col, block)
+    if "halfset" in df.columns:
+        bad = [i for i, h in enumerate(strings(df, "halfset", p, block))
+               if h.strip().upper() not in ("A", "B")]
+        if bad:
+            raise DataError(f"{p}: block data_{block}, column halfset: "
+                            f"{df['halfset'].iloc[bad[0]]!r} in row {bad[0] + 1} is not A or B")
+    nums = numbers_from(numeric(df, "subtomo_num", p, block), "subtomo_num", p, block)
     files = find_volumes(volumes, nums, p, DEFAULTS)
-    optics = volume_optics(files[0], overrides or Overrides(), p)
+    ov = overrides or Overrides()
+    optics = volume_optics(files[0], ov, p)
+    check_volumes(files, (optics.box,) * 3, p, "volume of subtomo_num",
+                  None if ov.pixel_size_A is not None else optics.pixel_size_A)
     pix = optics.pixel_size_A
-    pos = np.stack([numeric(df, f"orig_{a}", p, block)
-                    + numeric(df, f"{a}_shift", p, block, default=0.0) for a in "xyz"], -1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        pos = np.stack([numeric(df, f"orig_{a}", p, block)
+                        + numeric(df, f"{a}_shift", p, block, default=0.0) for a in "xyz"], -1)
+        pos_A = pos * pix
+    for k, a in enumerate("xyz"):
+        check_finite(pos_A[:, k], p, f"orig_{a} + {a}_shift", block)
     rot = stopgap_to_matrix(*[numeric(df, c, p, block) for c in ("phi", "psi", "the")])
-    tomo = [str(int(round(v))) for v in numeric(df, "tomo_num", p, block)]
+    tomo = [str(v) for v in int_column(numeric(df, "tomo_num", p, block), p, "tomo_num", block)]
     b = optics.box
-    meta = {"format": "stopgap", "source": str(p), "tomogram_centres_A": {},
-            "coordinate_pixel_size_A": pix}
+    meta = {"rows_in_file": len(df), "images_read": len(df), "dropped": {},
+            "rows_are": "images", "format": "stopgap", "source": str(p),
+            "tomogram_centres_A": {}, "coordinate_pixel_size_A": pix}
     return SubtomogramParticles(
-        names=[str(k) for k in nums], tomo_names=tomo, position_A=pos * pix, rotation=rot,
+        names=[str(k) for k in nums], tomo_names=tomo, position_A=pos_A, rotation=rot,
         volumes=VolumeSource(files, (b, b, b)), weights=None, optics=optics,
         weight_layout="none", table=df, meta=meta,
     )

@@ -27,8 +27,16 @@ from tomohet.data.particles import Optics, SubtomogramParticles
 from tomohet.data.sources import ArrayVolumeSource, DataError, VolumeSource
 from tomohet.io.common import Overrides
 from tomohet.io.mrc import mrc_info, write_mrc
+from tomohet.io.validate import (
+    PIXEL_RANGE_A,
+    check_range,
+    check_unique,
+    int_column,
+    warn_pixel_mismatch,
+)
 
-__all__ = ["VolumeSpec", "find_volumes", "volume_optics", "volume_files_for_writing"]
+__all__ = ["VolumeSpec", "find_volumes", "volume_optics", "volume_files_for_writing",
+           "check_volumes", "numbers_from"]
 
 VolumeSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
 
@@ -68,6 +76,8 @@ def find_volumes(volumes: VolumeSpec, numbers: Sequence[int], table: Path,
     for f in files:
         if not Path(f).exists():
             raise DataError(f"{table}: volume file {f} not found")
+        if Path(f).is_dir():
+            raise DataError(f"{table}: volume file {f} is a folder (directory), not MRC")
     if files and Path(files[0]).suffix.lower() == ".em":
         raise DataError(f"{files[0]}: EM-format volumes are not supported; convert them to "
                         "MRC (e.g. Dynamo dwrite to .mrc) and pass volumes=")
@@ -75,17 +85,43 @@ def find_volumes(volumes: VolumeSpec, numbers: Sequence[int], table: Path,
 
 
 def volume_optics(first_file: str, overrides: Overrides, table: Path,
-                  pixel_size_A: float | None = None) -> Optics:
-    """Optics of a subtomogram set from its first volume (box, voxel size)."""
+                  pixel_size_A: float | None = None,
+                  pixel_field: str = "pixel size") -> Optics:
+    """Optics of a subtomogram set from its first volume (box, voxel size).
+
+    The pixel size is ``overrides`` > ``pixel_size_A`` (the table's, named
+    ``pixel_field``) > the volume header; it must be plausible (0.001-10000 A).
+    """
     info = mrc_info(first_file)
     if len(info.shape) != 3 or len(set(info.shape)) != 1:
         raise DataError(f"{first_file}: expected a cubic 3D volume, got shape {info.shape}")
-    px = overrides.pixel_size_A or pixel_size_A or info.pixel_size_A
-    if not px or px <= 0:
-        raise DataError(f"{table}: no pixel size in the table or the volume header; "
-                        "pass pixel_size_A")
+    if overrides.pixel_size_A is not None:
+        px, field = float(overrides.pixel_size_A), "pixel_size_A"
+    elif pixel_size_A is not None:
+        px, field = float(pixel_size_A), pixel_field
+    else:
+        px, field = info.pixel_size_A, f"pixel size in the header of {first_file}"
+        if not px or px <= 0:
+            raise DataError(f"{table}: no pixel size in the table or the volume header of "
+                            f"{first_file}; pass pixel_size_A")
+    check_range(px, table, field, None, *PIXEL_RANGE_A, lo_open=True,
+                what="a pixel size in A")
     optics = Optics(pixel_size_A=float(px), box=int(info.shape[0]))
     return overrides.apply(optics)
+
+
+def check_volumes(files: Sequence[str], shape: tuple[int, ...], table: Path, field: str,
+                  pixel_A: float | None = None) -> None:
+    """Header of every volume (not its voxels): readable MRC, size matching the header,
+    real mode and ``shape``; a header pixel size that disagrees with ``pixel_A`` warns."""
+    check_unique(list(files), table, field, None, "file (two rows name one volume)")
+    for row, f in enumerate(files):
+        info = mrc_info(f)
+        if tuple(info.shape) != tuple(shape):
+            raise DataError(f"{table}: {field} of row {row + 1}: {f} has shape {info.shape}, "
+                            f"expected {tuple(shape)} (wrong box?)")
+        if pixel_A is not None:
+            warn_pixel_mismatch(pixel_A, info.pixel_size_A, f, table, field)
 
 
 def volume_files_for_writing(p: SubtomogramParticles, star: Path) -> tuple[
@@ -113,8 +149,9 @@ def volume_files_for_writing(p: SubtomogramParticles, star: Path) -> tuple[
     return vols, files_of(p.weights, "ctf"), written
 
 
-def numbers_from(values: np.ndarray, what: str, table: Path) -> list[int]:
-    """Integer particle numbers (tags) from a float column."""
-    if not np.allclose(values, np.round(values)):
-        raise DataError(f"{table}: {what} values must be integers")
-    return [int(v) for v in np.round(values)]
+def numbers_from(values: np.ndarray, what: str, table: Path,
+                 block: str | None = None) -> list[int]:
+    """Unique integer particle numbers (tags, subtomo_num) from a float column."""
+    nums = int_column(values, table, what, block).tolist()
+    check_unique(nums, table, what, block, "particle number")
+    return nums
