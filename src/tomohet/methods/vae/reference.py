@@ -18,9 +18,8 @@ import torch
 
 from tomohet.methods.vae.data import FourierCache, all_tilts
 from tomohet.physics.fourier import radial_shell_index, soft_sphere_mask, volume_to_ft
-from tomohet.physics.fsc import fsc
 from tomohet.physics.projection import Backprojector, VolumeProjector, scatter_plan
-from tomohet.physics.reconstruction import half_set_labels, wiener_reconstruct
+from tomohet.physics.reconstruction import gold_standard_maps, half_set_labels
 
 __all__ = ["consensus_volume", "noise_power", "radial_envelope", "iterate_all"]
 
@@ -55,13 +54,8 @@ def consensus_volume(cache: FourierCache, device: torch.device, seed: int = 0,
         # the plan inserts Friedel mates itself; kx = 0 samples have theirs in the input
         plan = scatter_plan(pb.freq, vals, wts, (pb.pix % dh) == 0, bp.padded)
         bp.insert_plan(plan, len(vals), volume_index=halves_t[rows.to(device)][pb.particle])
-    half_maps = wiener_reconstruct(bp)
-    curve = fsc(half_maps[0], half_maps[1])
-    merged = Backprojector(box, 1, 2, device)
-    data, weight = bp.grids()
-    merged.data = (data[0] + data[1]).reshape(1, -1)
-    merged.weight = (weight[0] + weight[1]).reshape(1, -1)
-    vol = wiener_reconstruct(merged, curve.clamp_max(0.999))[0]
+    gs = gold_standard_maps(bp)  # half maps -> FSC -> merged, FSC-Wiener-filtered map
+    vol, curve = gs.maps[0], gs.fsc[0]
     mask = soft_sphere_mask(box, box / 2 - 2, edge_px=2.0, device=vol.device)
     return (vol * mask).float(), curve.cpu()
 
