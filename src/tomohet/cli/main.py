@@ -59,6 +59,15 @@ def configure_threads(threads: int | None) -> None:
     torch.set_num_threads(max(1, n))
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (OSError/ValueError keep their type name)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and getattr(exc, "filename", None) and \
+            str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    return text if isinstance(exc, DataError) else f"{type(exc).__name__}: {text}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -68,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_threads(args.threads)
     try:
         result = args._run(args)
-    except DataError as exc:
-        print(f"tomohet {args.command}: error: {exc}", file=sys.stderr)
+    except (DataError, OSError, ValueError) as exc:
+        # bad input: one line naming the file and the field, never a traceback
+        print(f"tomohet {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

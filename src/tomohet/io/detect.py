@@ -92,7 +92,9 @@ def detect_from_blocks(blocks: dict[str, Block], path: Path) -> str:
             return "stopgap"
     df = _particle_block(blocks)
     if df is None:
-        raise DataError(f"{path}: no particle block found (not a tomography particle file?)")
+        raise DataError(f"{path}: no particle block found (no data_particles block and no "
+                        "block with rlnImageName or rlnTomoName; not a tomography particle "
+                        "file?)")
     cols = set(df.columns)
     general = key_values(blocks, "general")
     stacks2d = general.get("rlnTomoSubTomosAre2DStacks")

@@ -28,14 +28,17 @@ from tomohet.data.sources import DataError, VolumeSource
 from tomohet.io.atomic import atomic_write_text
 from tomohet.io.common import Overrides, first_rows, merge_extra, tomogram_centres_A
 from tomohet.io.conventions import dynamo_to_matrix, matrix_to_dynamo
+from tomohet.io.star import check_path
 from tomohet.io.stopgap import link_volumes
 from tomohet.io.subtomo import (
     VolumeSpec,
+    check_volumes,
     find_volumes,
     numbers_from,
     volume_files_for_writing,
     volume_optics,
 )
+from tomohet.io.validate import check_finite, int_column
 
 __all__ = ["read_dynamo", "write_dynamo", "COLUMNS", "read_table"]
 
@@ -54,12 +57,28 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".columns.json")
 
 
+def _sidecar_names(p: Path) -> list[str]:
+    """Names of the columns past 35 from ``<table>.columns.json`` (a JSON list of str)."""
+    side = _sidecar(p)
+    if not side.exists():
+        return []
+    try:
+        names = json.loads(side.read_bytes().decode("utf-8"))
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{side}: not a valid JSON column list ({exc})") from exc
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{side}: expected a JSON list of column names, got "
+                        f"{type(names).__name__}")
+    return names
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """A Dynamo table as a DataFrame with named columns (float64)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: file not found")
-    text = p.read_text(errors="replace")
+    check_path(p, "Dynamo table")
+    text = p.read_bytes().decode("utf-8", errors="replace")
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise DataError(f"{p}: empty table (no particles)")
@@ -67,9 +86,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if ncols < MIN_COLUMNS:
         raise DataError(f"{p}: {ncols} columns; a Dynamo table needs at least {MIN_COLUMNS} "
                         "(x, y, z are columns 24-26)")
-    extra_names: list[str] = []
-    if _sidecar(p).exists():
-        extra_names = list(json.loads(_sidecar(p).read_text()))
+    extra_names = _sidecar_names(p)
     names = list(COLUMNS[:ncols]) + [
         extra_names[i - 35] if i - 35 < len(extra_names) else f"col{i + 1}"
         for i in range(35, ncols)]
@@ -97,18 +114,26 @@ def read_dynamo(path: str | Path, volumes: VolumeSpec = None,
     """Read a Dynamo ``.tbl`` -> SubtomogramParticles (volumes from the tags)."""
     p = Path(path)
     df = read_table(p)
-    tags = numbers_from(df["tag"].to_numpy(), "tag", p)
+    tags = numbers_from(df["tag"].to_numpy(), "tag (column 1)", p)
+    tomo = [str(v) for v in int_column(df["tomo"].to_numpy(), p, "tomo (column 20)")] \
+        if "tomo" in df.columns else ["1"] * len(df)
     files = find_volumes(volumes, tags, p, DEFAULTS)
-    optics = volume_optics(files[0], overrides or Overrides(), p)
-    pos = df[["x", "y", "z"]].to_numpy() + df[["dx", "dy", "dz"]].to_numpy()
+    ov = overrides or Overrides()
+    optics = volume_optics(files[0], ov, p)
+    check_volumes(files, (optics.box,) * 3, p, "volume of tag",
+                  None if ov.pixel_size_A is not None else optics.pixel_size_A)
+    with np.errstate(over="ignore", invalid="ignore"):
+        pos = (df[["x", "y", "z"]].to_numpy() + df[["dx", "dy", "dz"]].to_numpy()) \
+            * optics.pixel_size_A
+    for k, a in enumerate("xyz"):
+        check_finite(pos[:, k], p, f"{a} + d{a} (columns {24 + k} and {4 + k})")
     rot = dynamo_to_matrix(df["tdrot"].to_numpy(), df["tilt"].to_numpy(), df["narot"].to_numpy())
-    tomo = [str(int(round(v))) for v in df["tomo"].to_numpy()] if "tomo" in df.columns \
-        else ["1"] * len(df)
     b = optics.box
-    meta = {"format": "dynamo", "source": str(p), "tomogram_centres_A": {},
-            "coordinate_pixel_size_A": optics.pixel_size_A}
+    meta = {"rows_in_file": len(df), "images_read": len(df), "dropped": {},
+            "rows_are": "images", "format": "dynamo", "source": str(p),
+            "tomogram_centres_A": {}, "coordinate_pixel_size_A": optics.pixel_size_A}
     return SubtomogramParticles(
-        names=[str(t) for t in tags], tomo_names=tomo, position_A=pos * optics.pixel_size_A,
+        names=[str(t) for t in tags], tomo_names=tomo, position_A=pos,
         rotation=rot, volumes=VolumeSource(files, (b, b, b)), weights=None, optics=optics,
         weight_layout="none", table=df, meta=meta,
     )
