@@ -19,13 +19,13 @@ from tomohet.physics.reconstruction import wiener_reconstruct
 
 torch.set_num_threads(1)
 
-N, BOX = 40, 24
+N, BOX = 32, 24
 
 
 @pytest.fixture(scope="module")
 def data():
-    """40 particles of two states, 7 tilts, high SNR (every method separates them)."""
-    particles, labels, vols = make_tilt_set(n=N, box=BOX, n_tilts=7, snr=0.3, seed=11)
+    """32 particles of two states, 5 tilts, high SNR (every method separates them)."""
+    particles, labels, vols = make_tilt_set(n=N, box=BOX, n_tilts=5, snr=0.3, seed=11)
     return particles, labels, vols
 
 
@@ -133,11 +133,15 @@ def test_row_permutation_gives_same_result_per_particle(data, cls):
 @pytest.mark.parametrize("cls,kw", [(ML2D, {"n_iter": 2, "anneal_iters": 3}),
                                      (ML2D, {}), (SHC, {})])
 def test_batch_size_does_not_change_results(data, cls, kw):
-    """Also while annealing (ml2d stopped at iteration 2 of 3 annealed ones)."""
+    """Also while annealing (ml2d stopped at iteration 2 of 3 annealed ones).
+
+    Other batch sizes sum the float32 back-projections in another order; that rounding
+    moves an unsure particle's posterior by ~1e-4, so the tolerance is 2e-3 (tempering
+    on the batch mean, the bug this guards against, moved posteriors by 2e-2 here)."""
     particles, _, _ = data
     a = _fast(cls, batch_size=16, **kw).fit(particles)
     b = _fast(cls, batch_size=64, **kw).fit(particles)
-    _same_per_name(a, b, np.arange(N))
+    _same_per_name(a, b, np.arange(N), atol=2e-3)
 
 
 def test_tempering_of_a_particle_does_not_depend_on_its_batch_mates():
@@ -154,8 +158,8 @@ def test_tempering_of_a_particle_does_not_depend_on_its_batch_mates():
 
 # ---------------------------------------------------------------- half sets
 def _with_subsets(particles):
-    """The set with an rlnRandomSubset column unlike any keyed split: first 12 vs rest."""
-    subset = np.where(np.arange(N) < 12, 1, 2)
+    """The set with an rlnRandomSubset column unlike any keyed split: first 10 vs rest."""
+    subset = np.where(np.arange(N) < 10, 1, 2)
     out = particles.subset(np.arange(N))
     out.table = pd.DataFrame({"rlnRandomSubset": subset})
     return out, subset - 1
