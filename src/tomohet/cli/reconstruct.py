@@ -15,6 +15,9 @@ from tomohet.cli.common import (
     prepare_out_dir,
     stamp_config,
 )
+from tomohet.data.keys import file_half_sets
+
+__all__ = ["add_parser", "run", "file_half_sets"]
 
 EXAMPLE = """example:
   tomohet reconstruct run_optimisation_set.star --out recon/
