@@ -19,7 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 __all__ = [
     "to_base64_png", "latent_scatter", "confusion_heatmap", "population_bars",
     "central_slices", "fsc_curves", "tomogram_maps", "relabel_to_truth", "embed_2d",
-    "ladder_heatmaps",
+    "ladder_heatmaps", "class_differences",
 ]
 
 DPI = 80
@@ -207,4 +207,34 @@ def ladder_heatmaps(table, metric: str = "ari") -> str:
     if image is not None:
         label = "ARI / oracle ARI" if metric == "ari_frac_oracle" else metric
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=label)
+    return to_base64_png(fig)
+
+
+def class_differences(pairs: Sequence[tuple[int, int]], where: np.ndarray, curves: np.ndarray,
+                      threshold: np.ndarray, z: np.ndarray, pixel_size_A: float, title: str,
+                      max_pairs: int = 6) -> str:
+    """Per pair of classes (rows): maximum projections along z, y and x of the where-map
+    (P, D, D, D) and the difference FSC (P, D//2+1) against the noise curve (D//2+1,);
+    z (P,) scores in the row titles."""
+    rows = min(len(pairs), max_pairs)
+    fig, axes = plt.subplots(rows, 4, figsize=(7.6, 1.7 * rows + 0.4), squeeze=False)
+    vmax = float(np.max(where[:rows])) if rows else 1.0
+    freq = np.arange(curves.shape[1]) / (2 * (curves.shape[1] - 1) * pixel_size_A)
+    for r in range(rows):
+        a, b = pairs[r]
+        for ax_i, axis in enumerate((0, 1, 2)):
+            ax = axes[r, ax_i]
+            ax.imshow(where[r].max(axis=axis), cmap="magma", vmin=0, vmax=max(vmax, 1e-12))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{a} vs {b}: max along {'zyx'[axis]}", fontsize=7)
+        ax = axes[r, 3]
+        ax.plot(freq[1:], curves[r, 1:], lw=1, label="difference FSC")
+        ax.plot(freq[1:], threshold[1:], lw=0.8, ls="--", color="grey", label="3 sigma noise")
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_title(f"z = {z[r]:.1f}", fontsize=7)
+        ax.tick_params(labelsize=6)
+        if r == 0:
+            ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
     return to_base64_png(fig)

@@ -143,8 +143,29 @@ def _method_figures(run: MethodRun, ds: BenchDataset) -> list[str]:
         out.append(_figure(figures.central_slices(rows, tag), f"central slices of {tag}",
                            "Central XY / XZ / YZ slices: true volumes (top) beside the "
                            "method's maps (matched order)."))
+    out.append(_evidence(run, ds, tag))
     out.append(_tomogram_figure(run, ds, tag))
     return [o for o in out if o]
+
+
+def _evidence(run: MethodRun, ds: BenchDataset, tag: str) -> str:
+    """Where the classes differ, from the method's half-set maps (``half_volumes_``), and
+    whether they differ above noise (:mod:`tomohet.bench.evidence`)."""
+    hv = run.half_volumes
+    if hv is None or hv.ndim != 5 or hv.shape[0] < 2:
+        return ""
+    from tomohet.bench.evidence import class_evidence
+    from tomohet.physics.fourier import soft_sphere_mask
+
+    box = hv.shape[-1]
+    ev = class_evidence(hv, soft_sphere_mask(box, max(box / 2 - 3, box / 4), edge_px=2.0))
+    img = figures.class_differences(ev.pairs, ev.where, ev.curves, ev.threshold, ev.z,
+                                    ds.pixel_size_A, tag)
+    return (f'<p class="evidence"><b>{html.escape(ev.summary())}</b></p>' + _figure(
+        img, f"class differences of {tag}",
+        "Where the classes differ: per pair of classes, the mean of the two half-set "
+        "difference maps weighted by their local correlation (maximum projections), and "
+        "the FSC between the half-set differences; z > 3: above noise."))
 
 
 def _tomogram_figure(run: MethodRun, ds: BenchDataset, tag: str) -> str:

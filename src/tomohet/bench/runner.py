@@ -59,6 +59,7 @@ class MethodRun:
     latent: np.ndarray | None = None
     kept: np.ndarray | None = None  # (N,) bool: particles the method calls reliable
     class_volumes: torch.Tensor | None = None
+    half_volumes: torch.Tensor | None = None  # (K, 2, D, D, D) per-class half-set maps
     fsc: ParticleFSC | None = None
     fsc_index: np.ndarray | None = None
     examples: tuple[torch.Tensor, torch.Tensor] | None = None  # (pred, true) (E, D, D, D)
@@ -259,6 +260,8 @@ def run_method(name: str, ds: BenchDataset, seed: int = 0, device: torch.device 
         try:
             cv = getattr(model, "class_volumes_", None)
             run.class_volumes = None if cv is None else torch.as_tensor(cv).detach().cpu()
+            hv = getattr(model, "half_volumes_", None)
+            run.half_volumes = None if hv is None else torch.as_tensor(hv).detach().cpu()
             idx = _fsc_index(ds, fsc_particles, seed)
             vols = model.particle_volumes(idx) if ds.has_volumes else None
             if vols is not None:
