@@ -3,8 +3,9 @@
 Permuting the particles (``particles.subset(perm)``, images travel with their rows) must
 give the same latent per particle name: for ``vae`` every random choice (batch
 composition and order, tilt subsets, reparameterisation noise, half sets of the
-consensus) is keyed by the particle's (tomogram, name); ``wmdpca`` is deterministic per
-particle. Equality is up to float32 summation order.
+consensus) is keyed by the particle's (tomogram, name); ``wmdpca`` and ``ccmatrix`` are
+deterministic per particle (eigenvector signs fixed by particle, not by row). Equality
+is up to float32 summation order.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from synthetic import make_tilt_set
 from test_linear import linear_volumes, make_linear_set
 
-from tomohet.methods.linear import WMDPCA
+from tomohet.methods.linear import WMDPCA, CCMatrix
 from tomohet.methods.vae import TiltVAEMethod
 from tomohet.methods.vae.train import epoch_draws
 from tomohet.physics.geometry import random_rotations
@@ -63,15 +64,16 @@ def test_vae_latents_do_not_depend_on_row_order():
     _assert_same_per_name(particles, a.transform(), shuffled, b.transform(), atol=1e-3)
 
 
-def test_wmdpca_latents_do_not_depend_on_row_order_or_batch_size():
+@pytest.mark.parametrize("cls", [WMDPCA, CCMatrix])
+def test_linear_latents_do_not_depend_on_row_order_or_batch_size(cls):
     mu, u = linear_volumes()
     n = 80
     z = np.random.default_rng(2).normal(size=(n, 2)) * np.array([0.6, 0.4])
     particles = make_linear_set(z, mu, u, random_rotations(n, torch.Generator().manual_seed(4)),
                                 n_tilts=11, snr=2.0, seed=1)
     kw = {"n_components": 2, "cluster": None, "progress": False, "random_state": 0}
-    a = WMDPCA(batch_size=32, **kw).fit(particles)
+    a = cls(batch_size=32, **kw).fit(particles)
     perm = np.random.default_rng(5).permutation(n)
     shuffled = particles.subset(perm)
-    b = WMDPCA(batch_size=7, **kw).fit(shuffled)
+    b = cls(batch_size=7, **kw).fit(shuffled)
     _assert_same_per_name(particles, a.transform(), shuffled, b.transform(), atol=1e-3)

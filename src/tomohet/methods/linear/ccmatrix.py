@@ -145,6 +145,10 @@ class CCMatrix(LinearMethod):
                                                           / res.singular_values.to(device))
             total = float(torch.diagonal(cc).clamp_min(0).sum())
         vals = vals.clamp_min(0)
+        # eigenvector signs are arbitrary: make each one's largest-magnitude entry (a
+        # particle, whatever its row) positive, so a permuted star gives the same latents
+        top = vecs.gather(0, vecs.abs().argmax(0, keepdim=True))[0]
+        vecs = vecs * torch.where(top < 0, -1.0, 1.0).to(vecs.dtype)
         self.eigenvalues_ = vals.cpu().numpy()
         self.explained_variance_ratio_ = (vals / max(total, 1e-30)).cpu().numpy()
         return (vecs * vals.sqrt()).cpu().numpy()
