@@ -47,7 +47,13 @@ from tomohet.io.star import (
     write_star,
 )
 from tomohet.io.subtomo import check_volumes, volume_files_for_writing, volume_optics
-from tomohet.io.validate import PIXEL_RANGE_A, check_optics, check_range, check_unique
+from tomohet.io.validate import (
+    PIXEL_RANGE_A,
+    check_half_sets,
+    check_optics,
+    check_range,
+    check_unique,
+)
 
 __all__ = ["read_relion4", "write_relion4"]
 
@@ -95,6 +101,7 @@ def _check_rows(parts: pd.DataFrame, p: Path, block: str) -> None:
     for col in ("rlnImageName", "rlnTomoParticleName"):
         if col in parts.columns:
             check_unique(strings(parts, col, p, block), p, col, block)
+    check_half_sets(parts, p, block)
 
 
 def read_relion4(path: str | Path, tomograms: str | Path | None = None,

@@ -46,6 +46,7 @@ from tomohet.io.tomograms import TiltSeriesInfo, read_tomograms_star
 from tomohet.io.validate import (
     PIXEL_RANGE_A,
     check_finite,
+    check_half_sets,
     check_optics,
     check_range,
     check_unique,
@@ -320,6 +321,7 @@ def _check_duplicates(parts: pd.DataFrame, path: Path) -> None:
     if "rlnTomoParticleName" in parts.columns:
         check_unique(strings(parts, "rlnTomoParticleName", path, "particles"), path,
                      "rlnTomoParticleName", "particles", "particle name")
+    check_half_sets(parts, path, "particles")
 
 
 def _default_names(tomo: list[str]) -> list[str]:

@@ -24,7 +24,7 @@ from tomohet.data.sources import DataError
 
 __all__ = [
     "strict_int", "int_column", "check_range", "check_unique", "check_finite",
-    "check_optics", "warn_pixel_mismatch", "PIXEL_RANGE_A", "where",
+    "check_optics", "warn_pixel_mismatch", "PIXEL_RANGE_A", "where", "check_half_sets",
 ]
 
 PIXEL_RANGE_A = (1e-3, 1e4)  # A per pixel; anything outside is a broken file
@@ -135,3 +135,17 @@ def warn_pixel_mismatch(star_px: float, header_px: float, file: str | Path,
         warnings.warn(f"{path}: {col} {star_px:g} A differs from the pixel size "
                       f"{header_px:g} A in the header of {file}; using {star_px:g} A",
                       RuntimeWarning, stacklevel=3)
+
+
+def check_half_sets(df: Any, path: Path | str, block: str) -> None:
+    """``rlnRandomSubset`` (when present) must be 1 or 2 in every row."""
+    if "rlnRandomSubset" not in df.columns:
+        return
+    import pandas as pd
+
+    values = pd.to_numeric(df["rlnRandomSubset"], errors="coerce").to_numpy(np.float64)
+    bad = ~np.isin(values, (1.0, 2.0))
+    if bad.any():
+        r = int(np.nonzero(bad)[0][0])
+        raise DataError(f"{where(path, block, 'rlnRandomSubset')}: "
+                        f"{df['rlnRandomSubset'].iloc[r]!r} in row {r + 1} is not 1 or 2")
