@@ -167,7 +167,11 @@ def gold_standard_maps(bp: Backprojector, tau_fudge: float = 1.0) -> GoldStandar
 
 
 def half_set_labels(n: int, seed: int = 0, given: np.ndarray | None = None) -> np.ndarray:
-    """Half-set (0/1) of each particle: ``given`` (e.g. rlnRandomSubset - 1) or random."""
+    """Half-set (0/1) of each particle: ``given`` (e.g. rlnRandomSubset - 1) or random.
+
+    The random split depends on row positions; for particle sets use
+    :func:`tomohet.data.keys.half_sets`, which follows the file and the particle names.
+    """
     if given is not None:
         return np.asarray(given, dtype=np.int64)
     rng = np.random.default_rng(seed)
@@ -232,7 +236,12 @@ def average(
     class_weights (N, K): one average per class (posterior-weighted); default one class.
     """
     n = particles.n_particles
-    halves = half_set_labels(n, seed, half_sets)
+    if half_sets is None:  # the file's rlnRandomSubset, else drawn from the names
+        from tomohet.data.keys import half_sets as keyed_half_sets
+
+        halves = keyed_half_sets(particles.names, particles.tomo_names, seed, particles.table)
+    else:
+        halves = half_set_labels(n, seed, half_sets)
     k = 1 if class_weights is None else class_weights.shape[1]
     bp = Backprojector(particles.optics.box, n_volumes=2 * k, pad=pad, device=device)
     _accumulate(particles, bp, halves, batch_size, device, progress, class_weights)
