@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from tomohet.data.keys import half_sets, keyed_order, keyed_uniform_grid
 from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
+from tomohet.methods.consistency import align_runs, match_labels
 from tomohet.methods.em import EMConfig, EMEngine
 from tomohet.methods.ml import _load_volume
 from tomohet.physics.forward import PreparedBatch, model_transforms
@@ -116,34 +117,6 @@ def rename_half_one(bp: Backprojector, rename: np.ndarray) -> None:
     order[2 * rename + 1] = 2 * np.arange(k) + 1
     perm = torch.as_tensor(order, device=bp.data.device)
     bp.data, bp.weight = bp.data[perm], bp.weight[perm]
-
-
-def match_labels(reference: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Relabel ``labels`` so its classes best overlap ``reference`` (Hungarian)."""
-    overlap = np.zeros((k, k))
-    ok = (reference >= 0) & (labels >= 0)
-    np.add.at(overlap, (labels[ok], reference[ok]), 1)
-    rows, cols = linear_sum_assignment(-overlap)
-    mapping = np.arange(k)
-    mapping[rows] = cols
-    return np.where(labels >= 0, mapping[np.clip(labels, 0, None)], -1)
-
-
-def align_runs(runs: np.ndarray, k: int) -> np.ndarray:
-    """Rename every run's classes to match the medoid run (the one agreeing most with
-    the others after Hungarian matching), so one run stuck in a local optimum cannot
-    become the reference the others are voted against. (R, N) -> (R, N)."""
-    r = runs.shape[0]
-    if r == 1:
-        return runs
-    agree = np.zeros((r, r))
-    for i in range(r):
-        for j in range(r):
-            if i != j:
-                agree[i, j] = (match_labels(runs[i], runs[j], k) == runs[i]).mean()
-    ref = int(agree.sum(1).argmax())
-    return np.stack([runs[ref] if i == ref else match_labels(runs[ref], runs[i], k)
-                     for i in range(r)])
 
 
 @register
