@@ -3,7 +3,10 @@
 One pass over the data (in batches) does the E-step for every particle and accumulates
 the M-step sums: posterior-weighted, noise-weighted back-projection into 2K half-set
 volumes and the residual noise power. The same code runs on 2D tilt stacks and on
-subtomograms: :mod:`tomohet.physics.forward` hides the geometry.
+subtomograms: :mod:`tomohet.physics.forward` hides the geometry. Batches are formed in
+an order drawn from the particle names, and every per-particle quantity (including the
+annealing temperature) depends on that particle only, so neither the star's row order
+nor the batch size changes a result beyond float rounding.
 """
 
 from __future__ import annotations

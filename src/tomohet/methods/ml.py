@@ -6,6 +6,13 @@ class volumes from posterior-, CTF-, dose- and noise-weighted back-projection wi
 Wiener (tau^2 from the half-map FSC, times ``tau_fudge`` T) filter; class priors from
 posteriors. Several short restarts, keeping the best likelihood, guard against poor
 local optima. ``occupancy`` combines per-tilt likelihoods with tilt weights (nextPYP).
+
+Deterministic annealing caps each particle's largest posterior (``anneal_strength``,
+``anneal_iters``); an emptied class is re-seeded from half of the largest class (in
+restarts too) and otherwise stays a finite zero map. Half sets follow the file's
+``rlnRandomSubset``; initial subsets, re-seed halves and batch order are drawn from the
+particle names (:mod:`tomohet.data.keys`), so row order and batch size change nothing
+beyond float rounding. The annealing position is checkpointed with the state.
 """
 
 from __future__ import annotations
