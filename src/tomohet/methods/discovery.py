@@ -1,0 +1,211 @@
+"""Finding where small heterogeneity lives before classifying it (issue 12).
+
+When states differ by a small component (2-10% of the mass), class maps started from
+random subsets differ by partition noise far larger than the component, and annealing
+splits along the leading eigenvector of the whole-box data covariance, which is the
+component only when its eigenvalue beats the noise bulk (~ sqrt(dim / N)). Reducing the
+dimension -- low resolution, and only the region that varies -- makes it detectable.
+This module finds that region from the data alone and proposes a first partition:
+
+1. :func:`residual_maps` -- each particle's residual against the consensus (data minus
+   the consensus model), noise-whitened and back-projected into the reference frame
+   (``sum_t H^* w r``, the same linear operator for every voxel), low-passed by Fourier
+   cropping to a small grid: (N, d, d, d).
+2. :func:`variance_map` -- the voxel variance of those maps over particles. Noise adds a
+   spatially stationary floor (removed per radial shell, which also removes radially
+   symmetric effects); heterogeneity adds ``p (1 - p) |B Delta|^2`` where the component
+   sits. -> an excess map in units of its own robust spread (a z-map).
+3. :func:`focus_from_variance` -- the voxels whose excess is significant, dilated, smoothed
+   and brought back to the full box: the automatic focus mask (None when nothing
+   exceeds the noise: "no heterogeneity found above noise").
+4. :func:`component_labels` -- the residual maps inside that mask, their leading K - 1
+   principal components, and k-means with K clusters: an initial partition.
+
+All functions are pure (tensors in, tensors out) except :func:`residual_maps`, which
+reads the particles through an :class:`~tomohet.methods.em.EMEngine`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+from sklearn.cluster import KMeans
+
+from tomohet.physics.forward import NoiseModel, model_transforms
+from tomohet.physics.projection import Backprojector
+from tomohet.physics.reconstruction import insert_prepared
+
+__all__ = ["Discovery", "small_box_for", "crop_to_small", "residual_maps", "variance_map",
+           "focus_from_variance", "upsample_mask", "component_labels", "discover"]
+
+
+def small_box_for(box: int, pixel_size_A: float, resolution_A: float) -> int:
+    """Even grid size whose Nyquist is ``resolution_A`` for a ``box`` at ``pixel_size_A``
+    (at least 8, at most ``box``)."""
+    d = int(round(2 * box * pixel_size_A / resolution_A / 2)) * 2
+    return int(min(max(d, 8), box - box % 2))
+
+
+def crop_to_small(grid: torch.Tensor, small: int) -> torch.Tensor:
+    """Fourier crop of fftshifted full transforms (B, P, P, P) to real volumes
+    (B, d, d, d), d = ``small``, with a raised-cosine roll-off over the outer 2 shells
+    (no ringing). The box centre P // 2 maps to d // 2."""
+    p = grid.shape[-1]
+    lo = p // 2 - small // 2
+    ft = grid[..., lo : lo + small, lo : lo + small, lo : lo + small]
+    c = torch.arange(small, device=grid.device, dtype=torch.float32) - small // 2
+    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
+    r = torch.sqrt(x**2 + y**2 + z**2)
+    edge = ((r - (small / 2 - 2)) / 2).clamp(0, 1)
+    ft = ft * (0.5 * (1 + torch.cos(torch.pi * edge)))
+    vol = torch.fft.ifftn(torch.fft.ifftshift(ft, dim=(-3, -2, -1)), dim=(-3, -2, -1))
+    return torch.fft.fftshift(vol, dim=(-3, -2, -1)).real
+
+
+def residual_maps(engine, consensus: torch.Tensor, noise: NoiseModel | None,
+                  small: int) -> torch.Tensor:
+    """Per-particle noise-whitened residual back-projections, low-passed.
+
+    engine: an :class:`~tomohet.methods.em.EMEngine` without a focus mask (its reference
+    mask applies to the consensus model); consensus (D, D, D). Residual ``r = X - H P V``
+    of every image, back-projected as ``sum H^* r / sigma^2`` into one grid per particle
+    (subtomograms: rotated into the reference frame), Fourier-cropped to ``small``.
+    -> (N, d, d, d) float32, rows in the order of ``engine.index``.
+    """
+    proj = engine.projector(consensus[None])
+    out = torch.zeros((len(engine.index), small, small, small))
+    for rows in engine.batches():
+        prep = engine.prepare(engine.index[rows])
+        prep.data = prep.data - prep.transfer * model_transforms(proj, prep)[0]
+        b = len(rows)
+        bp = Backprojector(engine.box, b, pad=1, device=engine.device)
+        insert_prepared(bp, prep, torch.eye(b, device=engine.device), noise)
+        out[torch.as_tensor(rows)] = crop_to_small(bp.grids()[0], small).cpu()
+        if engine.progress:
+            engine.progress(b)
+    return out
+
+
+def _shell_index(small: int) -> torch.Tensor:
+    c = torch.arange(small, dtype=torch.float32) - small // 2
+    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
+    return torch.round(torch.sqrt(x**2 + y**2 + z**2)).long()
+
+
+def variance_map(maps: torch.Tensor, radius: float | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxel variance over particles and its excess over the noise floor, as a z-map.
+
+    maps (N, d, d, d). The floor at radius r is the median variance of the voxels at
+    that radius (stationary noise, radially symmetric effects); z = (var / floor - 1) /
+    (1.4826 MAD) of that ratio over voxels inside ``radius`` (default d/2 - 1).
+    -> (variance (d, d, d), z (d, d, d), 0 outside ``radius``).
+    """
+    var = maps.double().var(0, unbiased=True).float()
+    d = var.shape[-1]
+    shell = _shell_index(d)
+    inside = shell <= (d / 2 - 1 if radius is None else radius)
+    ratio = torch.zeros_like(var)
+    for s in torch.unique(shell[inside]).tolist():
+        sel = (shell == s) & inside
+        ratio[sel] = var[sel] / var[sel].median().clamp_min(1e-30) - 1.0
+    vals = ratio[inside]
+    mad = (vals - vals.median()).abs().median().clamp_min(1e-12) * 1.4826
+    z = torch.where(inside, (ratio - vals.median()) / mad, torch.zeros_like(ratio))
+    return var, z
+
+
+def focus_from_variance(z: torch.Tensor, threshold: float = 4.0, min_voxels: int = 4,
+                        dilate: int = 2, max_fraction: float = 0.3) -> torch.Tensor | None:
+    """The significant-excess region of a z-map as a soft mask on the same grid.
+
+    Voxels with z > ``threshold`` in connected clusters of at least ``min_voxels``,
+    dilated by ``dilate`` voxels, edges smoothed (Gaussian, sd 0.7 voxel). None when no
+    cluster is significant, or when the region would exceed ``max_fraction`` of the box
+    (a whole-box difference: nothing to focus on). (d, d, d) -> (d, d, d) in [0, 1].
+    """
+    hot = (z > threshold).numpy()
+    lab, n = ndimage.label(hot)
+    if n == 0:
+        return None
+    sizes = ndimage.sum_labels(hot, lab, index=np.arange(1, n + 1))
+    keep = np.isin(lab, 1 + np.nonzero(sizes >= min_voxels)[0])
+    if not keep.any():
+        return None
+    if dilate > 0:
+        keep = ndimage.binary_dilation(keep, iterations=dilate)
+    if keep.mean() > max_fraction:
+        return None
+    soft = ndimage.gaussian_filter(keep.astype(np.float64), 0.7)
+    soft = np.clip(soft / max(soft.max(), 1e-12) * 1.5, 0.0, 1.0)
+    return torch.from_numpy(soft.astype(np.float32))
+
+
+def upsample_mask(mask: torch.Tensor, box: int) -> torch.Tensor:
+    """A small-grid mask (d, d, d) on the full box (D, D, D) by Fourier zero-padding
+    (centre d // 2 -> D // 2), clipped to [0, 1]."""
+    d = mask.shape[-1]
+    ft = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(mask.double())))
+    big = torch.zeros((box, box, box), dtype=ft.dtype)
+    lo = box // 2 - d // 2
+    big[lo : lo + d, lo : lo + d, lo : lo + d] = ft
+    vol = torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(big))).real * (box / d) ** 3
+    return vol.clamp(0, 1).float()
+
+
+def component_labels(maps: torch.Tensor, mask: torch.Tensor | None, k: int,
+                     order: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Initial classes: k-means (K) on the leading K - 1 principal components of the
+    residual maps inside ``mask``.
+
+    maps (N, d, d, d); mask (d, d, d) or None (all voxels); order (N,) a name-defined
+    permutation (k-means runs on the rows in that order, so the result does not depend on
+    the input row order). -> (N,) int64 labels.
+    """
+    n = maps.shape[0]
+    x = maps.reshape(n, -1).double()
+    if mask is not None:
+        w = mask.reshape(-1).double()
+        x = x[:, w > 0.05] * w[w > 0.05]
+    x = x - x.mean(0, keepdim=True)
+    r = max(1, min(k - 1, x.shape[1], n - 1))
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    feats = (u[:, :r] * s[:r]).numpy()
+    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(feats[order])
+    labels = np.empty(n, dtype=np.int64)
+    labels[order] = km.labels_
+    return labels
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover` found. ``focus`` (D, D, D) or None ("no heterogeneity found
+    above noise"); ``labels`` (N,) initial classes; ``z`` (d, d, d) the excess-variance
+    z-map; ``variance`` (d, d, d); ``small_box`` d; ``pixel_size_A`` of the small grid."""
+
+    focus: torch.Tensor | None
+    labels: np.ndarray
+    z: torch.Tensor
+    variance: torch.Tensor
+    small_box: int
+    pixel_size_A: float
+
+
+def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
+             resolution_A: float | None = None, threshold: float = 4.0,
+             seed: int = 0) -> Discovery:
+    """Automatic focus mask and initial partition (see the module doc).
+
+    ``resolution_A`` of the residual maps: default 4 pixels (at least 8 voxels across).
+    """
+    box, px = engine.box, engine.px
+    small = small_box_for(box, px, resolution_A or 4.0 * px)
+    maps = residual_maps(engine, consensus, noise, small)
+    var, z = variance_map(maps)
+    focus_small = focus_from_variance(z, threshold)
+    labels = component_labels(maps, focus_small, k, engine.order, seed)
+    focus = None if focus_small is None else upsample_mask(focus_small, box)
+    return Discovery(focus, labels, z, var, small, px * box / small)
