@@ -87,7 +87,7 @@ def test_a_real_difference_is_found_where_it_is():
     assert ev.any_significant and ev.pairs == [(0, 1)]
     peak = np.unravel_index(np.argmax(ev.where[0]), ev.where[0].shape)  # (z, y, x)
     assert np.linalg.norm(np.array(peak) - (np.array([2, -4, 6]) + D // 2)) <= 2.0
-    assert "1 of 1 pairs" in ev.summary()
+    assert "reproduce between the half sets for 1 of 1 pairs" in ev.summary()
 
 
 def test_bad_shape_is_refused():
@@ -112,5 +112,5 @@ def test_report_says_plainly_whether_classes_differ():
     b64 = text.split("base64,")[1].split('"')[0]
     assert mpimg.imread(io.BytesIO(base64.b64decode(b64))).ndim == 3
     differ = MethodRun("m", "d", half_volumes=torch.as_tensor(_halves(1.0, 0.1, seed=5)))
-    assert "Classes differ above noise for 1 of 1 pairs" in _evidence(differ, ds, "m on d")
+    assert "reproduce between the half sets for 1 of 1 pairs" in _evidence(differ, ds, "m on d")
     assert _evidence(MethodRun("m", "d"), ds, "m on d") == ""

@@ -19,10 +19,14 @@ reconstructed separately from the two half sets), for each pair of classes ``(a,
   and d2 (Gaussian windows of ``smooth_px``), clipped at 0: large only where both halves
   show the same difference.
 
-A run whose pairs are all within noise found no heterogeneity above noise. Caveat: half
-maps are independent only as far as the classification that made them is; a
-classification that fits the noise of shared references can create differences that
-both halves repeat.
+A run whose pairs are all within noise found no heterogeneity above noise. The converse
+does not hold: half maps are independent only as far as the classification that made them
+is, and a classification that sorts particles by their noise against shared references
+(or by orientation, defocus, ...) makes differences that both halves repeat. Measured on
+one-state data (the demo complex alone, 160 particles, box 24, K = 2): z = 3.2 for ml2d
+and 9.2 for shc; the same with two true states: 13.6 and 10.6. So ``z <= 3`` says "no
+heterogeneity found above noise" plainly, while ``z > 3`` says only that the class
+difference reproduces between the half sets.
 """
 
 from __future__ import annotations
@@ -68,8 +72,10 @@ class ClassEvidence:
                     f"seen in the other (largest z = {float(self.z.max()):.1f}).")
         above = [f"{a}-{b} (z = {z:.1f})" for (a, b), z, s
                  in zip(self.pairs, self.z, self.significant, strict=True) if s]
-        return (f"Classes differ above noise for {len(above)} of {len(self.pairs)} pairs "
-                f"({', '.join(above)}); the maps show where.")
+        return (f"Class differences reproduce between the half sets for {len(above)} of "
+                f"{len(self.pairs)} pairs ({', '.join(above)}); the maps show where. A "
+                "reproducible difference is necessary, not sufficient: classifying "
+                "one-state data can make one too.")
 
 
 def fsc_noise_threshold(box: int, sigma: float = 3.0, mask_fraction: float = 1.0

@@ -165,7 +165,9 @@ def _evidence(run: MethodRun, ds: BenchDataset, tag: str) -> str:
         img, f"class differences of {tag}",
         "Where the classes differ: per pair of classes, the mean of the two half-set "
         "difference maps weighted by their local correlation (maximum projections), and "
-        "the FSC between the half-set differences; z > 3: above noise."))
+        "the FSC between the half-set differences; z <= 3: no difference above noise; "
+        "z > 3: the difference reproduces between half sets (which classifying one-state "
+        "data can also produce)."))
 
 
 def _tomogram_figure(run: MethodRun, ds: BenchDataset, tag: str) -> str:
