@@ -209,3 +209,29 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
     labels = component_labels(maps, focus_small, k, engine.order, seed)
     focus = None if focus_small is None else upsample_mask(focus_small, box)
     return Discovery(focus, labels, z, var, small, px * box / small)
+
+
+def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray, seed: int = 0):
+    """Classifier glue: when ``focus_mask == "auto"`` or ``init == "components"``, the
+    consensus (from ``engine``'s particles, halves (N,)), its noise, :func:`discover`, and,
+    for ``"auto"`` with a region found, an engine focused on it (signal outside it
+    subtracted). -> (engine, Discovery or None)."""
+    from tomohet.methods.em import EMEngine
+
+    auto = isinstance(focus_mask, str) and focus_mask == "auto"
+    if focus_mask is not None and not auto:
+        raise ValueError(f"focus_mask must be None or 'auto' here, got {focus_mask!r}")
+    if init not in ("random", "components"):
+        raise ValueError(f"init must be 'random' or 'components', got {init!r}")
+    if not auto and init != "components":
+        return engine, None
+    n = len(engine.index)
+    bp = engine.reconstruct_pass(np.ones((n, 1)), None, halves)
+    consensus = engine.volumes_from(bp)[0][0]
+    noise = engine.noise_pass(consensus[None], np.zeros(n, dtype=np.int64))
+    found = discover(engine, consensus, noise, k, seed=seed)
+    if auto and found.focus is not None:
+        engine = EMEngine(engine.particles, engine.cfg, engine.index, engine.reference_mask,
+                          found.focus.to(engine.device), consensus.to(engine.device),
+                          progress=engine.progress)
+    return engine, found

@@ -7,6 +7,11 @@ Wiener (tau^2 from the half-map FSC, times ``tau_fudge`` T) filter; class priors
 posteriors. Several short restarts, keeping the best likelihood, guard against poor
 local optima. ``occupancy`` combines per-tilt likelihoods with tilt weights (nextPYP).
 
+Small components (a few % of the mass): ``focus_mask="auto"`` classifies inside the region
+where the residuals against the consensus vary more than noise (signal outside it is
+subtracted), and ``init="components"`` starts from k-means on the leading principal
+components of the residual maps there; see :mod:`tomohet.methods.discovery`.
+
 Deterministic annealing caps each particle's largest posterior (``anneal_strength``,
 ``anneal_iters``); an emptied class is re-seeded from half of the largest class (in
 restarts too) and otherwise stays a finite zero map. Half sets follow the file's
@@ -27,6 +32,7 @@ from tqdm.auto import tqdm
 from tomohet.data.keys import half_sets, keyed_order
 from tomohet.data.particles import TiltSeriesParticles
 from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
+from tomohet.methods.discovery import discover
 from tomohet.methods.em import EMConfig, EMEngine, EMState
 from tomohet.physics.fourier import ft_to_volume, lowpass_filter, soft_sphere_mask, volume_to_ft
 
@@ -42,6 +48,10 @@ def _load_volume(v: Any) -> torch.Tensor | None:
         arr, _ = read_mrc(v)
         return torch.as_tensor(np.asarray(arr, dtype=np.float32))
     return torch.as_tensor(np.asarray(v, dtype=np.float32))
+
+
+def _is_auto(v: Any) -> bool:
+    return isinstance(v, str) and v == "auto"
 
 
 class MLClassifier(HeterogeneityMethod):
@@ -133,7 +143,7 @@ class MLClassifier(HeterogeneityMethod):
         radius_px = (self.mask_radius_A / px if self.mask_radius_A is not None
                      else box / 2 - max(2.0, box * 0.06))
         ref_mask = soft_sphere_mask(box, radius_px, edge_px=max(2.0, box * 0.05), device=device)
-        focus = _load_volume(self.focus_mask)
+        focus = None if _is_auto(self.focus_mask) else _load_volume(self.focus_mask)
         return ref_mask, None if focus is None else focus.to(device)
 
     # ------------------------------------------------------------------ fit
@@ -190,7 +200,16 @@ class MLClassifier(HeterogeneityMethod):
 
     def _run(self, particles, keep, cfg, ref_mask, focus, halves, bar):
         consensus = None
-        if focus is not None:
+        self.discovery_ = None
+        if _is_auto(self.focus_mask) or self.init == "components":  # issue 12
+            consensus = self._consensus(particles, keep, cfg, halves)
+            plain = EMEngine(particles, cfg, keep, ref_mask)
+            noise = plain.noise_pass(consensus[None], np.zeros(len(keep), dtype=np.int64))
+            self.discovery_ = discover(plain, consensus, noise, self.n_classes,
+                                       seed=self._seed())
+            if _is_auto(self.focus_mask) and self.discovery_.focus is not None:
+                focus = self.discovery_.focus.to(ref_mask.device)
+        if focus is not None and consensus is None:
             consensus = self._consensus(particles, keep, cfg, halves)
         engine = EMEngine(particles, cfg, keep, ref_mask, focus, consensus,
                           progress=bar.update)
@@ -224,6 +243,9 @@ class MLClassifier(HeterogeneityMethod):
         The subsets are drawn from the particle names (keyed hash, stream per restart)."""
         k, n = self.n_classes, len(keep)
         labels = self._keyed_split(engine, np.arange(n), k, f"ml-init/{seed_offset}")
+        found = self.init == "components" and seed_offset == 0 and self.discovery_ is not None
+        if found:  # the first start from the leading components of the residual maps
+            labels = self.discovery_.labels
         weights = np.eye(k)[labels]
         bp = engine.reconstruct_pass(weights, None, halves)
         vols, _, _ = engine.volumes_from(bp)
@@ -241,8 +263,11 @@ class MLClassifier(HeterogeneityMethod):
             vols = scale * ref_lp[None] + 0.5 * (vols - vols.mean(0, keepdim=True))
         noise = engine.noise_pass(vols.mean(0, keepdim=True).expand(1, -1, -1, -1).clone(),
                                   np.zeros(n, dtype=np.int64))
+        # a start from the components is not annealed: annealing pulls a right but
+        # small split apart (issue 12's oracle start); random starts are
         return EMState(volumes=vols, priors=torch.full((k,), 1.0 / k), sigma2=noise.sigma2.cpu(),
-                       posteriors=weights.astype(float), particles=engine.fingerprint)
+                       posteriors=weights.astype(float), particles=engine.fingerprint,
+                       anneal_from=-self.anneal_iters if found else 0)
 
     def _iterate(self, engine: EMEngine, state: EMState, halves, n_iter: int,
                  ckpt: Path | None, horizon: int | None = None) -> EMState:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from tomohet.data.keys import half_sets, keyed_order, keyed_uniform_grid
 from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
 from tomohet.methods.consistency import align_runs, match_labels
+from tomohet.methods.discovery import discover_with
 from tomohet.methods.em import EMConfig, EMEngine
 from tomohet.methods.ml import _load_volume
 from tomohet.physics.forward import PreparedBatch, model_transforms
@@ -136,6 +137,8 @@ class SHC(HeterogeneityMethod):
         temperature: float = 10.0,
         anneal_iters: int = 5,
         references: Any = None,
+        focus_mask: Any = None,
+        init: str = "random",
         lowpass_A: float | None = None,
         highpass_A: float | None = None,
         mask_radius_A: float | None = None,
@@ -152,6 +155,8 @@ class SHC(HeterogeneityMethod):
         self.temperature = temperature
         self.anneal_iters = anneal_iters
         self.references = references
+        self.focus_mask = focus_mask
+        self.init = init
         self.lowpass_A = lowpass_A
         self.highpass_A = highpass_A
         self.mask_radius_A = mask_radius_A
@@ -202,7 +207,10 @@ class SHC(HeterogeneityMethod):
         return figure_of_merit_filter(maps), band_resolution(curves, engine.px), labels
 
     def _keyed_labels(self, engine: EMEngine, seed: int, stream: str) -> np.ndarray:
-        """Balanced random classes drawn from the particle names (keyed hash)."""
+        """Balanced random classes drawn from the particle names (keyed hash), or the
+        partition from the residual maps' components (``init="components"``)."""
+        if self.init == "components" and getattr(self, "discovery_", None) is not None:
+            return self.discovery_.labels.copy()
         order = keyed_order(engine.names, engine.tomo_names, seed, stream)
         labels = np.empty(len(order), dtype=np.int64)
         labels[order] = np.arange(len(order)) % self.n_classes
@@ -329,6 +337,8 @@ class SHC(HeterogeneityMethod):
         base = 0 if self.random_state is None else int(self.random_state)
         halves = half_sets(particles.names, particles.tomo_names, base, particles.table)
         self.half_sets_ = halves
+        engine, self.discovery_ = discover_with(engine, self.n_classes, self.focus_mask,
+                                                self.init, halves, base)
         runs, self.history_ = [], []
         for r in range(max(1, self.n_runs)):
             labels, history = self._run(engine, halves, band, seed=base + 7919 * r)
