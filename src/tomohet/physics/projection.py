@@ -285,6 +285,26 @@ class Backprojector:
             self.data.view(-1).index_add_(0, tgt, (cw * va[None]).reshape(-1))
             self.weight.view(-1).index_add_(0, tgt, (cw * wt[None]).reshape(-1))
 
+    def add_friedel_mates(self) -> None:
+        """In place: ``A(k) + conj(A(-k))`` (weights ``W(k) + W(-k)``) on every grid.
+
+        For sums of samples inserted once each without their mates
+        (:class:`tomohet.physics.compact.CompactSums`) this gives the sums of inserting
+        every sample and its mate (:meth:`insert`). The mirror of the first plane along
+        each axis (frequency -P/2) lies off the grid and counts as 0.
+        """
+        p = self.padded
+
+        def mirror(x: torch.Tensor) -> torch.Tensor:
+            g = x.reshape(self.n_volumes, p, p, p)
+            # index i -> p - i (mod p) along each axis of the fftshifted grid
+            m = torch.roll(torch.flip(g, dims=(-3, -2, -1)), shifts=(1, 1, 1), dims=(-3, -2, -1))
+            m[:, 0], m[:, :, 0], m[:, :, :, 0] = 0, 0, 0
+            return m.reshape(self.n_volumes, -1)
+
+        self.data = self.data + mirror(self.data).conj()
+        self.weight = self.weight + mirror(self.weight)
+
     def merge(self, other: Backprojector) -> None:
         """Add another accumulator's sums (e.g. from another process or batch)."""
         self.data += other.data.to(self.data.device)
