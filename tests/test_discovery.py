@@ -96,3 +96,36 @@ def test_component_labels_recover_groups_and_ignore_row_order():
     inv = np.argsort(perm)
     labels_p = component_labels(maps[perm], mask, 2, inv[order], seed=0)
     np.testing.assert_array_equal(labels_p, labels[perm])
+
+
+def _discovery(region: str, z_max: float = 2.0):
+    from tomohet.methods.discovery import Discovery
+
+    z = torch.zeros((8, 8, 8))
+    z[4, 4, 4] = z_max
+    focus = torch.ones((16, 16, 16)) * 0.1 if region == "local" else None
+    return Discovery(focus, np.zeros(4, dtype=np.int64), z, z.clone(), 8, 10.0, region)
+
+
+def test_run_summary_says_no_heterogeneity_plainly():
+    """Nothing above noise in the z-map -> the plain statement, whatever the classes;
+    equal classes (half maps of one map + independent noise) -> the same; classes that
+    differ in both half sets -> heterogeneity found."""
+    from tomohet.methods.evidence import NO_HETEROGENEITY, run_summary
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn((16, 16, 16), generator=g)
+    equal = base + 0.5 * torch.randn((2, 2, 16, 16, 16), generator=g)
+    summary, _ = run_summary(_discovery("none"), equal, 10.0)
+    assert not summary["heterogeneity_found"]
+    assert NO_HETEROGENEITY in summary["statement"].lower()
+    summary, ev = run_summary(_discovery("local", 9.0), equal, 10.0)
+    assert ev is not None and not ev.any_significant
+    assert not summary["heterogeneity_found"]
+    assert NO_HETEROGENEITY in summary["statement"].lower()
+    differ = equal.clone()
+    differ[1] += 2.0 * torch.randn((16, 16, 16), generator=g)  # same change in both halves
+    summary, _ = run_summary(_discovery("local", 9.0), differ, 10.0)
+    assert summary["heterogeneity_found"]
+    assert NO_HETEROGENEITY not in summary["statement"].lower()
+    assert summary["discovery"]["region"] == "local"

@@ -55,8 +55,13 @@ def _add_ml(p: argparse.ArgumentParser) -> None:
                    "posterior is capped at 1/K + (1 - strength)(1 - 1/K) (0: off)")
     p.add_argument("--mask-radius", type=float, default=None,
                    help="soft spherical reference mask radius (A)")
-    p.add_argument("--focus-mask", default=None,
-                   help="mask (mrc) of the region to classify on (focused classification)")
+    p.add_argument("--focus-mask", default="auto",
+                   help="region to classify on: 'auto' (where the residuals against the "
+                   "consensus vary above noise; whole map when none or large), 'none', or "
+                   "a mask (mrc)")
+    p.add_argument("--init", default="components", choices=("components", "random"),
+                   help="first classes: k-means on the residual maps' leading components "
+                   "(random annealed subsets when discovery finds nothing), or random")
     p.add_argument("--max-dose", type=float, default=None,
                    help="ignore tilt images with more cumulative dose (e/A^2)")
     p.add_argument("--min-tilts", type=int, default=None,
@@ -87,14 +92,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def focus_arg(value: str | None) -> str | None:
+    """--focus-mask: 'auto', 'none' (-> None) or a file path."""
+    return None if value is None or value.lower() == "none" else value
+
+
 def _ml_params(args: argparse.Namespace, out: str) -> dict:
     return {
         "n_classes": args.k, "n_iter": args.iter, "max_resolution_A": args.max_resolution,
         "tau_fudge": args.tau_fudge, "reference": args.reference,
-        "init": "reference" if args.reference else "random",
+        "init": "reference" if args.reference else args.init,
         "init_lowpass_A": args.init_lowpass, "n_restarts": args.restarts,
         "anneal_iters": args.anneal_iters, "anneal_strength": args.anneal_strength,
-        "mask_radius_A": args.mask_radius, "focus_mask": args.focus_mask,
+        "mask_radius_A": args.mask_radius, "focus_mask": focus_arg(args.focus_mask),
         "max_dose_e_per_A2": args.max_dose, "min_tilts": args.min_tilts,
         "local_search_deg": args.local_search, "tol": args.tol,
         "batch_size": args.batch_size, "checkpoint_dir": out,
@@ -131,4 +141,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.method}: {particles.n_particles} particles in {time.perf_counter() - t0:.1f}s"
           f"; class sizes {counts}" + (f"; {skipped} filtered out" if skipped else "")
           + f" -> {out}")
+    summary = getattr(method, "summary_", None)
+    if summary:
+        print(summary["statement"])
     return 0

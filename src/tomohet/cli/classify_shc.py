@@ -30,6 +30,10 @@ def add_parser(methods: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--mask-radius", type=float, default=None, help="reference mask radius (A)")
     p.add_argument("--local-search", type=float, default=0.0,
                    help="also try rotations of this many degrees around the prior")
+    p.add_argument("--focus-mask", default="auto",
+                   help="region to score: 'auto' (discovery), 'none', or a mask (mrc)")
+    p.add_argument("--init", default="components", choices=("components", "random"),
+                   help="first classes from the residual maps' components, or random")
     p.add_argument("--consistency", type=float, default=0.8,
                    help="flag particles agreeing in fewer runs than this fraction")
     return p
@@ -42,4 +46,6 @@ def params(args: argparse.Namespace) -> dict:
         "references": args.references, "lowpass_A": args.lowpass, "highpass_A": args.highpass,
         "mask_radius_A": args.mask_radius, "local_search_deg": args.local_search,
         "consistency_threshold": args.consistency, "batch_size": args.batch_size,
+        "focus_mask": None if args.focus_mask.lower() == "none" else args.focus_mask,
+        "init": args.init,
     }

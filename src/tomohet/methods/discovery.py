@@ -28,6 +28,7 @@ reads the particles through an :class:`~tomohet.methods.em.EMEngine`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,8 +39,12 @@ from tomohet.physics.forward import NoiseModel, model_transforms
 from tomohet.physics.projection import Backprojector
 from tomohet.physics.reconstruction import insert_prepared
 
+if TYPE_CHECKING:
+    from tomohet.methods.em import EMEngine
+
 __all__ = ["Discovery", "small_box_for", "crop_to_small", "residual_maps", "variance_map",
-           "focus_from_variance", "upsample_mask", "component_labels", "discover"]
+           "focus_from_variance", "upsample_mask", "component_labels", "discover",
+           "Setup", "discover_with"]
 
 
 def small_box_for(box: int, pixel_size_A: float, resolution_A: float) -> int:
@@ -182,9 +187,12 @@ def component_labels(maps: torch.Tensor, mask: torch.Tensor | None, k: int,
 
 @dataclass
 class Discovery:
-    """What :func:`discover` found. ``focus`` (D, D, D) or None ("no heterogeneity found
-    above noise"); ``labels`` (N,) initial classes; ``z`` (d, d, d) the excess-variance
-    z-map; ``variance`` (d, d, d); ``small_box`` d; ``pixel_size_A`` of the small grid."""
+    """What :func:`discover` found. ``focus`` (D, D, D) or None; ``labels`` (N,) initial
+    classes; ``z`` (d, d, d) the excess-variance z-map; ``variance`` (d, d, d);
+    ``small_box`` d; ``pixel_size_A`` of the small grid; ``region``: ``"local"`` (a
+    focus mask), ``"large"`` (significant excess over more than ``max_fraction`` of the
+    box: whole-subunit differences, nothing to focus on) or ``"none"`` (nothing above
+    noise: "no heterogeneity found above noise")."""
 
     focus: torch.Tensor | None
     labels: np.ndarray
@@ -192,6 +200,18 @@ class Discovery:
     variance: torch.Tensor
     small_box: int
     pixel_size_A: float
+    region: str = "local"
+
+    @property
+    def max_z(self) -> float:
+        return float(self.z.max())
+
+    def summary(self) -> dict[str, object]:
+        """Plain facts for a run's summary.json."""
+        frac = None if self.focus is None else float(self.focus.mean())
+        return {"region": self.region, "max_z": round(self.max_z, 2),
+                "focus_fraction_of_box": frac, "small_box": self.small_box,
+                "small_pixel_size_A": self.pixel_size_A}
 
 
 def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
@@ -206,32 +226,66 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
     maps = residual_maps(engine, consensus, noise, small)
     var, z = variance_map(maps)
     focus_small = focus_from_variance(z, threshold)
+    region = "local"
+    if focus_small is None:
+        region = "none" if focus_from_variance(z, threshold, max_fraction=1.0) is None \
+            else "large"
     labels = component_labels(maps, focus_small, k, engine.order, seed)
     focus = None if focus_small is None else upsample_mask(focus_small, box)
-    return Discovery(focus, labels, z, var, small, px * box / small)
+    return Discovery(focus, labels, z, var, small, px * box / small, region)
 
 
-def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray, seed: int = 0):
-    """Classifier glue: when ``focus_mask == "auto"`` or ``init == "components"``, the
-    consensus (from ``engine``'s particles, halves (N,)), its noise, :func:`discover`, and,
-    for ``"auto"`` with a region found, an engine focused on it (signal outside it
-    subtracted). -> (engine, Discovery or None)."""
+@dataclass
+class Setup:
+    """How a classifier starts (:func:`discover_with`): ``engine`` to classify with
+    (focused or not), ``plain`` the same particles without a focus mask (full maps),
+    ``discovery`` (None when not run), ``from_components`` whether the first start is
+    the discovery partition (else random subsets, annealed), ``focus`` the mask used."""
+
+    engine: EMEngine
+    plain: EMEngine
+    discovery: Discovery | None
+    from_components: bool
+    focus: torch.Tensor | None
+
+
+def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray,
+                  seed: int = 0) -> Setup:
+    """Classifier glue for ``focus_mask`` (None, ``"auto"`` or a (D, D, D) tensor) and
+    ``init`` (``"random"``, ``"components"``; ``"reference"`` counts as random here).
+
+    ``engine``: an unfocused :class:`~tomohet.methods.em.EMEngine` with the reference
+    mask; halves (N,). Discovery runs for ``"auto"`` or ``"components"`` (consensus from
+    both half sets, its noise, :func:`discover`). The fallback is decided by what it finds:
+
+    * ``region == "local"``: focus on it (``"auto"``; signal outside it subtracted) and
+      start from the components;
+    * ``"large"`` (whole-subunit differences): no focus, start from the components;
+    * ``"none"``: no focus, random annealed starts (as without discovery).
+    """
     from tomohet.methods.em import EMEngine
 
     auto = isinstance(focus_mask, str) and focus_mask == "auto"
-    if focus_mask is not None and not auto:
-        raise ValueError(f"focus_mask must be None or 'auto' here, got {focus_mask!r}")
-    if init not in ("random", "components"):
+    if isinstance(focus_mask, str) and not auto:
+        raise ValueError(f"focus_mask must be None, 'auto' or a map, got {focus_mask!r}")
+    if init not in ("random", "components", "reference"):
         raise ValueError(f"init must be 'random' or 'components', got {init!r}")
-    if not auto and init != "components":
-        return engine, None
+    user = None if auto or focus_mask is None else torch.as_tensor(focus_mask).float()
+    if not auto and init != "components" and user is None:
+        return Setup(engine, engine, None, False, None)
     n = len(engine.index)
     bp = engine.reconstruct_pass(np.ones((n, 1)), None, halves)
     consensus = engine.volumes_from(bp)[0][0]
-    noise = engine.noise_pass(consensus[None], np.zeros(n, dtype=np.int64))
-    found = discover(engine, consensus, noise, k, seed=seed)
-    if auto and found.focus is not None:
-        engine = EMEngine(engine.particles, engine.cfg, engine.index, engine.reference_mask,
-                          found.focus.to(engine.device), consensus.to(engine.device),
-                          progress=engine.progress)
-    return engine, found
+    found, from_components = None, False
+    if auto or init == "components":
+        noise = engine.noise_pass(consensus[None], np.zeros(n, dtype=np.int64))
+        found = discover(engine, consensus, noise, k, seed=seed)
+        from_components = init == "components" and found.region != "none"
+    focus = user if user is not None else (found.focus if auto and found is not None
+                                           else None)
+    if focus is None:
+        return Setup(engine, engine, found, from_components, None)
+    focused = EMEngine(engine.particles, engine.cfg, engine.index, engine.reference_mask,
+                       focus.to(engine.device), consensus.to(engine.device),
+                       progress=engine.progress)
+    return Setup(focused, engine, found, from_components, focus)

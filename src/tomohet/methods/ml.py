@@ -7,10 +7,14 @@ Wiener (tau^2 from the half-map FSC, times ``tau_fudge`` T) filter; class priors
 posteriors. Several short restarts, keeping the best likelihood, guard against poor
 local optima. ``occupancy`` combines per-tilt likelihoods with tilt weights (nextPYP).
 
-Small components (a few % of the mass): ``focus_mask="auto"`` classifies inside the region
-where the residuals against the consensus vary more than noise (signal outside it is
-subtracted), and ``init="components"`` starts from k-means on the leading principal
-components of the residual maps there; see :mod:`tomohet.methods.discovery`.
+Small components (a few % of the mass; issue 12), by default (``focus_mask="auto"``,
+``init="components"``): :mod:`tomohet.methods.discovery` finds where the residuals
+against the consensus vary more than noise. A local region -> classification inside it
+(signal outside subtracted), started from k-means on the leading components of the
+residual maps there, not annealed; a large region (whole subunits) -> the same start
+without a focus; nothing above noise -> random annealed starts. The class maps written
+are full maps (the final posteriors reconstructed once more without subtraction).
+``focus_mask=None, init="random"`` is the previous behaviour.
 
 Deterministic annealing caps each particle's largest posterior (``anneal_strength``,
 ``anneal_iters``); an emptied class is re-seeded from half of the largest class (in
@@ -29,11 +33,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tomohet.data.keys import half_sets, keyed_order
+from tomohet.data.keys import half_sets
 from tomohet.data.particles import TiltSeriesParticles
 from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
-from tomohet.methods.discovery import discover
+from tomohet.methods.discovery import discover_with
 from tomohet.methods.em import EMConfig, EMEngine, EMState
+from tomohet.methods.ml_schedule import AnnealReseed
 from tomohet.physics.fourier import ft_to_volume, lowpass_filter, soft_sphere_mask, volume_to_ft
 
 __all__ = ["ML2D", "ML3D", "Occupancy", "MLClassifier"]
@@ -54,7 +59,7 @@ def _is_auto(v: Any) -> bool:
     return isinstance(v, str) and v == "auto"
 
 
-class MLClassifier(HeterogeneityMethod):
+class MLClassifier(AnnealReseed, HeterogeneityMethod):
     """Shared implementation; see :class:`ML2D`, :class:`ML3D`, :class:`Occupancy`."""
 
     kind = "discrete"
@@ -66,7 +71,7 @@ class MLClassifier(HeterogeneityMethod):
         n_iter: int = 25,
         max_resolution_A: float | None = None,
         tau_fudge: float = 1.0,
-        init: str = "random",
+        init: str = "components",
         reference: Any = None,
         init_lowpass_A: float | None = None,
         n_restarts: int = 1,
@@ -75,7 +80,7 @@ class MLClassifier(HeterogeneityMethod):
         anneal_strength: float = 0.7,
         min_class_fraction: float = 0.02,
         mask_radius_A: float | None = None,
-        focus_mask: Any = None,
+        focus_mask: Any = "auto",
         max_dose_e_per_A2: float | None = None,
         min_tilts: int | None = None,
         local_search_deg: float = 0.0,
@@ -144,7 +149,7 @@ class MLClassifier(HeterogeneityMethod):
                      else box / 2 - max(2.0, box * 0.06))
         ref_mask = soft_sphere_mask(box, radius_px, edge_px=max(2.0, box * 0.05), device=device)
         focus = None if _is_auto(self.focus_mask) else _load_volume(self.focus_mask)
-        return ref_mask, None if focus is None else focus.to(device)
+        return ref_mask, focus
 
     # ------------------------------------------------------------------ fit
     def fit(self, particles: ParticleSet) -> MLClassifier:
@@ -173,13 +178,11 @@ class MLClassifier(HeterogeneityMethod):
         self.half_sets_ = all_halves
         self.labels_ = np.full(n, -1, dtype=np.int64)
         self.labels_[keep] = state.posteriors.argmax(1)
-        self.class_volumes_ = state.volumes
-        half = engine.last_half_maps
+        self.class_volumes_, self.fsc_, self.resolution_A_, half = self._full_maps(
+            state, halves)
         self.half_volumes_ = None if half is None else half.reshape(
             self.n_classes, 2, *half.shape[1:])
         self.priors_ = state.priors.numpy()
-        self.fsc_ = state.fsc
-        self.resolution_A_ = state.resolution_A
         self.history_ = state.history
         self.log_likelihood_ = state.log_likelihood
         self.pixel_size_A_ = particles.optics.pixel_size_A
@@ -188,31 +191,13 @@ class MLClassifier(HeterogeneityMethod):
     def _seed(self) -> int:
         return 0 if self.random_state is None else int(self.random_state)
 
-    def _keyed_split(self, engine: EMEngine, rows: np.ndarray, n_parts: int,
-                     stream: str) -> np.ndarray:
-        """Balanced split of ``rows`` (positions into the engine's index) into parts
-        0..n_parts-1, drawn from the particles' names (keyed hash), not their rows."""
-        order = keyed_order([engine.names[i] for i in rows],
-                            [engine.tomo_names[i] for i in rows], self._seed(), stream)
-        part = np.empty(len(rows), dtype=np.int64)
-        part[order] = np.arange(len(rows)) % n_parts
-        return part
-
     def _run(self, particles, keep, cfg, ref_mask, focus, halves, bar):
-        consensus = None
-        self.discovery_ = None
-        if _is_auto(self.focus_mask) or self.init == "components":  # issue 12
-            consensus = self._consensus(particles, keep, cfg, halves)
-            plain = EMEngine(particles, cfg, keep, ref_mask)
-            noise = plain.noise_pass(consensus[None], np.zeros(len(keep), dtype=np.int64))
-            self.discovery_ = discover(plain, consensus, noise, self.n_classes,
-                                       seed=self._seed())
-            if _is_auto(self.focus_mask) and self.discovery_.focus is not None:
-                focus = self.discovery_.focus.to(ref_mask.device)
-        if focus is not None and consensus is None:
-            consensus = self._consensus(particles, keep, cfg, halves)
-        engine = EMEngine(particles, cfg, keep, ref_mask, focus, consensus,
-                          progress=bar.update)
+        plain = EMEngine(particles, cfg, keep, ref_mask, progress=bar.update)
+        mode = "auto" if _is_auto(self.focus_mask) else focus
+        setup = discover_with(plain, self.n_classes, mode, self.init, halves, self._seed())
+        self.discovery_, self._setup = setup.discovery, setup
+        self.focus_mask_ = None if setup.focus is None else setup.focus.cpu()
+        engine = setup.engine
         ckpt = Path(self.checkpoint_dir) / f"{self.name}_state.npz" if self.checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
             state = EMState.load(ckpt)
@@ -232,10 +217,20 @@ class MLClassifier(HeterogeneityMethod):
         best = max(candidates, key=lambda s: s.log_likelihood)
         return self._iterate(engine, best, halves, self.n_iter, ckpt), engine
 
-    def _consensus(self, particles, keep, cfg, halves) -> torch.Tensor:
-        engine = EMEngine(particles, cfg, keep)
-        bp = engine.reconstruct_pass(np.ones((len(keep), 1)), None, halves)
-        return engine.volumes_from(bp)[0][0]
+    def _full_maps(self, state: EMState, halves) -> tuple[torch.Tensor, list, list,
+                                                         torch.Tensor | None]:
+        """Class maps of the final posteriors. After focused classification (signal
+        outside the mask subtracted) one more reconstruction of the unsubtracted data,
+        so that the maps written are full maps. -> (volumes, fsc, resolution, halves)."""
+        plain = self._setup.plain
+        if self._setup.engine is plain:
+            half = plain.last_half_maps
+            return state.volumes, state.fsc, state.resolution_A, half
+        noise = plain.new_noise()
+        noise.sigma2 = state.sigma2.to(plain.device)
+        bp = plain.reconstruct_pass(state.posteriors, noise, halves)
+        vols, curves, res = plain.volumes_from(bp)
+        return vols, curves, res, plain.last_half_maps
 
     def _initialise(self, engine: EMEngine, particles, keep, halves, seed_offset: int) -> EMState:
         """Random balanced subsets (and/or a low-passed reference) -> first class volumes.
@@ -243,7 +238,7 @@ class MLClassifier(HeterogeneityMethod):
         The subsets are drawn from the particle names (keyed hash, stream per restart)."""
         k, n = self.n_classes, len(keep)
         labels = self._keyed_split(engine, np.arange(n), k, f"ml-init/{seed_offset}")
-        found = self.init == "components" and seed_offset == 0 and self.discovery_ is not None
+        found = seed_offset == 0 and self._setup.from_components
         if found:  # the first start from the leading components of the residual maps
             labels = self.discovery_.labels
         weights = np.eye(k)[labels]
@@ -302,53 +297,6 @@ class MLClassifier(HeterogeneityMethod):
                     and it + 1 >= self.min_iter and changed < self.tol):
                 break
         return state
-
-    def _revive_empty(self, engine: EMEngine, state: EMState, halves,
-                      n_iter: int) -> EMState | None:
-        """Re-seed classes that hold fewer than ``min_class_fraction`` of the particles.
-
-        An emptied class means two states share the largest class (EM cannot split it
-        again by itself): the empty class takes a random half of the largest class's
-        particles (drawn from their names) and the posteriors are annealed again from
-        there, so that the split settles along the largest difference inside that class.
-        Only while a whole annealing schedule and two more iterations remain before
-        ``n_iter`` (the end of the whole run). Returns the new state (its annealing
-        restarts at its iteration), or None when no class is empty.
-        """
-        k, it = self.n_classes, state.iteration
-        if self.min_class_fraction <= 0 or k < 2 or it > n_iter - self.anneal_iters - 2:
-            return None
-        labels = state.posteriors.argmax(1)
-        counts = np.bincount(labels, minlength=k)
-        empty = np.nonzero(counts < self.min_class_fraction * len(labels))[0]
-        if len(empty) == 0:
-            return None
-        labels = labels.copy()
-        for e in empty:
-            big = int(np.bincount(labels, minlength=k).argmax())
-            members = np.nonzero(labels == big)[0]
-            half = self._keyed_split(engine, members, 2, f"ml-reseed/{it}/{int(e)}")
-            labels[members[half == 1]] = e
-        weights = np.eye(k)[labels]
-        vols, curves, res = engine.volumes_from(engine.reconstruct_pass(weights, None, halves))
-        priors = torch.as_tensor(weights.mean(0), dtype=torch.float32)
-        last = dict(state.history[-1], revived=[int(e) for e in empty])
-        return EMState(volumes=vols, priors=priors, sigma2=state.sigma2, posteriors=weights,
-                       iteration=it, log_likelihood=state.log_likelihood, anneal_from=it,
-                       fsc=curves, resolution_A=res, history=state.history[:-1] + [last],
-                       particles=engine.fingerprint)
-
-    def _anneal_cap(self, iteration: int) -> float | None:
-        """Deterministic annealing: the cap on each particle's largest posterior at
-        ``iteration`` (0-based) of the schedule. It rises linearly from
-        1/K + (1 - anneal_strength)(1 - 1/K) to 1 over ``anneal_iters``; None (true
-        posteriors) afterwards or with ``anneal_strength`` 0."""
-        if (iteration >= self.anneal_iters or self.n_classes < 2
-                or self.anneal_strength <= 0):
-            return None
-        strength = min(float(self.anneal_strength), 1.0)
-        floor = 1.0 / self.n_classes + (1.0 - strength) * (1.0 - 1.0 / self.n_classes)
-        return floor + (1.0 - floor) * iteration / self.anneal_iters
 
     # ------------------------------------------------------------------ outputs
     def predict(self, particles: ParticleSet | None = None) -> np.ndarray:

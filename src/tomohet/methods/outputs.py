@@ -79,22 +79,33 @@ class MapWriteError(RuntimeError):
 
 def _write_maps(method: HeterogeneityMethod, out: Path, px: float) -> tuple[list[str],
                                                                            list[str]]:
-    """Class maps and half maps, each atomically; one that cannot be written (NaN, disk)
-    is skipped. Returns (written names, 'name: reason' of those skipped)."""
+    """Class maps, half maps, class differences ``diff_i_j.mrc`` (class i minus class j)
+    and, after discovery, ``focus_mask.mrc`` and ``variance_z.mrc`` (on its small grid),
+    each atomically; one that cannot be written (NaN, disk) is skipped.
+    Returns (written names, 'name: reason' of those skipped)."""
     import tomohet.io
 
-    maps: list[tuple[str, np.ndarray]] = []
+    maps: list[tuple[str, np.ndarray, float]] = []
     vols = getattr(method, "class_volumes_", None)
     if vols is not None:
-        maps += [(f"class_{k + 1:03d}.mrc", vols[k].numpy()) for k in range(vols.shape[0])]
+        k = vols.shape[0]
+        maps += [(f"class_{c + 1:03d}.mrc", vols[c].numpy(), px) for c in range(k)]
+        maps += [(f"diff_{a + 1}_{b + 1}.mrc", (vols[a] - vols[b]).numpy(), px)
+                 for a in range(k) for b in range(a + 1, k)]
     halves = getattr(method, "half_volumes_", None)  # (K, 2, D, D, D)
     if halves is not None:
-        maps += [(f"class_{k + 1:03d}_half{h + 1}.mrc", halves[k, h].numpy())
+        maps += [(f"class_{k + 1:03d}_half{h + 1}.mrc", halves[k, h].numpy(), px)
                  for k in range(halves.shape[0]) for h in range(2)]
+    focus = getattr(method, "focus_mask_", None)
+    if focus is not None:
+        maps.append(("focus_mask.mrc", np.asarray(focus, dtype=np.float32), px))
+    found = getattr(method, "discovery_", None)
+    if found is not None:
+        maps.append(("variance_z.mrc", found.z.numpy(), found.pixel_size_A))
     written, failed = [], []
-    for name, arr in maps:
+    for name, arr, size in maps:
         try:
-            tomohet.io.write_mrc(out / name, arr, px)
+            tomohet.io.write_mrc(out / name, arr, size)
         except (DataError, OSError, ValueError) as exc:
             failed.append(f"{name}: {exc}")
         else:
@@ -102,9 +113,40 @@ def _write_maps(method: HeterogeneityMethod, out: Path, px: float) -> tuple[list
     return written, failed
 
 
+def _write_evidence(method: HeterogeneityMethod, out: Path, px: float) -> list[str]:
+    """``summary.json`` (the verdict, :func:`tomohet.methods.evidence.run_summary`, with
+    per-class resolution) and, with a focus mask, ``class_fsc_focus.csv`` (per-class
+    half-map FSC inside it). Sets ``method.summary_``. Returns the names written."""
+    from tomohet.io.atomic import atomic_write_text
+    from tomohet.methods.evidence import focus_fsc, run_summary
+    from tomohet.physics.fsc import resolution_at
+
+    halves = getattr(method, "half_volumes_", None)
+    focus = getattr(method, "focus_mask_", None)
+    summary, _ = run_summary(getattr(method, "discovery_", None), halves, px, mask=focus)
+    res = getattr(method, "resolution_A_", None)
+    if res is not None:
+        summary["class_resolution_A"] = [round(float(r), 1) for r in res]
+    written = []
+    if focus is not None and halves is not None:
+        curves = focus_fsc(halves, focus)
+        box = halves.shape[-1]
+        table = pd.DataFrame({"frequency_per_A": np.arange(curves.shape[1]) / (box * px)})
+        for c, curve in enumerate(curves):
+            table[f"class_{c + 1}"] = curve
+        atomic_write_text(out / "class_fsc_focus.csv", table.to_csv(index=False))
+        written.append("class_fsc_focus.csv")
+        summary["class_resolution_in_focus_A"] = [
+            round(resolution_at(curve, px, 0.143), 1) for curve in curves]
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    method.summary_ = summary  # type: ignore[attr-defined]
+    return written + ["summary.json"]
+
+
 def save_discrete(method: HeterogeneityMethod, out: Path, particles: ParticleSet) -> None:
-    """Posteriors, assignments, star, FSCs and iteration log of a classifier, then its
-    class maps.
+    """Posteriors, assignments, star, FSCs, iteration log and the evidence
+    (``summary.json``: "no heterogeneity found above noise" or not) of a classifier, then
+    its class maps, half maps and class differences.
 
     Every table is written (atomically) before any map, so a map that cannot be written
     never costs the classification: such maps are skipped and :class:`MapWriteError`
@@ -141,6 +183,7 @@ def save_discrete(method: HeterogeneityMethod, out: Path, particles: ParticleSet
             table[f"class_{k + 1}"] = c
         atomic_write_text(out / "class_fsc.csv", table.to_csv(index=False))
         kept.append("class_fsc.csv")
+    kept += _write_evidence(method, out, px)
     plot_populations(history, out / "populations.png")
     written, failed = _write_maps(method, out, px)
     if failed:

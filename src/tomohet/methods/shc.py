@@ -16,6 +16,13 @@ matched to the first by the Hungarian algorithm on their overlap; a particle's c
 is the fraction of runs agreeing with its majority class. Particles below
 ``consistency_threshold`` are flagged (``consistent_ = False``), never silently dropped;
 final class maps are averaged from consistent particles only.
+
+By default (``focus_mask="auto"``, ``init="components"``) :mod:`tomohet.methods.discovery`
+first looks for the region where the residuals against the consensus vary more than
+noise: a local region is scored alone (signal outside subtracted) from a start on the
+residual maps' leading components; a large one (whole subunits) gives that start without
+a focus; nothing above noise gives random starts. Class maps are full maps either way.
+``focus_mask=None, init="random"`` is the previous behaviour.
 """
 
 from __future__ import annotations
@@ -137,8 +144,8 @@ class SHC(HeterogeneityMethod):
         temperature: float = 10.0,
         anneal_iters: int = 5,
         references: Any = None,
-        focus_mask: Any = None,
-        init: str = "random",
+        focus_mask: Any = "auto",
+        init: str = "components",
         lowpass_A: float | None = None,
         highpass_A: float | None = None,
         mask_radius_A: float | None = None,
@@ -209,7 +216,8 @@ class SHC(HeterogeneityMethod):
     def _keyed_labels(self, engine: EMEngine, seed: int, stream: str) -> np.ndarray:
         """Balanced random classes drawn from the particle names (keyed hash), or the
         partition from the residual maps' components (``init="components"``)."""
-        if self.init == "components" and getattr(self, "discovery_", None) is not None:
+        setup = getattr(self, "_setup", None)
+        if setup is not None and setup.from_components and self.discovery_ is not None:
             return self.discovery_.labels.copy()
         order = keyed_order(engine.names, engine.tomo_names, seed, stream)
         labels = np.empty(len(order), dtype=np.int64)
@@ -337,8 +345,11 @@ class SHC(HeterogeneityMethod):
         base = 0 if self.random_state is None else int(self.random_state)
         halves = half_sets(particles.names, particles.tomo_names, base, particles.table)
         self.half_sets_ = halves
-        engine, self.discovery_ = discover_with(engine, self.n_classes, self.focus_mask,
-                                                self.init, halves, base)
+        focus = (self.focus_mask if self.focus_mask is None or isinstance(self.focus_mask, str)
+                 else _load_volume(self.focus_mask))
+        self._setup = discover_with(engine, self.n_classes, focus, self.init, halves, base)
+        self.discovery_, engine = self._setup.discovery, self._setup.engine
+        self.focus_mask_ = None if self._setup.focus is None else self._setup.focus.cpu()
         runs, self.history_ = [], []
         for r in range(max(1, self.n_runs)):
             labels, history = self._run(engine, halves, band, seed=base + 7919 * r)
@@ -359,9 +370,10 @@ class SHC(HeterogeneityMethod):
         weights = np.eye(k)[self.labels_] * self.consistent_[:, None]
         if weights.sum() == 0:
             weights = np.eye(k)[self.labels_]
-        bp = engine.reconstruct_pass(weights, None, halves)
-        self.class_volumes_, self.fsc_, self.resolution_A_ = engine.volumes_from(bp)
-        half = engine.last_half_maps
+        plain = self._setup.plain  # full maps, also after focused classification
+        bp = plain.reconstruct_pass(weights, None, halves)
+        self.class_volumes_, self.fsc_, self.resolution_A_ = plain.volumes_from(bp)
+        half = plain.last_half_maps
         assert half is not None
         self.half_volumes_ = half.reshape(k, 2, *half.shape[1:])
 
