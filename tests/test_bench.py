@@ -23,10 +23,10 @@ import torch
 
 from tomohet.bench.datasets import BenchDataset
 from tomohet.data.particles import Optics, TiltSeriesParticles
+from tomohet.data.prepare import prepare_batch
 from tomohet.data.sources import ArrayImageSource
 from tomohet.methods import REGISTRY
 from tomohet.methods.base import HeterogeneityMethod
-from tomohet.physics.forward import prepare_batch
 from tomohet.physics.fourier import ft_to_image
 from tomohet.physics.geometry import random_rotations, tilt_matrix
 from tomohet.physics.projection import VolumeProjector

@@ -7,9 +7,9 @@ import pytest
 import torch
 from synthetic import blob_volume
 
-from tomohet.analysis.clustering import cluster_latent, suggest_k
 from tomohet.data.particles import Optics, TiltSeriesParticles
 from tomohet.data.sources import ArrayImageSource
+from tomohet.methods.clustering import cluster_latent, suggest_k
 from tomohet.methods.linear import PPCA2D, WMDPCA, CCMatrix, MultiScale
 from tomohet.physics.ctf import ctf_2d, exposure_filter
 from tomohet.physics.fourier import ft_to_image

@@ -3,7 +3,7 @@
 For simulated data the best any method can do is the posterior over the true states
 under the exact forward model: central slices of the true volumes
 (:class:`~tomohet.physics.projection.VolumeProjector`), the CTF/dose/shift transfer of
-:func:`~tomohet.physics.forward.prepare_batch`, a noise model estimated in one pass from
+:func:`~tomohet.data.prepare.prepare_batch`, a noise model estimated in one pass from
 residuals against the true model, and population priors from the truth. Continuous truth
 is discretised into a grid of true volumes along the coordinate (per state); the
 posterior-mean coordinate is the oracle latent. Method scores are reported as fractions
@@ -21,14 +21,8 @@ from sklearn.cluster import KMeans
 
 from tomohet.bench.datasets import BenchDataset, ParticleSet
 from tomohet.data.particles import TiltSeriesParticles
-from tomohet.physics.forward import (
-    NoiseModel,
-    PreparedBatch,
-    log_likelihoods,
-    model_transforms,
-    prepare_batch,
-    prepare_subtomo_batch,
-)
+from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
+from tomohet.physics.forward import NoiseModel, PreparedBatch, log_likelihoods, model_transforms
 from tomohet.physics.projection import VolumeProjector
 
 __all__ = ["OracleResult", "oracle_posteriors", "oracle_grid", "run_oracle"]

@@ -19,8 +19,9 @@ import pandas as pd
 
 from tomohet.bench import figures
 from tomohet.bench.datasets import BenchDataset
-from tomohet.bench.runner import MethodRun, atomic_write_text
+from tomohet.bench.records import MethodRun
 from tomohet.bench.scoring import METRIC_LABELS
+from tomohet.io.atomic import atomic_write_text
 
 __all__ = ["write_report", "render_report"]
 

@@ -18,7 +18,6 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ import pandas as pd
 import torch
 
 from tomohet.bench.datasets import BenchDataset
+from tomohet.bench.records import MethodRun
 from tomohet.bench.scoring import (
     HIGHER_IS_BETTER,
     METRIC_LABELS,
@@ -42,38 +42,6 @@ __all__ = ["MethodRun", "measure", "run_method", "run_oracle_row", "run_bench",
            "resolve_methods", "write_leaderboard", "write_rows", "atomic_write_text"]
 
 _FIRST_COLUMNS = ["method", "dataset", "dataset_kind", "method_kind", "status"]
-
-
-@dataclass
-class MethodRun:
-    """One method on one data set: outputs for the report and the scores.
-
-    labels (N,) or None; latent (N, Z) or None; class_volumes (K, D, D, D) or None;
-    fsc per-particle FSC of ``fsc_index`` particles or None.
-    """
-
-    method: str
-    dataset: str
-    method_kind: str = ""
-    labels: np.ndarray | None = None
-    latent: np.ndarray | None = None
-    kept: np.ndarray | None = None  # (N,) bool: particles the method calls reliable
-    class_volumes: torch.Tensor | None = None
-    half_volumes: torch.Tensor | None = None  # (K, 2, D, D, D) per-class half-set maps
-    fsc: ParticleFSC | None = None
-    fsc_index: np.ndarray | None = None
-    examples: tuple[torch.Tensor, torch.Tensor] | None = None  # (pred, true) (E, D, D, D)
-    scores: dict[str, Any] = field(default_factory=dict)
-    resources: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def row(self, dataset_kind: str) -> dict[str, Any]:
-        """Flat leaderboard row."""
-        return {"method": self.method, "dataset": self.dataset, "dataset_kind": dataset_kind,
-                "method_kind": self.method_kind, "status": "error" if self.error else "ok",
-                **self.scores, **self.resources, "error": self.error or "",
-                "warning": "; ".join(self.warnings)}
 
 
 def atomic_write_text(path: Path, text: str) -> None:

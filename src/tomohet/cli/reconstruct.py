@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from tomohet.data.keys import half_sets
     from tomohet.io import read_particles, write_mrc
     from tomohet.io.atomic import atomic_write_text
+    from tomohet.methods.average import average
     from tomohet.physics.fsc import shell_frequencies_per_A
-    from tomohet.physics.reconstruction import average
 
     out = prepare_out_dir(args.out)
     particles = read_particles(args.data, tomograms=args.tomograms, datadir=args.datadir)

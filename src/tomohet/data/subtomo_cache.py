@@ -1,7 +1,7 @@
 """Subtomograms reconstructed on the fly from 2D tilt stacks, cached on disk.
 
 Each particle's tilt images are back-projected in the tomogram frame with their CTF and
-exposure filter (:func:`tomohet.physics.reconstruction.reconstruct_subtomograms`). The
+exposure filter (:func:`tomohet.data.prepare.reconstruct_subtomograms`). The
 result is stored RELION-4 style: CTF-premultiplied real-space volumes and ``sum CTF^2``
 weights in the rfft layout, in memory-mapped ``.npy`` files so large sets stream.
 """
@@ -17,9 +17,9 @@ import torch
 from tqdm.auto import tqdm
 
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
+from tomohet.data.prepare import reconstruct_subtomograms
 from tomohet.data.sources import ArrayVolumeSource
 from tomohet.physics.fourier import ft_to_volume
-from tomohet.physics.reconstruction import reconstruct_subtomograms
 
 __all__ = ["subtomograms_from_tilts"]
 

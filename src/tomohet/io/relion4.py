@@ -36,7 +36,7 @@ from tomohet.io.common import (
 )
 from tomohet.io.conventions import matrix_to_relion, relion_to_matrix
 from tomohet.io.mrc import mrc_info
-from tomohet.io.relion5 import particle_geometry
+from tomohet.io.relion_geometry import particle_geometry
 from tomohet.io.star import (
     find_block,
     key_values,

@@ -1,22 +1,27 @@
-"""Heterogeneity methods. Importing :func:`load_all` registers every built-in method."""
+"""Heterogeneity methods. :func:`load_all` imports (and so registers) every built-in method."""
 
 from __future__ import annotations
 
-import importlib
+from typing import Any
 
-from tomohet.methods.base import REGISTRY, HeterogeneityMethod, get_method, register
+from tomohet.methods.base import REGISTRY, HeterogeneityMethod, register
 
 __all__ = ["REGISTRY", "HeterogeneityMethod", "get_method", "register", "load_all"]
 
-# modules that register methods; a module listed here but not yet present is skipped
-_BUILTIN = ["ml", "shc", "linear", "vae"]
-
 
 def load_all() -> dict[str, type[HeterogeneityMethod]]:
-    for mod in _BUILTIN:
-        try:
-            importlib.import_module(f"tomohet.methods.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"tomohet.methods.{mod}":
-                raise
+    """Import the modules that register the built-in methods -> :data:`REGISTRY`."""
+    import tomohet.methods.linear  # noqa: F401  (wmdpca, ccmatrix, multiscale, ppca2d)
+    import tomohet.methods.ml  # noqa: F401  (ml2d, ml3d, occupancy)
+    import tomohet.methods.shc  # noqa: F401
+    import tomohet.methods.vae  # noqa: F401  (vae, vae-et)
+
     return REGISTRY
+
+
+def get_method(name: str, **params: Any) -> HeterogeneityMethod:
+    """A built-in or registered method by name, built with ``params``."""
+    load_all()
+    if name not in REGISTRY:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](**params)

@@ -6,7 +6,8 @@ scikit-learn style: ``__init__`` stores hyperparameters (and ``random_state``) o
 volume for a particle implement ``particle_volumes`` (used by the per-particle FSC metric).
 
 A method registers with :func:`register`; ``tomohet bench`` and the shared test suite
-iterate :data:`REGISTRY`.
+iterate :data:`REGISTRY` after :func:`tomohet.methods.load_all` has imported the built-in
+methods (:func:`tomohet.methods.get_method` does so itself).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 
-__all__ = ["HeterogeneityMethod", "REGISTRY", "register", "get_method", "ParticleSet"]
+__all__ = ["HeterogeneityMethod", "REGISTRY", "register", "ParticleSet"]
 
 ParticleSet = TiltSeriesParticles | SubtomogramParticles
 
@@ -33,15 +34,6 @@ def register(cls: type[HeterogeneityMethod]) -> type[HeterogeneityMethod]:
         raise TypeError(f"{cls.__name__} has no name")
     REGISTRY[cls.name] = cls
     return cls
-
-
-def get_method(name: str, **params: Any) -> HeterogeneityMethod:
-    from tomohet.methods import load_all
-
-    load_all()
-    if name not in REGISTRY:
-        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](**params)
 
 
 class HeterogeneityMethod:

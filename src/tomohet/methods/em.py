@@ -25,14 +25,13 @@ import torch
 
 from tomohet.data.keys import keyed_order
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
+from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
 from tomohet.io.atomic import atomic_path
 from tomohet.physics.forward import (
     NoiseModel,
     PreparedBatch,
     log_likelihoods,
     model_transforms,
-    prepare_batch,
-    prepare_subtomo_batch,
 )
 from tomohet.physics.fourier import ft_to_volume, lowpass_filter, volume_to_ft
 from tomohet.physics.fsc import resolution_at

@@ -9,6 +9,9 @@ with ``M = CTF`` when the stacks are CTF-premultiplied (and ``* exposure`` when 
 weighted), else 1. Noise is white within a resolution shell, with power ``sigma2`` per
 (tilt group, shell). Only frequencies inside the image's dose mask (and inside an
 optional resolution limit) count.
+
+Tensors in, tensors out: :mod:`tomohet.data.prepare` turns particle batches into a
+:class:`PreparedBatch`.
 """
 
 from __future__ import annotations
@@ -17,23 +20,15 @@ from dataclasses import dataclass
 
 import torch
 
-from tomohet.data.particles import Optics, SubtomoBatch, TiltBatch
-from tomohet.physics.ctf import ctf_2d, dose_mask, exposure_filter
 from tomohet.physics.fourier import (
     freq_grid_3d,
     hermitian_weights_2d,
     hermitian_weights_3d,
-    image_to_ft,
     radial_shell_index,
-    shift_phase_2d,
-    volume_to_ft,
 )
 from tomohet.physics.projection import VolumeProjector
 
-__all__ = [
-    "PreparedBatch", "prepare_batch", "prepare_subtomo_batch", "tilt_groups",
-    "log_likelihoods", "model_transforms", "NoiseModel",
-]
+__all__ = ["PreparedBatch", "tilt_groups", "log_likelihoods", "model_transforms", "NoiseModel"]
 
 
 @dataclass
@@ -67,46 +62,6 @@ class PreparedBatch:
 def tilt_groups(tilt_deg: torch.Tensor, group_width_deg: float) -> torch.Tensor:
     """Noise-model group of each image: |tilt| binned by ``group_width_deg``."""
     return torch.div(tilt_deg.abs() + 1e-3, group_width_deg, rounding_mode="floor").long()
-
-
-def prepare_batch(
-    batch: TiltBatch,
-    optics: Optics,
-    max_resolution_A: float | None = None,
-    group_width_deg: float = 10.0,
-    use_dose_mask: bool = True,
-) -> PreparedBatch:
-    """Transforms, transfer functions and masks of a batch. See :class:`PreparedBatch`."""
-    d, px = optics.box, optics.pixel_size_A
-    data = image_to_ft(batch.images)
-    ctf = ctf_2d(
-        batch.defocus_u_A, batch.defocus_v_A, batch.defocus_angle_deg, d, px, optics.ctf_params
-    )
-    expo = exposure_filter(batch.dose_e_per_A2, d, px)
-    h = ctf * expo * batch.ctf_scale[..., None, None]
-    m = torch.ones_like(h)
-    if optics.ctf_premultiplied:
-        m = m * ctf
-    if optics.dose_weighted:
-        m = m * expo
-    phase = shift_phase_2d(batch.shift_A / px, d)
-    transfer = (m * h).to(torch.complex64) * phase
-    mask = batch.visible[..., None, None].expand(h.shape).clone()
-    if use_dose_mask:
-        mask &= dose_mask(batch.dose_e_per_A2, d, px)
-    else:
-        k = radial_shell_index(d, 2, device=h.device)
-        mask &= k <= d // 2
-    if max_resolution_A is not None:
-        shell = radial_shell_index(d, 2, device=h.device)
-        mask &= shell <= d * px / max_resolution_A
-    if optics.ctf_premultiplied or optics.dose_weighted:
-        mask &= m.abs() > 1e-3
-    return PreparedBatch(
-        data=data, transfer=transfer, mask=mask, noise_scale=m**2,
-        group=tilt_groups(batch.tilt_deg, group_width_deg), rotation=batch.rotation,
-        visible=batch.visible, tilt_deg=batch.tilt_deg,
-    )
 
 
 class NoiseModel:
@@ -207,35 +162,3 @@ def model_transforms(projector: VolumeProjector, prep: PreparedBatch,
     # subtomogram frequency k samples the reference at A.T k
     freqs = torch.einsum("...ji,zyxj->...zyxi", rot, k3)
     return projector.sample(freqs)
-
-
-def prepare_subtomo_batch(
-    batch: SubtomoBatch, optics: Optics, max_resolution_A: float | None = None
-) -> PreparedBatch:
-    """Subtomograms and their 3D CTF/wedge volumes as a :class:`PreparedBatch`.
-
-    Premultiplied data (RELION 4 pseudo-subtomograms: ``sum CTF X`` with weights
-    ``sum CTF^2``) have transfer = noise scale = weight; plain reconstructions with a 3D
-    CTF (RELION 3.0) have transfer = CTF volume and unit noise scale.
-    """
-    d = optics.box
-    data = volume_to_ft(batch.volumes)
-    if batch.weights is None:
-        transfer = torch.ones(data.shape, device=data.device)
-    else:
-        transfer = batch.weights.float()
-    noise_scale = (transfer.clamp_min(0) if optics.ctf_premultiplied
-                   else torch.ones_like(transfer))
-    shell = radial_shell_index(d, 3, device=data.device)
-    limit = d // 2 if max_resolution_A is None else min(d // 2,
-                                                        d * optics.pixel_size_A / max_resolution_A)
-    mask = (shell <= limit).expand(data.shape).clone()
-    mask &= transfer.abs() > 1e-3
-    b = data.shape[0]
-    return PreparedBatch(
-        data=data, transfer=transfer.to(torch.complex64), mask=mask, noise_scale=noise_scale,
-        group=torch.zeros(b, dtype=torch.long, device=data.device), rotation=batch.rotation,
-        visible=torch.ones(b, dtype=torch.bool, device=data.device), geometry="subtomo",
-    )
-
-

@@ -5,6 +5,11 @@ Every reconstruction is ``V = sum H^* X w / (sum |H|^2 w + reg)`` in Fourier spa
 noise power (1 when no noise model is given) and ``reg`` a Wiener term. The same code
 serves the consensus average, class maps (with posterior weights) and per-particle
 subtomograms (where the accumulated weight *is* the missing-wedge/CTF volume).
+
+Tensors in, tensors out: particle batches become a
+:class:`~tomohet.physics.forward.PreparedBatch` in :mod:`tomohet.data.prepare` (which
+also builds per-particle subtomograms), and the loop over a whole particle set (the
+consensus average with half maps) is :func:`tomohet.methods.average.average`.
 """
 
 from __future__ import annotations
@@ -13,17 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from tomohet.data.particles import Optics, SubtomogramParticles, TiltBatch, TiltSeriesParticles
-from tomohet.physics.forward import (
-    NoiseModel,
-    PreparedBatch,
-    prepare_batch,
-    prepare_subtomo_batch,
-)
+from tomohet.physics.forward import NoiseModel, PreparedBatch
 from tomohet.physics.fourier import freq_grid_3d
-from tomohet.physics.fsc import fsc, resolution_at
+from tomohet.physics.fsc import fsc
 from tomohet.physics.projection import Backprojector, reconstruct, scatter_plan
 
 __all__ = [
@@ -32,9 +30,6 @@ __all__ = [
     "wiener_reconstruct",
     "GoldStandardMaps",
     "gold_standard_maps",
-    "AverageResult",
-    "average",
-    "reconstruct_subtomograms",
     "half_set_labels",
 ]
 
@@ -178,109 +173,3 @@ def half_set_labels(n: int, seed: int = 0, given: np.ndarray | None = None) -> n
     labels = np.zeros(n, dtype=np.int64)
     labels[rng.permutation(n)[: n // 2]] = 1
     return labels
-
-
-@dataclass
-class AverageResult:
-    full: torch.Tensor  # (D, D, D)
-    half1: torch.Tensor
-    half2: torch.Tensor
-    fsc: torch.Tensor  # (D//2+1,)
-    resolution_A: float  # at FSC 0.143
-    pixel_size_A: float
-
-
-def _accumulate(
-    particles: TiltSeriesParticles | SubtomogramParticles,
-    bp: Backprojector,
-    halves: np.ndarray,
-    batch_size: int,
-    device: torch.device | str,
-    progress: bool,
-    class_weights: np.ndarray | None = None,
-) -> None:
-    """Back-project all particles; volume = 2 * class + half set."""
-    n = particles.n_particles
-    k = 1 if class_weights is None else class_weights.shape[1]
-    bar = tqdm(total=n, desc="back-projecting", unit="ptcl", disable=not progress)
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, min(start + batch_size, n))
-        cw = np.ones((len(idx), 1)) if class_weights is None else class_weights[idx]
-        vw = np.zeros((2 * k, len(idx)), dtype=np.float32)
-        for c in range(k):
-            vw[2 * c + halves[idx], np.arange(len(idx))] = cw[:, c]
-        vw_t = torch.from_numpy(vw).to(device)
-        if isinstance(particles, TiltSeriesParticles):
-            prep = prepare_batch(particles.batch(idx, device), particles.optics)
-            insert_prepared(bp, prep, class_weights=vw_t)
-        else:
-            prep = prepare_subtomo_batch(particles.batch(idx, device), particles.optics)
-            insert_prepared(bp, prep, class_weights=vw_t)
-        bar.update(len(idx))
-    bar.close()
-
-
-def average(
-    particles: TiltSeriesParticles | SubtomogramParticles,
-    *,
-    half_sets: np.ndarray | None = None,
-    class_weights: np.ndarray | None = None,
-    batch_size: int = 32,
-    device: torch.device | str = "cpu",
-    pad: int = 2,
-    seed: int = 0,
-    progress: bool = True,
-) -> list[AverageResult]:
-    """Weighted average(s) with gold-standard half maps and FSC.
-
-    class_weights (N, K): one average per class (posterior-weighted); default one class.
-    """
-    n = particles.n_particles
-    if half_sets is None:  # the file's rlnRandomSubset, else drawn from the names
-        from tomohet.data.keys import half_sets as keyed_half_sets
-
-        halves = keyed_half_sets(particles.names, particles.tomo_names, seed, particles.table)
-    else:
-        halves = half_set_labels(n, seed, half_sets)
-    k = 1 if class_weights is None else class_weights.shape[1]
-    bp = Backprojector(particles.optics.box, n_volumes=2 * k, pad=pad, device=device)
-    _accumulate(particles, bp, halves, batch_size, device, progress, class_weights)
-    px = particles.optics.pixel_size_A
-    gs = gold_standard_maps(bp)
-    results = []
-    for c in range(k):
-        curve = gs.fsc[c].cpu()
-        results.append(AverageResult(gs.maps[c].cpu(), gs.half_maps[2 * c].cpu(),
-                                     gs.half_maps[2 * c + 1].cpu(), curve,
-                                     resolution_at(curve, px, 0.143), px))
-    return results
-
-
-def reconstruct_subtomograms(
-    batch: TiltBatch, optics: Optics
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-particle subtomograms in the tomogram frame from their tilt images.
-
-    Returns CTF-premultiplied data ``sum H^* X`` (B, D, D, D//2+1) complex and the
-    weight ``sum |H|^2`` (same shape), the latter being each particle's 3D CTF / missing
-    wedge. Real-space subtomograms: ``ft_to_volume(data / (weight + eps))``.
-    """
-    if batch.particle_rotation is None:
-        raise ValueError("batch has no particle rotations")
-    prep = prepare_batch(batch, optics)
-    b, t = prep.mask.shape[:2]
-    d = optics.box
-    # images in the tomogram frame: drop the particle rotation from R = P A
-    tilt_rot = prep.rotation @ batch.particle_rotation[:, None].transpose(-1, -2)
-    prep.rotation = tilt_rot
-    # built on the image grid itself (pad 1): one small grid per particle
-    bp = Backprojector(d, n_volumes=b, pad=1, device=batch.images.device)
-    w = prep.mask.float() / prep.noise_scale.clamp_min(1e-6)
-    data = (prep.transfer.conj() * prep.data * w).reshape(b * t, d, d // 2 + 1)
-    weight = ((prep.transfer.abs() ** 2) * w).reshape(b * t, d, d // 2 + 1)
-    vidx = torch.arange(b, device=data.device).repeat_interleave(t)
-    bp.insert(data, weight, tilt_rot.reshape(b * t, 3, 3), volume_index=vidx)
-    grid_d, grid_w = bp.grids()  # fftshifted full grids of size D
-    data_r = torch.fft.ifftshift(grid_d, dim=(-3, -2, -1))[..., : d // 2 + 1]
-    weight_r = torch.fft.ifftshift(grid_w, dim=(-3, -2, -1))[..., : d // 2 + 1]
-    return data_r, weight_r

@@ -12,7 +12,8 @@ from tomohet.sim.acquisition import TiltScheme
 from tomohet.sim.build import build_model
 from tomohet.sim.config import SimulationConfig
 from tomohet.sim.presets import get_preset, list_presets
-from tomohet.sim.simulate import render_clean, simulate
+from tomohet.sim.render import render_clean
+from tomohet.sim.simulate import simulate
 from tomohet.sim.states import AtomicStates, HeterogeneityModel, VolumeStates
 from tomohet.sim.truth import SimulatedDataset
 

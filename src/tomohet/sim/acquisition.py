@@ -22,7 +22,8 @@ import torch
 from tomohet.physics.ctf import CtfParams, ctf_2d, exposure_filter
 
 __all__ = ["TiltScheme", "dose_symmetric_order", "draw_tomogram_ctf", "transfer_function",
-           "sigma0_for_snr", "noise_sigma", "measured_snr", "draw_missing_tilts"]
+           "sigma0_for_snr", "noise_sigma", "measured_snr", "draw_missing_tilts",
+           "TrueAcquisition"]
 
 
 def dose_symmetric_order(angles_deg: np.ndarray, group_size: int = 2,
@@ -145,3 +146,27 @@ def draw_missing_tilts(shape: tuple[int, int], rate: float, rng: np.random.Gener
     if keep is not None:
         visible |= np.asarray(keep, bool)[None]
     return visible
+
+
+@dataclass
+class TrueAcquisition:
+    """Exact per-particle (N, ...) and per-image (N, T) values used to form the images."""
+
+    state: np.ndarray  # (N,) int
+    coords: np.ndarray  # (N, C)
+    tomogram: np.ndarray  # (N,) int
+    position_A: np.ndarray  # (N, 3)
+    rotation: np.ndarray  # (N, 3, 3) reference -> tomogram
+    tilt_rotation: np.ndarray  # (N, T, 3, 3)
+    tilt_deg: np.ndarray  # (N, T)
+    dose_e_per_A2: np.ndarray  # (N, T)
+    defocus_u_A: np.ndarray  # (N, T), depth offset included
+    defocus_v_A: np.ndarray
+    defocus_angle_deg: np.ndarray
+    ctf_scale: np.ndarray
+    visible: np.ndarray  # (N, T) bool
+    tomogram_defocus_um: np.ndarray  # (n_tomograms,)
+    # per tomogram and tilt, at the tomogram centre: (n_tomograms, T)
+    tilt_defocus_u_A: np.ndarray
+    tilt_defocus_v_A: np.ndarray
+    tilt_defocus_angle_deg: np.ndarray

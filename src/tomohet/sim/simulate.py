@@ -24,25 +24,25 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tomohet.data.particles import Optics, TiltSeriesParticles
+from tomohet.data.particles import TiltSeriesParticles
 from tomohet.data.sources import ArrayImageSource
 from tomohet.physics.ctf import depth_defocus_offset_A
-from tomohet.physics.fourier import ft_to_image
 from tomohet.physics.geometry import matrix_to_euler, random_rotations, small_rotation, tilt_matrix
 from tomohet.sim.acquisition import (
+    TrueAcquisition,
     draw_missing_tilts,
     draw_tomogram_ctf,
     noise_sigma,
     sigma0_for_snr,
-    transfer_function,
 )
 from tomohet.sim.build import build_model, particle_diameter_A
 from tomohet.sim.config import SimulationConfig
+from tomohet.sim.render import optics_for, render_clean
 from tomohet.sim.states import HeterogeneityModel
 from tomohet.sim.tomograms import assign_tomograms, place_particles
-from tomohet.sim.truth import SimulatedDataset, TrueAcquisition, truth_table
+from tomohet.sim.truth import SimulatedDataset, truth_table
 
-__all__ = ["simulate", "render_clean"]
+__all__ = ["simulate"]
 
 _STREAMS = ("states", "placement", "orientation", "ctf", "missing", "noise", "errors", "split")
 
@@ -54,33 +54,6 @@ def _streams(seed: int) -> dict[str, np.random.Generator]:
 
 def _torch_generator(rng: np.random.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
-
-
-def _optics(config: SimulationConfig) -> Optics:
-    return Optics(pixel_size_A=config.pixel_size_A, box=config.box, voltage_kv=config.voltage_kv,
-                  cs_mm=config.cs_mm, amplitude_contrast=config.amplitude_contrast)
-
-
-def render_clean(model: HeterogeneityModel, acq: TrueAcquisition, index: np.ndarray,
-                 config: SimulationConfig,
-                 tilts: np.ndarray | list[int] | None = None) -> torch.Tensor:
-    """Noise-free images of particles ``index`` (B,) at tilt slots ``tilts`` (T',) (default
-    all) -> (B, T', D, D), using the true poses and CTF parameters."""
-    idx = np.asarray(index, dtype=np.int64)
-    t = np.arange(acq.tilt_deg.shape[1]) if tilts is None else np.asarray(tilts)
-    sel = np.ix_(idx, t)
-    full = torch.as_tensor(acq.tilt_rotation[sel] @ acq.rotation[idx][:, None],
-                           dtype=torch.float32)
-    slices = model.project(acq.state[idx], acq.coords[idx], full)
-
-    def f(a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(a[sel], dtype=torch.float32)
-
-    h = transfer_function(f(acq.defocus_u_A), f(acq.defocus_v_A), f(acq.defocus_angle_deg),
-                          f(acq.dose_e_per_A2), f(acq.ctf_scale), config.box,
-                          config.pixel_size_A, _optics(config).ctf_params, config.ctf,
-                          config.dose_weighting)
-    return ft_to_image(slices * h, box=config.box)
 
 
 def _true_acquisition(config: SimulationConfig, model: HeterogeneityModel,
@@ -220,7 +193,7 @@ def _particles(acq: TrueAcquisition, config: SimulationConfig, stack: np.ndarray
         dose_e_per_A2=acq.dose_e_per_A2.copy(), defocus_u_A=du, defocus_v_A=dv,
         defocus_angle_deg=acq.defocus_angle_deg.copy(), ctf_scale=acq.ctf_scale.copy(),
         shift_A=np.zeros((n, t, 2)), visible=acq.visible.copy(), image_index=image_index,
-        images=ArrayImageSource(stack), optics=_optics(config),
+        images=ArrayImageSource(stack), optics=optics_for(config),
         table=_particle_table(acq, tomo_names, names, rotation, rngs["split"]),
         meta={"format": "relion5", "source": f"tomohet.sim:{config.name}",
               "handedness": config.handedness, "tomograms": tomograms,

@@ -1,46 +1,34 @@
 """Subtomograms and 3D CTF volumes from simulated tilt images (optional output).
 
 Each particle's tilt images are back-projected in the tomogram frame by
-``tomohet.physics.reconstruction.reconstruct_subtomograms``: the subtomogram is the
+``tomohet.data.prepare.reconstruct_subtomograms``: the subtomogram is the
 CTF-premultiplied sum ``sum_t CTF_t X_t`` (real space, ``subtomo_NNNNNN.mrc``) and its
 weight volume ``sum_t CTF_t^2`` in the rfft layout (D, D, D//2+1) (``ctf_NNNNNN.mrc``),
 i.e. RELION 4 pseudo-subtomograms (``ctf_premultiplied=True``). The particle star file
-goes through ``tomohet.io.write_particles``. Skipped with a warning when the core
-function or the writer is not available.
+goes through ``tomohet.io.write_particles``.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
+from tomohet.data.prepare import reconstruct_subtomograms
 from tomohet.data.sources import VolumeSource
+from tomohet.io.mrc import write_mrc
+from tomohet.io.writers import write_particles
 from tomohet.physics.fourier import ft_to_volume
 
 __all__ = ["write_subtomograms"]
-
-
-def _write_volume(path: Path, volume: np.ndarray, pixel_size_A: float) -> None:
-    from tomohet.sim.truth import _write_mrc
-
-    _write_mrc(path, volume, pixel_size_A)
 
 
 def write_subtomograms(particles: TiltSeriesParticles, folder: str | Path,
                        batch_size: int = 16, progress: bool = False,
                        fmt: str = "relion4") -> list[Path]:
     """Write one subtomogram and weight volume per particle plus a star file -> paths."""
-    try:
-        from tomohet.physics.reconstruction import reconstruct_subtomograms
-    except ImportError:
-        warnings.warn("reconstruct_subtomograms is not available: no subtomograms written",
-                      stacklevel=2)
-        return []
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     px, d = particles.optics.pixel_size_A, particles.optics.box
@@ -52,8 +40,8 @@ def write_subtomograms(particles: TiltSeriesParticles, folder: str | Path,
         vols = ft_to_volume(data, box=d).numpy()
         for b, i in enumerate(batch.index):
             v, c = out / f"subtomo_{i:06d}.mrc", out / f"ctf_{i:06d}.mrc"
-            _write_volume(v, vols[b], px)
-            _write_volume(c, weight[b].numpy(), px)
+            write_mrc(v, vols[b], px)
+            write_mrc(c, weight[b].numpy(), px)
             vol_files.append(v)
             ctf_files.append(c)
         bar.update(len(batch.index))
@@ -67,11 +55,5 @@ def write_subtomograms(particles: TiltSeriesParticles, folder: str | Path,
         optics=replace(particles.optics, ctf_premultiplied=True), weight_layout="rfft",
         table=particles.table, meta=dict(particles.meta, format=fmt),
     )
-    try:
-        from tomohet.io import write_particles  # type: ignore[attr-defined]
-    except ImportError:
-        warnings.warn("tomohet.io.write_particles is not available: subtomogram volumes "
-                      "written without a star file", stacklevel=2)
-        return written
     paths = write_particles(sub, out / "particles.star", fmt=fmt)
-    return written + [Path(p) for p in (paths or [])]
+    return written + [Path(p) for p in paths]

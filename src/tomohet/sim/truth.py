@@ -12,7 +12,6 @@ tomogram's mean defocus).
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,35 +21,17 @@ import pandas as pd
 import torch
 
 from tomohet.data.particles import TiltSeriesParticles
+from tomohet.io.atomic import atomic_write_text
+from tomohet.io.mrc import write_mrc
+from tomohet.io.writers import write_particles
 from tomohet.physics.geometry import matrix_to_euler, rotation_angle_deg
+from tomohet.sim.acquisition import TrueAcquisition
 from tomohet.sim.config import SimulationConfig
+from tomohet.sim.render import render_clean
 from tomohet.sim.states import HeterogeneityModel
+from tomohet.sim.subtomo import write_subtomograms
 
-__all__ = ["TrueAcquisition", "SimulatedDataset", "truth_table"]
-
-
-@dataclass
-class TrueAcquisition:
-    """Exact per-particle (N, ...) and per-image (N, T) values used to form the images."""
-
-    state: np.ndarray  # (N,) int
-    coords: np.ndarray  # (N, C)
-    tomogram: np.ndarray  # (N,) int
-    position_A: np.ndarray  # (N, 3)
-    rotation: np.ndarray  # (N, 3, 3) reference -> tomogram
-    tilt_rotation: np.ndarray  # (N, T, 3, 3)
-    tilt_deg: np.ndarray  # (N, T)
-    dose_e_per_A2: np.ndarray  # (N, T)
-    defocus_u_A: np.ndarray  # (N, T), depth offset included
-    defocus_v_A: np.ndarray
-    defocus_angle_deg: np.ndarray
-    ctf_scale: np.ndarray
-    visible: np.ndarray  # (N, T) bool
-    tomogram_defocus_um: np.ndarray  # (n_tomograms,)
-    # per tomogram and tilt, at the tomogram centre: (n_tomograms, T)
-    tilt_defocus_u_A: np.ndarray
-    tilt_defocus_v_A: np.ndarray
-    tilt_defocus_angle_deg: np.ndarray
+__all__ = ["SimulatedDataset", "truth_table"]
 
 
 def truth_table(acq: TrueAcquisition, model: HeterogeneityModel,
@@ -76,30 +57,6 @@ def truth_table(acq: TrueAcquisition, model: HeterogeneityModel,
     df["n_visible_tilts"] = acq.visible.sum(1)
     df["defocus_um"] = acq.tomogram_defocus_um[acq.tomogram]
     return df
-
-
-def _write_mrc(path: Path, volume: np.ndarray, pixel_size_A: float) -> None:
-    try:
-        from tomohet.io import write_mrc  # type: ignore[attr-defined]
-    except ImportError:  # io not there yet: plain mrcfile
-        import mrcfile
-
-        with mrcfile.new(path, overwrite=True) as m:
-            m.set_data(np.ascontiguousarray(volume, dtype=np.float32))
-            m.voxel_size = pixel_size_A
-            m.header.nlabl = 0  # no time-stamped label: identical bytes for identical data
-            m.header.label[0] = b""
-        return
-    write_mrc(path, volume, pixel_size_A)
-
-
-def _write_text(path: Path, text: str) -> None:
-    try:
-        from tomohet.io.atomic import atomic_write_text
-    except ImportError:
-        path.write_text(text)
-        return
-    atomic_write_text(path, text)
 
 
 @dataclass
@@ -142,8 +99,6 @@ class SimulatedDataset:
     def clean_images(self, index: np.ndarray | list[int],
                      tilts: np.ndarray | None = None) -> torch.Tensor:
         """Noise-free images of particles (B,) at tilt slots (T',) -> (B, T', D, D)."""
-        from tomohet.sim.simulate import render_clean
-
         return render_clean(self.model, self.acquisition, np.asarray(index), self.config, tilts)
 
     def summary(self) -> dict[str, Any]:
@@ -161,31 +116,21 @@ class SimulatedDataset:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
-        from tomohet import io as tio
-
-        if formats and not hasattr(tio, "write_particles"):
-            warnings.warn("tomohet.io.write_particles is not available: particle files "
-                          "not written", stacklevel=2)
-            formats = ()
-        if formats:
-            for i, fmt in enumerate(formats):
-                folder = out if i == 0 else out / fmt
-                folder.mkdir(parents=True, exist_ok=True)
-                paths = tio.write_particles(  # type: ignore[attr-defined]
-                    self.particles, folder / "particles.star", fmt=fmt)
-                written.extend(Path(p) for p in (paths or []))
-        _write_text(out / "truth.csv", self.truth.to_csv(index=False))
+        for i, fmt in enumerate(formats):
+            folder = out if i == 0 else out / fmt
+            folder.mkdir(parents=True, exist_ok=True)
+            paths = write_particles(self.particles, folder / "particles.star", fmt=fmt)
+            written.extend(Path(p) for p in paths)
+        atomic_write_text(out / "truth.csv", self.truth.to_csv(index=False))
         written.append(out / "truth.csv")
         px = self.config.pixel_size_A
         for k, vol in enumerate(self.state_volumes):
             path = out / f"state_{k:02d}.mrc"
-            _write_mrc(path, vol.numpy(), px)
+            write_mrc(path, vol.numpy(), px)
             written.append(path)
-        _write_text(out / "simulation.json", json.dumps(self.metadata(), indent=2) + "\n")
+        atomic_write_text(out / "simulation.json", json.dumps(self.metadata(), indent=2) + "\n")
         written.append(out / "simulation.json")
         if subtomograms:
-            from tomohet.sim.subtomo import write_subtomograms
-
             written.extend(write_subtomograms(self.particles, out / "subtomograms",
                                               progress=progress))
         return written

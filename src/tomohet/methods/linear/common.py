@@ -9,16 +9,23 @@ when asked.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from tomohet.io.atomic import atomic_write_text
+from tomohet.io.mrc import write_mrc
 from tomohet.methods.base import HeterogeneityMethod, ParticleSet
+from tomohet.methods.linear.outputs import plot_explained_variance
 from tomohet.methods.linear.reference import regress_volumes
+from tomohet.methods.outputs import save_continuous
+from tomohet.methods.trajectories import write_component_series
 from tomohet.physics.fourier import ft_to_volume, lowpass_filter, soft_sphere_mask, volume_to_ft
 
 __all__ = ["LinearMethod", "load_mask"]
@@ -110,7 +117,7 @@ class LinearMethod(HeterogeneityMethod):
         self.labels_ = None
         self.cluster_info_: dict[str, Any] = {}
         if self.cluster:
-            from tomohet.analysis.clustering import cluster_latent
+            from tomohet.methods.clustering import cluster_latent
 
             res = cluster_latent(z, method=self.cluster, n_clusters=self.n_clusters,
                                  max_clusters=self.max_clusters, seed=self.random_state or 0)
@@ -139,6 +146,33 @@ class LinearMethod(HeterogeneityMethod):
         return self.mean_volume_[None] + torch.einsum("nk,kzyx->nzyx", z, self.eigenvolumes_)
 
     def save(self, out_dir: str | Path, particles: ParticleSet) -> None:
-        from tomohet.methods.linear.outputs import save_linear
-
-        save_linear(self, Path(out_dir), particles)
+        """``latent.csv`` (+ ``assignments.csv`` and ``clusters.json`` when clustered) and
+        the input star with latent columns (:func:`tomohet.methods.outputs.save_continuous`);
+        ``mean.mrc`` and ``eigenvolume_XX.mrc``; ``component_XX/frame_YY.mrc`` series from
+        -2 to +2 standard deviations; ``explained_variance.csv``/``.png``; ``method.json``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_continuous(self, out, particles)
+        px = particles.optics.pixel_size_A
+        write_mrc(out / "mean.mrc", self.mean_volume_.numpy(), px)
+        for j, vol in enumerate(self.eigenvolumes_):
+            write_mrc(out / f"eigenvolume_{j + 1:02d}.mrc", vol.numpy(), px)
+        write_component_series(out, self.mean_volume_, self.eigenvolumes_, self.latent_, px)
+        ratio = self.explained_variance_ratio_
+        if ratio is not None:
+            table = pd.DataFrame({"component": np.arange(1, len(ratio) + 1),
+                                  "explained_variance_ratio": ratio})
+            atomic_write_text(out / "explained_variance.csv", table.to_csv(index=False))
+            scales = getattr(self, "scales_used_A_", None)
+            groups = None
+            if scales and len(ratio) == len(scales) * self.n_components:
+                groups = [f"{s:g} A" for s in scales for _ in range(self.n_components)]
+                table["group"] = groups
+                atomic_write_text(out / "explained_variance.csv", table.to_csv(index=False))
+            plot_explained_variance(ratio, out / "explained_variance.png", self.name, groups)
+        if self.labels_ is not None:
+            atomic_write_text(out / "clusters.json", json.dumps(self.cluster_info_, indent=1))
+        info = {"method": self.name, "params": {k: repr(v) if not isinstance(
+            v, int | float | str | bool | type(None)) else v for k, v in self.get_params().items()},
+            "timings_s": getattr(self, "timings_", {})}
+        atomic_write_text(out / "method.json", json.dumps(info, indent=1))

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from tomohet.data.particles import TiltSeriesParticles
+from tomohet.data.prepare import prepare_batch
 from tomohet.methods.base import ParticleSet, register
 from tomohet.methods.linear.common import LinearMethod
-from tomohet.physics.forward import NoiseModel, PreparedBatch, model_transforms, prepare_batch
+from tomohet.physics.forward import NoiseModel, PreparedBatch, model_transforms
 from tomohet.physics.fourier import (
     freq_grid_2d,
     ft_to_volume,
@@ -157,7 +158,7 @@ class PPCA2D(LinearMethod):
 
     # ------------------------------------------------------------------ init + loop
     def _initial(self, particles: TiltSeriesParticles, device: torch.device) -> torch.Tensor:
-        from tomohet.physics.reconstruction import average
+        from tomohet.methods.average import average
 
         box, px = particles.optics.box, particles.optics.pixel_size_A
         mean = average(particles, batch_size=self.batch_size, device=device,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
-from tomohet.physics.forward import prepare_batch, prepare_subtomo_batch
+from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
 from tomohet.physics.fourier import freq_grid_3d, ft_to_volume, lowpass_filter
 from tomohet.physics.linalg import solve_spd
 from tomohet.physics.projection import Backprojector, scatter_plan

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from tomohet.data.particles import TiltSeriesParticles
+from tomohet.data.prepare import prepare_batch
 from tomohet.physics.ctf import tilt_weight
-from tomohet.physics.forward import prepare_batch
 from tomohet.physics.fourier import freq_grid_2d, hermitian_weights_2d
 
 __all__ = ["FourierCache", "PointBatch", "build_cache", "select_lowest_dose",
