@@ -6,7 +6,7 @@ independent ones of 5% and 3% (4 states, 25% each); 41 tilts +-60 deg, 5% missin
 
     python benchmarks/small_states.py oracle          # oracle ARI per SNR
     python benchmarks/small_states.py diag --snr 0.02 # EM monotonicity + oracle starts
-    python benchmarks/small_states.py ideas --snr 0.02 --methods ml2d,ml2d-auto
+    python benchmarks/small_states.py ideas --snr 0.02 --methods ml2d-old,ml2d
 
 Each run appends one JSON line to benchmarks/results/small_states/<command>.jsonl.
 Run with OMP_NUM_THREADS=1 on a shared machine.
@@ -160,10 +160,14 @@ def _method(name: str, k: int, seed: int):
         params.update(n_iter=20)
     if base == "shc":
         params.update(n_runs=3)
+    # since issue 12 the defaults are focus_mask="auto", init="components";
+    # "-old" is the earlier default (whole map, random annealed starts)
+    old = {"focus_mask": None, "init": "random"}
     options = {"auto": {"init": "components", "focus_mask": "auto"},
-               "init": {"init": "components"},
-               "focus": {"focus_mask": "auto"},
-               "noanneal": {"anneal_iters": 0},
+               "old": old,
+               "init": {"init": "components", "focus_mask": None},
+               "focus": {"focus_mask": "auto", "init": "random"},
+               "noanneal": {**old, "anneal_iters": 0},
                "": {}}
     params.update(options[variant])
     return get_method(base, **params)

@@ -96,8 +96,9 @@ def test_focused_run_writes_full_maps_and_evidence(small_component, tmp_path):
 
 
 def test_ml2d_low_snr_needs_the_discovery():
-    """At SNR 0.1 random starts stay at chance on this set (ML2D defaults: ARI 0.13
-    when this test was written); the focus + components start finds the component."""
+    """At SNR 0.1 random starts stay at chance on this set (``focus_mask=None,
+    init="random"``, the defaults before issue 12: ARI 0.13 when this test was written);
+    the default focus + components start finds the component."""
     base = _complex_points()
     vols = torch.stack([blob_volume(BOX, base), blob_volume(BOX, base + [(8.0, 1.0, -1.0)])])
     particles, labels, _ = make_tilt_set(n=120, box=BOX, n_tilts=15, snr=0.1, seed=5,
