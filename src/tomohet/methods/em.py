@@ -27,13 +27,27 @@ from tomohet.data.keys import keyed_order
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
 from tomohet.io.atomic import atomic_path
+from tomohet.physics.compact import (
+    CompactBatch,
+    CompactSums,
+    accumulate_noise_compact,
+    compact_batch,
+    insert_compact,
+    log_likelihoods_compact,
+    project_compact,
+)
 from tomohet.physics.forward import (
     NoiseModel,
     PreparedBatch,
     log_likelihoods,
     model_transforms,
 )
-from tomohet.physics.fourier import ft_to_volume, lowpass_filter, volume_to_ft
+from tomohet.physics.fourier import (
+    ft_to_volume,
+    lowpass_filter,
+    radial_shell_index,
+    volume_to_ft,
+)
 from tomohet.physics.fsc import resolution_at
 from tomohet.physics.projection import Backprojector, VolumeProjector
 from tomohet.physics.reconstruction import gold_standard_maps, insert_prepared
@@ -91,6 +105,12 @@ class EMConfig:
     local_search_steps: int = 1
     per_tilt_weights: bool = False  # nextPYP-style tilt-weighted occupancy
     device: str = "cpu"
+    # tilt passes on the kept (masked) pixels only, one trilinear plan per image for
+    # projection and back-projection (tomohet.physics.compact); False = dense reference
+    compact: bool = True
+    # RELION's current_size: an E/M pass leaves out pixels past the shell where the best
+    # class's FSC first drops below 0.143, plus this many shells (None: every pixel)
+    current_size_margin: int | None = None
 
 
 @dataclass
@@ -190,7 +210,7 @@ class EMEngine:
         self.deltas = (pose_deltas(config.local_search_deg, config.local_search_steps,
                                    self.device) if config.local_search_deg > 0 else None)
         # seconds spent per stage, for benchmarks/bench_ml.py
-        self.timings: dict[str, float] = {"read_prepare": 0.0, "projection": 0.0,
+        self.timings: dict[str, float] = {"read_prepare": 0.0, "plan": 0.0, "projection": 0.0,
                                           "likelihood": 0.0, "backprojection": 0.0}
         # identities of the particles taking part, for keyed per-particle draws
         self.names = [particles.names[i] for i in index]
@@ -199,6 +219,21 @@ class EMEngine:
         self.fingerprint = particles_fingerprint(self.names, self.tomo_names)
         # half maps (2K, D, D, D) of the last :meth:`volumes_from` (class c half h at 2c + h)
         self.last_half_maps: torch.Tensor | None = None
+        self._pass_shell: int | None = None  # current_size of the running pass
+        self._shells = radial_shell_index(self.box, 2 if self.is_tilt else 3,
+                                          device=self.device)
+
+    def current_shell(self, fsc: list[list[float]]) -> int | None:
+        """Highest shell an E/M pass uses with ``current_size_margin`` (None: all): the
+        first shell where the best class's FSC drops below 0.143, plus the margin."""
+        margin = self.cfg.current_size_margin
+        if margin is None or not fsc:
+            return None
+        curves = np.nan_to_num(np.asarray(fsc, dtype=float))
+        below = curves[:, 1:] < 0.143
+        first = np.where(below.any(1), below.argmax(1) + 1, curves.shape[1])
+        shell = int(first.max()) + int(margin)
+        return None if shell >= self.box // 2 + 1 else shell
 
     def _tick(self, key: str, t0: float) -> float:
         if self.device.type == "cuda":
@@ -220,6 +255,8 @@ class EMEngine:
         else:
             prep = prepare_subtomo_batch(self.particles.batch(idx, self.device),
                                          self.particles.optics, self.cfg.max_resolution_A)
+        if self._pass_shell is not None:
+            prep.mask &= self._shells <= self._pass_shell
         if self.outside is not None:  # signal subtraction outside the focus mask
             prep.data = prep.data - model_transforms(self.outside, prep)[0] * prep.transfer
         return prep
@@ -259,19 +296,38 @@ class EMEngine:
         """Back-project with fixed class weights (N_index, K) into 2K half-set volumes."""
         k = weights.shape[1]
         bp = Backprojector(self.box, 2 * k, self.cfg.pad, self.device)
+        w_all = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+        h_all = torch.as_tensor(halves, device=self.device)
+        compact = self._compact()
+        sums = CompactSums(self.box, 2 * k, self.cfg.pad, self.device) if compact else None
         for rows in self.batches():
             prep = self.prepare(self.index[rows])
-            insert_prepared(bp, prep, self._half_weights(weights[rows], halves[rows]), noise)
+            r = torch.as_tensor(rows, device=self.device)
+            vw = self._half_weights(w_all[r], h_all[r])
+            if sums is not None:
+                insert_compact(sums, compact_batch(prep, bp.padded, self._n_groups(noise)),
+                               vw, noise)
+            else:
+                insert_prepared(bp, prep, vw, noise)
             if self.progress:
                 self.progress(len(rows))
-        return bp
+        return bp if sums is None else sums.backprojector()
 
-    def _half_weights(self, w: np.ndarray, h: np.ndarray) -> torch.Tensor:
-        k = w.shape[1]
-        vw = np.zeros((2 * k, len(h)), dtype=np.float32)
-        for c in range(k):
-            vw[2 * c + h, np.arange(len(h))] = w[:, c]
-        return torch.from_numpy(vw).to(self.device)
+    def _compact(self) -> bool:
+        """Whether passes take the compacted path (tilt geometry, no local search)."""
+        return self.cfg.compact and self.is_tilt and self.deltas is None
+
+    def _n_groups(self, noise: NoiseModel | None) -> int:
+        return (noise or self.new_noise()).sigma2.shape[0]
+
+    @staticmethod
+    def _half_weights(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Class weights (B, K) and half sets (B,) -> volume weights (2K, B), class c
+        half h at 2c + h."""
+        b, k = w.shape
+        vw = torch.zeros((b, k, 2), dtype=torch.float32, device=w.device)
+        vw[torch.arange(b, device=w.device), :, h.long()] = w.float()
+        return vw.reshape(b, 2 * k).T
 
     def em_pass(self, state: EMState, halves: np.ndarray, max_top: float | None = None
                 ) -> tuple[Backprojector, NoiseModel, np.ndarray, float]:
@@ -279,6 +335,14 @@ class EMEngine:
 
         ``max_top``: deterministic annealing cap on each particle's largest posterior (see
         :func:`tempered_posteriors`); None = true posteriors."""
+        self._pass_shell = self.current_shell(state.fsc)
+        try:
+            return self._em_pass(state, halves, max_top)
+        finally:
+            self._pass_shell = None
+
+    def _em_pass(self, state: EMState, halves: np.ndarray, max_top: float | None
+                 ) -> tuple[Backprojector, NoiseModel, np.ndarray, float]:
         k = self.cfg.n_classes
         noise = self.new_noise()
         noise.sigma2 = state.sigma2.to(self.device)
@@ -286,19 +350,38 @@ class EMEngine:
         proj = self.projector(state.volumes)
         bp = Backprojector(self.box, 2 * k, self.cfg.pad, self.device)
         log_prior = torch.log(state.priors.to(self.device).clamp_min(1e-12))
-        post_all = np.zeros((len(self.index), k))
-        total_ll = 0.0
+        post_all = torch.zeros((len(self.index), k), dtype=torch.float64, device=self.device)
+        h_all = torch.as_tensor(halves, device=self.device)
+        total_ll = torch.zeros((), dtype=torch.float64, device=self.device)
+        compact = self._compact()
+        sums = CompactSums(self.box, 2 * k, self.cfg.pad, self.device) if compact else None
         for rows in self.batches():
             t0 = time.perf_counter()
             prep = self.prepare(self.index[rows])
+            r = torch.as_tensor(rows, device=self.device)
             self._tick("read_prepare", t0)
+            if sums is not None:
+                t0 = time.perf_counter()
+                cb = compact_batch(prep, bp.padded, noise.sigma2.shape[0])
+                self._tick("plan", t0)
+                post, ll_tot, resid_c = self._e_step_compact(proj, cb, prep, noise,
+                                                             log_prior, max_top)
+                t0 = time.perf_counter()
+                post_all[r] = post.double()
+                total_ll += ll_tot.double()
+                accumulate_noise_compact(new_noise, cb, resid_c)
+                insert_compact(sums, cb, self._half_weights(post, h_all[r]), noise)
+                self._tick("backprojection", t0)
+                if self.progress:
+                    self.progress(len(rows))
+                continue
             post, ll_tot, best_rot, resid = self._e_step(proj, prep, noise, log_prior,
                                                          max_top)
             t0 = time.perf_counter()
-            post_all[rows] = post.cpu().numpy()
-            total_ll += float(ll_tot)
+            post_all[r] = post.double()
+            total_ll += ll_tot.double()
             new_noise.accumulate(resid, prep)
-            vw = self._half_weights(post.cpu().numpy(), halves[rows])
+            vw = self._half_weights(post, h_all[r])
             if best_rot is None:
                 insert_prepared(bp, prep, vw, noise)
             else:
@@ -310,7 +393,30 @@ class EMEngine:
             if self.progress:
                 self.progress(len(rows))
         new_noise.update()
-        return bp, new_noise, post_all, total_ll
+        if sums is not None:
+            bp = sums.backprojector()
+        return bp, new_noise, post_all.cpu().numpy(), float(total_ll)
+
+    def _e_step_compact(self, proj: VolumeProjector, cb: CompactBatch, prep: PreparedBatch,
+                        noise: NoiseModel, log_prior: torch.Tensor,
+                        max_top: float | None = None):
+        """:meth:`_e_step` on the kept pixels: posteriors (B, K), summed log evidence and
+        the residual power (M,) against each particle's most probable class."""
+        t0 = time.perf_counter()
+        model = project_compact(proj, cb)  # (K, M)
+        t0 = self._tick("projection", t0)
+        if self.cfg.per_tilt_weights:
+            ll_t = log_likelihoods_compact(cb, model, noise, per_tilt=True)  # (B, T, K)
+            ll = (ll_t * self._tilt_weights(prep)[..., None]).sum(1)
+        else:
+            ll = log_likelihoods_compact(cb, model, noise)  # (B, K)
+        evidence = torch.logsumexp(ll + log_prior, dim=-1)
+        post = tempered_posteriors(ll, log_prior, max_top)
+        kmap = post.argmax(-1)[cb.particle]  # (M,)
+        pick = model[kmap, torch.arange(model.shape[1], device=model.device)]
+        resid = cb.data - cb.transfer * pick
+        self._tick("likelihood", t0)
+        return post, evidence.sum(), resid.real**2 + resid.imag**2
 
     def _e_step(self, proj: VolumeProjector, prep: PreparedBatch, noise: NoiseModel,
                 log_prior: torch.Tensor, max_top: float | None = None):

@@ -1,0 +1,183 @@
+"""The compacted EM hot path (issue 14) equals the dense reference computation: projection
+at the kept pixels, likelihoods, noise sums, back-projection (each pixel inserted once,
+Friedel mates added at the end), and a whole ml2d fit with ``EMConfig.compact`` on/off."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from synthetic import make_tilt_set
+
+from tomohet.methods.em import EMConfig, EMEngine
+from tomohet.methods.ml import ML2D
+from tomohet.physics.compact import (
+    CompactSums,
+    accumulate_noise_compact,
+    compact_batch,
+    insert_compact,
+    log_likelihoods_compact,
+    project_compact,
+    trilinear_corners,
+)
+from tomohet.physics.forward import log_likelihoods, model_transforms
+from tomohet.physics.projection import Backprojector, VolumeProjector
+from tomohet.physics.reconstruction import insert_prepared
+
+torch.set_num_threads(1)
+
+BOX, K = 24, 3
+
+
+@pytest.fixture(scope="module")
+def tilt_set():
+    particles, _, _ = make_tilt_set(n=10, box=BOX, n_tilts=7, snr=0.5, seed=3)
+    particles.dose_e_per_A2 = particles.dose_e_per_A2 * 8  # later tilts lose pixels
+    return particles
+
+
+def _prep(particles, max_res):
+    engine = EMEngine(particles, EMConfig(n_classes=K, max_resolution_A=max_res),
+                      np.arange(particles.n_particles))
+    prep = engine.prepare(np.arange(particles.n_particles))
+    noise = engine.new_noise()
+    g = torch.Generator().manual_seed(1)
+    noise.sigma2 = torch.rand(noise.sigma2.shape, generator=g) + 0.5
+    return engine, prep, noise
+
+
+def _volumes():
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(K, BOX, BOX, BOX, generator=g)
+
+
+def test_trilinear_corners_interpolate_a_linear_function_exactly():
+    """Independent check of the plan: trilinear weights reproduce a linear function of
+    the grid coordinates; corners off the grid carry zero weight."""
+    p = 10
+    g = torch.Generator().manual_seed(0)
+    pts = torch.rand(500, 3, generator=g) * (p + 1) - 1  # some off the grid
+    flat, cw = trilinear_corners(pts, p)
+    x, y, z = flat % p, (flat // p) % p, flat // (p * p)
+    f = (1.0 * x + 2.0 * y - 3.0 * z).float()
+    inside = ((pts >= 0) & (pts <= p - 1)).all(1)
+    val = (f * cw).sum(0)
+    expect = pts[:, 0] + 2 * pts[:, 1] - 3 * pts[:, 2]
+    torch.testing.assert_close(val[inside], expect[inside], atol=1e-4, rtol=1e-5)
+    assert torch.allclose(cw.sum(0)[inside], torch.ones(int(inside.sum())))
+    assert (cw >= 0).all() and (cw.sum(0) <= 1 + 1e-6).all()
+
+
+@pytest.mark.parametrize("max_res", [None, 30.0])
+def test_compact_projection_likelihood_and_noise_equal_dense(tilt_set, max_res):
+    engine, prep, noise = _prep(tilt_set, max_res)
+    proj = VolumeProjector(_volumes(), pad=2)
+    cb = compact_batch(prep, proj.padded, noise.sigma2.shape[0])
+    assert cb.data.numel() < prep.mask.numel()  # something was left out
+    assert cb.data.numel() == int((prep.mask & (torch.fft.fftfreq(BOX)[:, None] ** 2 +
+                                                torch.fft.rfftfreq(BOX)[None] ** 2
+                                                <= 0.25)).sum())
+    dense = model_transforms(proj, prep)  # (K, B, T, D, Dh)
+    b, t = prep.mask.shape[:2]
+    at_kept = dense.reshape(K, b * t, -1)[:, cb.image, cb.pixel]
+    comp = project_compact(proj, cb)
+    scale = at_kept.abs().max()
+    torch.testing.assert_close(comp, at_kept, atol=1e-5 * scale, rtol=1e-4)
+    # likelihoods, per particle and per tilt
+    torch.testing.assert_close(log_likelihoods_compact(cb, comp, noise),
+                               log_likelihoods(prep, dense, noise), rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(log_likelihoods_compact(cb, comp, noise, per_tilt=True),
+                               log_likelihoods(prep, dense, noise, per_tilt=True),
+                               rtol=1e-4, atol=1e-2)
+    # noise sums from the residual against class 1
+    ref, new = engine.new_noise(), engine.new_noise()
+    resid = prep.data - prep.transfer * dense[1]
+    ref.accumulate(resid.real**2 + resid.imag**2, prep)
+    r_c = cb.data - cb.transfer * comp[1]
+    accumulate_noise_compact(new, cb, r_c.real**2 + r_c.imag**2)
+    torch.testing.assert_close(new._count, ref._count)
+    torch.testing.assert_close(new._sum, ref._sum, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("max_res", [None, 30.0])
+@pytest.mark.parametrize("with_noise", [False, True])
+def test_compact_backprojection_equals_dense(tilt_set, max_res, with_noise):
+    """Every kept pixel once + Friedel mates at the end == dense insertion with mates,
+    for soft, sparse class weights over 2K volumes."""
+    _, prep, noise = _prep(tilt_set, max_res)
+    noise = noise if with_noise else None
+    b = prep.mask.shape[0]
+    g = torch.Generator().manual_seed(4)
+    vw = torch.rand(2 * K, b, generator=g) * (torch.rand(2 * K, b, generator=g) > 0.5)
+    dense = Backprojector(BOX, 2 * K)
+    insert_prepared(dense, prep, vw, noise)
+    sums = CompactSums(BOX, 2 * K)
+    cb = compact_batch(prep, sums.padded, 12)
+    insert_compact(sums, cb, vw, noise)
+    comp = sums.backprojector()
+    p = comp.padded
+    # the mirror of the first plane (frequency -P/2) is off the grid: compare the rest
+    for a, c in zip(dense.grids(), comp.grids(), strict=True):
+        a, c = a[:, 1:, 1:, 1:], c[:, 1:, 1:, 1:]
+        torch.testing.assert_close(c, a, atol=1e-5 * a.abs().max(), rtol=1e-4)
+    assert comp.data.shape == (2 * K, p**3)
+
+
+def test_ml2d_posteriors_equal_with_compaction_on_and_off(monkeypatch):
+    particles, _, _ = make_tilt_set(n=32, box=BOX, n_tilts=5, snr=0.3, seed=11)
+    params = dict(n_classes=2, n_iter=4, anneal_iters=2, min_iter=4, progress=False,
+                  random_state=5)
+    fast = ML2D(**params).fit(particles)
+    original = ML2D._config
+
+    def dense_config(self, device):
+        cfg = original(self, device)
+        cfg.compact = False
+        return cfg
+
+    monkeypatch.setattr(ML2D, "_config", dense_config)
+    ref = ML2D(**params).fit(particles)
+    np.testing.assert_array_equal(fast.predict(), ref.predict())
+    np.testing.assert_allclose(fast.predict_proba(), ref.predict_proba(), atol=2e-3)
+
+
+def test_current_shell_from_class_fscs():
+    particles, _, _ = make_tilt_set(n=4, box=BOX, n_tilts=3, snr=0.5, seed=1)
+    engine = EMEngine(particles, EMConfig(n_classes=2, current_size_margin=3), np.arange(4))
+    a = [1.0] * 5 + [0.1] * 8  # drops below 0.143 at shell 5
+    b = [1.0] * 7 + [0.0] * 6  # at shell 7: the better class decides
+    assert engine.current_shell([a, b]) == 7 + 3
+    assert engine.current_shell([]) is None  # no FSC yet: every pixel
+    assert engine.current_shell([[1.0] * 13]) is None  # past Nyquist: no limit
+    engine.cfg.current_size_margin = None
+    assert engine.current_shell([a, b]) is None
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_em_pass_with_current_size_leaves_out_high_frequencies(compact):
+    """A pass limited to shell L back-projects nothing past L (plus the trilinear
+    spread), and compact and dense passes agree under the limit."""
+    from tomohet.methods.em import EMState
+
+    particles, labels, vols = make_tilt_set(n=16, box=BOX, n_tilts=5, snr=0.5, seed=2)
+    n = particles.n_particles
+    limit = 6
+    fsc = [[1.0] * (limit - 2) + [0.0] * (BOX // 2 + 3 - limit)] * 2  # drop at L - 2
+    state = EMState(volumes=vols, priors=torch.full((2,), 0.5),
+                    sigma2=torch.ones(12, BOX // 2 + 2), posteriors=np.full((n, 2), 0.5),
+                    fsc=fsc)
+    halves = np.arange(n) % 2
+    out = {}
+    for path in (compact, not compact):
+        engine = EMEngine(particles, EMConfig(n_classes=2, current_size_margin=2,
+                                              compact=path), np.arange(n))
+        assert engine.current_shell(fsc) == limit
+        bp, _, post, _ = engine.em_pass(state, halves)
+        out[path] = post
+        p = bp.padded
+        c = torch.arange(p) - p // 2
+        r = (c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2).sqrt()
+        w = bp.grids()[1]
+        assert w[:, r > (limit + 0.5) * bp.pad + 2].abs().max() == 0
+        assert w[:, r < limit * bp.pad].abs().max() > 0
+    np.testing.assert_allclose(out[True], out[False], atol=1e-4)
