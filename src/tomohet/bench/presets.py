@@ -30,11 +30,9 @@ def simulate_presets(names: Sequence[str], seed: int = 0, quick: bool = False,
     caller's ``overrides`` of config fields, e.g. ``{"n_particles": 600}``)."""
     if not names:
         return []
-    try:
-        from tomohet.sim import simulate
-        from tomohet.sim.presets import get_preset
-    except ImportError as exc:
-        raise ValueError(f"the simulator is not available ({exc}); use --data") from exc
+    from tomohet.sim import simulate
+    from tomohet.sim.presets import get_preset
+
     out = []
     for name in names:
         try:  # parametrised families (ladder-...) are not all listed

@@ -33,27 +33,16 @@ from tomohet.bench.scoring import (
     oracle_fractions,
     score_outputs,
 )
+from tomohet.io.atomic import atomic_write_text
 from tomohet.metrics import ParticleFSC, per_particle_fsc
 
 if TYPE_CHECKING:
     from tomohet.methods.base import HeterogeneityMethod
 
 __all__ = ["MethodRun", "measure", "run_method", "run_oracle_row", "run_bench",
-           "resolve_methods", "write_leaderboard", "write_rows", "atomic_write_text"]
+           "resolve_methods", "write_leaderboard", "write_rows"]
 
 _FIRST_COLUMNS = ["method", "dataset", "dataset_kind", "method_kind", "status"]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename (uses :mod:`tomohet.io.atomic` when present)."""
-    try:
-        from tomohet.io.atomic import atomic_write_text as _write
-    except ImportError:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        return
-    _write(path, text)
 
 
 def _max_rss_MB() -> float:

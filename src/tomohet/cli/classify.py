@@ -82,13 +82,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                formatter_class=HelpFormatter)
         _add_common(m)
         _add_ml(m)
-    try:
-        from tomohet.cli import classify_shc
-    except ModuleNotFoundError:
-        pass
-    else:
-        m = classify_shc.add_parser(methods)
-        _add_common(m)
+    from tomohet.cli import classify_shc
+
+    m = classify_shc.add_parser(methods)
+    _add_common(m)
     return p
 
 

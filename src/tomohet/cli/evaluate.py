@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         from pathlib import Path
 
-        from tomohet.bench.runner import atomic_write_text
+        from tomohet.io.atomic import atomic_write_text
 
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -41,12 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _name, module in COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue
-            raise
+        mod = importlib.import_module(module)
         p = mod.add_parser(sub)
         p.set_defaults(_run=mod.run)
     return parser

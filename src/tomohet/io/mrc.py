@@ -5,6 +5,8 @@
   raise :class:`~tomohet.data.sources.DataError` naming the file.
 * :func:`mrc_info` reads only the header (shape, pixel size) and checks the file length.
 * :func:`write_mrc_stack` streams a large stack to disk chunk by chunk.
+* :func:`load_volume`: a volume given as an MRC path or an array (e.g. a method's
+  reference or mask parameter) as a float32 tensor.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
+import torch
 
 from tomohet.data.sources import DataError
 from tomohet.io.atomic import atomic_path
 
-__all__ = ["write_mrc", "read_mrc", "mrc_info", "MrcInfo", "write_mrc_stack"]
+__all__ = ["write_mrc", "read_mrc", "mrc_info", "MrcInfo", "write_mrc_stack", "load_volume"]
 
 HEADER_BYTES = 1024
 # MRC modes with real pixel values that mrcfile reads: int8, int16, float32, uint16, float16
@@ -169,3 +172,17 @@ def write_mrc_stack(
         if not written.all():
             raise DataError(f"{p}: {int((~written).sum())} stack images were never written")
     return p
+
+
+def load_volume(v: str | os.PathLike[str] | np.ndarray | torch.Tensor | None
+                ) -> torch.Tensor | None:
+    """A volume (or stack of volumes) given as an MRC path or an array -> float32 tensor.
+
+    ``None`` stays ``None``; a path is read with :func:`read_mrc` (its errors name the file).
+    """
+    if v is None:
+        return None
+    if isinstance(v, str | os.PathLike):
+        arr, _ = read_mrc(v)
+        return torch.as_tensor(np.asarray(arr, dtype=np.float32))
+    return torch.as_tensor(np.asarray(v, dtype=np.float32))

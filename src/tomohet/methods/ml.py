@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from tomohet.data.keys import half_sets
 from tomohet.data.particles import TiltSeriesParticles
+from tomohet.io.mrc import load_volume as _load_volume
 from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
 from tomohet.methods.discovery import discover_with
 from tomohet.methods.em import EMConfig, EMEngine, EMState
@@ -42,17 +43,6 @@ from tomohet.methods.ml_schedule import AnnealReseed
 from tomohet.physics.fourier import ft_to_volume, lowpass_filter, soft_sphere_mask, volume_to_ft
 
 __all__ = ["ML2D", "ML3D", "Occupancy", "MLClassifier"]
-
-
-def _load_volume(v: Any) -> torch.Tensor | None:
-    if v is None:
-        return None
-    if isinstance(v, str | Path):
-        from tomohet.io import read_mrc
-
-        arr, _ = read_mrc(v)
-        return torch.as_tensor(np.asarray(arr, dtype=np.float32))
-    return torch.as_tensor(np.asarray(v, dtype=np.float32))
 
 
 def _is_auto(v: Any) -> bool:

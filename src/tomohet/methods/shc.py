@@ -36,11 +36,11 @@ from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 from tomohet.data.keys import half_sets, keyed_order, keyed_uniform_grid
+from tomohet.io.mrc import load_volume as _load_volume
 from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
 from tomohet.methods.consistency import align_runs, match_labels
 from tomohet.methods.discovery import discover_with
 from tomohet.methods.em import EMConfig, EMEngine
-from tomohet.methods.ml import _load_volume
 from tomohet.physics.forward import PreparedBatch, model_transforms
 from tomohet.physics.fourier import (
     ft_to_volume,
