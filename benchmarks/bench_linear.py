@@ -56,8 +56,8 @@ def _cluster_scores(latent: np.ndarray, states: np.ndarray, seed: int) -> dict[s
 
 def quality(presets: list[str], methods: list[str], seed: int, device: torch.device,
             overrides: dict[str, Any]) -> pd.DataFrame:
-    from tomohet.bench.runner import run_method, run_oracle_row, score_run
-    from tomohet.bench.scoring import oracle_fractions
+    from tomohet.bench.runner import run_method, run_oracle_row
+    from tomohet.bench.scoring import oracle_fractions, score_run
     from tomohet.methods import load_all
 
     load_all()
@@ -93,7 +93,7 @@ def quality(presets: list[str], methods: list[str], seed: int, device: torch.dev
 
 def scaling(sizes: list[int], methods: list[str], seed: int, device: torch.device,
             ppca_iter: int, n_tilts: int | None) -> pd.DataFrame:
-    from tomohet.bench.runner import measure
+    from tomohet.bench.memory import measure
     from tomohet.methods import get_method
 
     rows = []

@@ -247,7 +247,7 @@ def test_measure_sees_torch_and_numpy_memory():
     import gc
     import time
 
-    from tomohet.bench.runner import measure
+    from tomohet.bench.memory import measure
 
     _release_free_memory()
     gc.disable()  # no collection of earlier garbage inside the block (it lowers the RSS)
@@ -274,7 +274,7 @@ def test_rss_sampler_sees_memory_freed_before_the_end():
     import gc
     import time
 
-    from tomohet.bench.runner import _RssSampler
+    from tomohet.bench.memory import _RssSampler
 
     _release_free_memory()
     gc.disable()

@@ -102,8 +102,8 @@ def test_report_says_plainly_whether_classes_differ():
 
     import matplotlib.image as mpimg
 
+    from tomohet.bench.records import MethodRun
     from tomohet.bench.report import _evidence
-    from tomohet.bench.runner import MethodRun
 
     ds = SimpleNamespace(pixel_size_A=10.0)
     same = MethodRun("m", "d", half_volumes=torch.as_tensor(_halves(0.0, 0.3, seed=5)))

@@ -31,15 +31,10 @@ import pandas as pd
 import torch
 
 from tomohet.bench.datasets import BenchDataset
-from tomohet.bench.runner import (
-    atomic_write_text,
-    resolve_methods,
-    run_method,
-    run_oracle_row,
-    score_run,
-    write_rows,
-)
-from tomohet.bench.scoring import oracle_fractions
+from tomohet.bench.leaderboard import write_rows
+from tomohet.bench.runner import resolve_methods, run_method, run_oracle_row
+from tomohet.bench.scoring import oracle_fractions, score_run
+from tomohet.io.atomic import atomic_write_text
 
 __all__ = ["LadderCell", "ladder_cells", "ladder_methods", "run_ladder", "simulate_cell",
            "CELL_COLUMNS", "CACHE_DIR"]

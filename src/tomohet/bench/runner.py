@@ -6,18 +6,16 @@ For each data set: the oracle row first (``method = "oracle"``), then each metho
 peak memory are measured around fit + outputs. A method that raises is recorded with its
 error and the run continues. Results go to ``leaderboard.csv``, ``leaderboard.json`` and
 ``report.html`` in the output folder.
+
+The pieces: :mod:`~tomohet.bench.memory` (wall time and peak memory),
+:mod:`~tomohet.bench.scoring` (scores against the truth and the oracle),
+:mod:`~tomohet.bench.leaderboard` (the files), :mod:`~tomohet.bench.records` (one row).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import resource
-import threading
 import time
-import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,98 +24,16 @@ import pandas as pd
 import torch
 
 from tomohet.bench.datasets import BenchDataset
+from tomohet.bench.leaderboard import write_leaderboard
+from tomohet.bench.memory import measure
 from tomohet.bench.records import MethodRun
-from tomohet.bench.scoring import (
-    HIGHER_IS_BETTER,
-    METRIC_LABELS,
-    oracle_fractions,
-    score_outputs,
-)
-from tomohet.io.atomic import atomic_write_text
+from tomohet.bench.scoring import oracle_fractions, score_run
 from tomohet.metrics import ParticleFSC, per_particle_fsc
 
 if TYPE_CHECKING:
     from tomohet.methods.base import HeterogeneityMethod
 
-__all__ = ["MethodRun", "measure", "run_method", "run_oracle_row", "run_bench",
-           "resolve_methods", "write_leaderboard", "write_rows"]
-
-_FIRST_COLUMNS = ["method", "dataset", "dataset_kind", "method_kind", "status"]
-
-
-def _max_rss_MB() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def _current_rss_MB() -> float | None:
-    """Resident size now (Linux /proc), or None where unavailable."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class _RssSampler(threading.Thread):
-    """Samples the resident size every ``interval`` s: catches torch CPU allocations that
-    tracemalloc does not see and that are freed before the block ends."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        super().__init__(daemon=True)
-        self.interval = interval
-        self.start_MB = _current_rss_MB()
-        self.peak_MB = self.start_MB or 0.0
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
-            now = _current_rss_MB()
-            if now is not None:
-                self.peak_MB = max(self.peak_MB, now)
-
-    def finish(self) -> float:
-        """Stop; -> peak growth of the resident size over the start (MB)."""
-        self._stop_event.set()
-        self.join()
-        now = _current_rss_MB()
-        if self.start_MB is None or now is None:
-            return 0.0
-        return max(self.peak_MB, now) - self.start_MB
-
-
-@contextmanager
-def measure(device: torch.device | None = None) -> Iterator[dict[str, float]]:
-    """Wall time and peak memory of the block -> dict filled on exit.
-
-    ``py_peak_MB``: tracemalloc peak (Python + numpy allocations); ``rss_growth_MB``: peak
-    growth of the resident size (sampled every 20 ms; torch CPU tensors included);
-    ``rss_max_MB``: the process's high-water resident size (``ru_maxrss``);
-    ``gpu_peak_MB``: torch CUDA peak; ``peak_mem_MB``: the largest of the Python peak, the
-    RSS growth and the GPU peak.
-    """
-    stats: dict[str, float] = {}
-    was_tracing = tracemalloc.is_tracing()
-    if was_tracing:
-        tracemalloc.reset_peak()
-    else:
-        tracemalloc.start()
-    cuda = device is not None and device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    sampler = _RssSampler()
-    sampler.start()
-    t0 = time.perf_counter()
-    try:
-        yield stats
-    finally:
-        wall = time.perf_counter() - t0
-        growth = sampler.finish()
-        py_peak = tracemalloc.get_traced_memory()[1] / 2**20
-        if not was_tracing:
-            tracemalloc.stop()
-        gpu = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else 0.0
-        stats.update(wall_s=wall, peak_mem_MB=max(py_peak, growth, gpu), py_peak_MB=py_peak,
-                     rss_growth_MB=growth, rss_max_MB=_max_rss_MB(), gpu_peak_MB=gpu)
+__all__ = ["run_method", "run_oracle_row", "run_bench", "resolve_methods"]
 
 
 def resolve_methods(spec: str | Sequence[str] | None) -> list[str]:
@@ -255,61 +171,6 @@ def run_oracle_row(ds: BenchDataset, seed: int = 0, device: torch.device | None 
     run.fsc, run.fsc_index = _particle_fsc(ds, vols, idx), idx
     run.examples = (vols[:4], ds.true_volumes(idx[:4]).float())
     return run
-
-
-def score_run(run: MethodRun, ds: BenchDataset, seed: int) -> None:
-    """Fill ``run.scores`` (metrics of :func:`score_outputs` plus FSC)."""
-    if run.error:
-        return
-    try:
-        run.scores = score_outputs(ds.states, ds.coords, run.labels, run.latent, seed)
-    except ValueError as exc:  # e.g. a NaN latent: keep the class scores, note why
-        try:
-            run.scores = score_outputs(ds.states, ds.coords, run.labels, None, seed)
-            run.warnings.append(f"latent not scored: {exc}")
-        except ValueError as exc2:
-            run.error = f"scoring: {exc2}"
-    if run.kept is not None and run.labels is not None and run.kept.any():
-        from tomohet.metrics import ari
-
-        k = run.kept & (run.labels >= 0)
-        run.scores["kept_frac"] = float(run.kept.mean())
-        run.scores["ari_kept"] = float(ari(ds.states[k], run.labels[k]))
-    if run.fsc is not None:
-        run.scores["fsc_auc"] = run.fsc.mean_auc
-        run.scores["fsc_res_A"] = float(np.mean(run.fsc.resolution_A))
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float | np.floating):
-        return None if not math.isfinite(float(v)) else float(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
-
-
-def write_leaderboard(runs: Sequence[tuple[MethodRun, BenchDataset]], out_dir: Path,
-                      meta: dict[str, Any] | None = None) -> pd.DataFrame:
-    """``leaderboard.csv`` and ``leaderboard.json`` (``{"meta": ..., "rows": [...]}``)."""
-    return write_rows([run.row(ds.kind) for run, ds in runs], out_dir, meta)
-
-
-def write_rows(rows: Sequence[dict[str, Any]], out_dir: Path, meta: dict[str, Any] | None = None,
-               stem: str = "leaderboard", first: Sequence[str] = ()) -> pd.DataFrame:
-    """Rows -> ``<stem>.csv`` and ``<stem>.json``: columns ``first``, the leaderboard's
-    leading columns and metrics, the rest, then resources and errors."""
-    df = pd.DataFrame(list(rows))
-    order = list(first) + _FIRST_COLUMNS + list(METRIC_LABELS) + ["ari_source"] + [
-        f"{m}_frac_oracle" for m in HIGHER_IS_BETTER]
-    lead = list(dict.fromkeys(c for c in order if c in df.columns))
-    last = [c for c in ("wall_s", "peak_mem_MB", "py_peak_MB", "rss_growth_MB", "rss_max_MB",
-                        "gpu_peak_MB", "error", "warning") if c in df.columns]
-    df = df[lead + [c for c in df.columns if c not in lead + last] + last]
-    atomic_write_text(out_dir / f"{stem}.csv", df.to_csv(index=False))
-    records = [{k: _json_safe(v) for k, v in r.items()} for r in df.to_dict("records")]
-    payload = {"meta": meta or {}, "rows": records}
-    atomic_write_text(out_dir / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
-    return df
 
 
 def run_bench(

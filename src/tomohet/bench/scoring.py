@@ -11,14 +11,19 @@ and/or latent (N, Z). Which metrics apply follows from what is available:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.cluster import KMeans
 
 from tomohet import metrics
 
-__all__ = ["score_outputs", "oracle_fractions", "HIGHER_IS_BETTER", "METRIC_LABELS"]
+if TYPE_CHECKING:
+    from tomohet.bench.datasets import BenchDataset
+    from tomohet.bench.records import MethodRun
+
+__all__ = ["score_outputs", "score_run", "oracle_fractions", "HIGHER_IS_BETTER",
+           "METRIC_LABELS"]
 
 # metrics whose ratio to the oracle's value is reported as <metric>_frac_oracle
 HIGHER_IS_BETTER = ["ari", "nmi", "accuracy", "rank_corr", "neigh_sim", "fsc_auc"]
@@ -85,3 +90,24 @@ def oracle_fractions(scores: dict[str, Any], oracle: dict[str, Any]) -> dict[str
             continue
         out[f"{m}_frac_oracle"] = float(a / b) if b > 0 else float("nan")
     return out
+
+
+def score_run(run: MethodRun, ds: BenchDataset, seed: int) -> None:
+    """Fill ``run.scores`` (metrics of :func:`score_outputs` plus FSC)."""
+    if run.error:
+        return
+    try:
+        run.scores = score_outputs(ds.states, ds.coords, run.labels, run.latent, seed)
+    except ValueError as exc:  # e.g. a NaN latent: keep the class scores, note why
+        try:
+            run.scores = score_outputs(ds.states, ds.coords, run.labels, None, seed)
+            run.warnings.append(f"latent not scored: {exc}")
+        except ValueError as exc2:
+            run.error = f"scoring: {exc2}"
+    if run.kept is not None and run.labels is not None and run.kept.any():
+        k = run.kept & (run.labels >= 0)
+        run.scores["kept_frac"] = float(run.kept.mean())
+        run.scores["ari_kept"] = float(metrics.ari(ds.states[k], run.labels[k]))
+    if run.fsc is not None:
+        run.scores["fsc_auc"] = run.fsc.mean_auc
+        run.scores["fsc_res_A"] = float(np.mean(run.fsc.resolution_A))
