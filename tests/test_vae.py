@@ -214,7 +214,7 @@ def test_bench_registration(tmp_path, monkeypatch):
 
 def test_latent_analysis_and_collapse_diagnostics():
     from tomohet.analysis import latent as L
-    from tomohet.methods.vae.train import collapse_warning, latent_diagnostics
+    from tomohet.methods.vae.diagnostics import collapse_warning, latent_diagnostics
 
     rng = np.random.default_rng(0)
     z = np.concatenate([rng.normal(-3, 0.3, (30, 3)), rng.normal(3, 0.3, (30, 3))])

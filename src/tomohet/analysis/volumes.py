@@ -20,12 +20,12 @@ __all__ = ["load_run", "decode", "write_volumes", "central_slices"]
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu"
              ) -> tuple[TiltVAE, dict, pd.DataFrame]:
     """-> (model in eval mode, checkpoint dict without the state, latent table)."""
-    from tomohet.methods.vae.train import load_checkpoint, model_from_checkpoint
+    from tomohet.methods.vae.checkpoint import load_checkpoint, model_from_checkpoint
 
     run = Path(run_dir)
     path: Path | None = run / "weights.pt"
     if path is None or not path.exists():
-        from tomohet.methods.vae.train import latest_checkpoint
+        from tomohet.methods.vae.checkpoint import latest_checkpoint
 
         path = latest_checkpoint(run)  # a run stopped before the end
         if path is None:

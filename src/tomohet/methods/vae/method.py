@@ -48,7 +48,14 @@ from tomohet.data.keys import half_sets
 from tomohet.data.particles import TiltSeriesParticles
 from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
 from tomohet.methods.vae import train as T
+from tomohet.methods.vae.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from tomohet.methods.vae.data import FourierCache, build_cache, select_lowest_dose
+from tomohet.methods.vae.diagnostics import collapse_warning, history_row, latent_diagnostics
 from tomohet.methods.vae.model import TiltVAE
 
 __all__ = ["TiltVAEMethod", "TiltVAEETMethod"]
@@ -164,11 +171,11 @@ class TiltVAEMethod(HeterogeneityMethod):
                ) -> tuple[TiltVAE, torch.optim.Optimizer, int, list[dict[str, Any]],
                           torch.Tensor | None]:
         """Fresh model (consensus, noise, envelope) or the latest checkpoint's state."""
-        ck_path = (T.latest_checkpoint(self.checkpoint_dir)
+        ck_path = (latest_checkpoint(self.checkpoint_dir)
                    if self.resume and self.checkpoint_dir else None)
         if ck_path is not None:
-            ck = T.load_checkpoint(ck_path, dev)
-            model = T.model_from_checkpoint(ck, dev)
+            ck = load_checkpoint(ck_path, dev)
+            model = model_from_checkpoint(ck, dev)
             opt = torch.optim.Adam(model.parameters(), lr=self.lr)
             if ck.get("optimizer") is not None:
                 opt.load_state_dict(ck["optimizer"])
@@ -199,8 +206,8 @@ class TiltVAEMethod(HeterogeneityMethod):
             t_enc = time.perf_counter()
             mu, lv = T.encode_all(model, cache, amp=amp)
             stats["encode_seconds"] = time.perf_counter() - t_enc
-            diag = T.latent_diagnostics(mu, lv, prev)
-            history.append(T.history_row(epoch, stats, diag))
+            diag = latent_diagnostics(mu, lv, prev)
+            history.append(history_row(epoch, stats, diag))
             prev = mu
             if self.progress:
                 print(f"{self.name} epoch {epoch + 1}: loss {stats['loss']:.5g} "
@@ -208,7 +215,7 @@ class TiltVAEMethod(HeterogeneityMethod):
                       f"active dims {diag['active_dims']} {stats['seconds']:.1f}s", flush=True)
             if self.checkpoint_dir:
                 path = Path(self.checkpoint_dir, "checkpoints", f"epoch_{epoch + 1:03d}.pt")
-                T.save_checkpoint(path, model, opt, epoch + 1, history, mu,
+                save_checkpoint(path, model, opt, epoch + 1, history, mu,
                                   {"reference": self.reference_})
         self.model_ = model
         self.history_ = history
@@ -218,7 +225,7 @@ class TiltVAEMethod(HeterogeneityMethod):
             lv = T.encode_all(model, cache, amp=amp)[1]
         self._set_latents(prev, lv)
         if history:
-            msg = T.collapse_warning(T.latent_diagnostics(prev, lv, None))
+            msg = collapse_warning(latent_diagnostics(prev, lv, None))
             if msg:
                 self.warnings_.append(msg)
                 warnings.warn(f"{self.name}: {msg}", RuntimeWarning, stacklevel=3)
@@ -260,7 +267,7 @@ class TiltVAEMethod(HeterogeneityMethod):
         out = Path(out_dir)
         save_continuous(self, out, particles)
         write_latent_csv(out / "latent_logvar.csv", particles.names, self.logvar_)
-        T.save_checkpoint(out / "weights.pt", self.model_, None, len(self.history_),
+        save_checkpoint(out / "weights.pt", self.model_, None, len(self.history_),
                           self.history_, torch.as_tensor(self.latent_),
                           {"reference": self.reference_, "method": self.name,
                            "pixel_size_A": self.pixel_size_A_})

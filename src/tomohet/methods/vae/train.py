@@ -1,4 +1,8 @@
-"""Training loop of the tilt-series VAE: loss, epochs, checkpoints and diagnostics.
+"""Training loop of the tilt-series VAE: model preparation, epochs, encoding.
+
+The loss is in :mod:`~tomohet.methods.vae.loss`, checkpoints in
+:mod:`~tomohet.methods.vae.checkpoint`, per-epoch diagnostics and the history in
+:mod:`~tomohet.methods.vae.diagnostics`.
 
 Loss per batch of ``B`` particles (a Gaussian negative ELBO per particle)::
 
@@ -22,17 +26,16 @@ autocast on CUDA, off by default) is asked for.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from tomohet.methods.vae.data import FourierCache, PointBatch, all_tilts, sample_tilts
+from tomohet.methods.vae.data import FourierCache, all_tilts, sample_tilts
+from tomohet.methods.vae.loss import autocast, batch_loss
 from tomohet.methods.vae.model import TiltVAE
 from tomohet.methods.vae.reference import (
     consensus_volume,
@@ -41,8 +44,7 @@ from tomohet.methods.vae.reference import (
     radial_envelope,
 )
 
-__all__ = ["epoch_draws", "prepare_model", "batch_loss", "train_epoch", "encode_all",
-           "latent_diagnostics", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
+__all__ = ["epoch_draws", "prepare_model", "correction_weight", "train_epoch", "encode_all",
            "progress_bar"]
 
 
@@ -135,40 +137,6 @@ def correction_weight(curve: torch.Tensor, n: int, kind: str = "fsc") -> torch.T
     return w.clamp_min(1e-3)
 
 
-def _autocast(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when ``amp`` is asked for (opt-in), else nothing."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def batch_loss(model: TiltVAE, pb: PointBatch, beta: float, eps: torch.Tensor | None,
-               amp: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
-    """Negative ELBO per particle of one batch (see module docstring).
-
-    eps (B, Z) standard normal draws (None: use the posterior mean).
-    -> (loss, {"nll", "kl", "mse"} per particle / per sample, for logging).
-    """
-    dev = pb.data.device
-    v0 = model.consensus_at(pb.freq) if model.config.get("use_consensus", True) else None
-    resid0 = pb.data if v0 is None else pb.data - pb.transfer * v0
-    with _autocast(dev, amp):
-        mu, logvar = model.encode(pb, resid0)
-    z = mu if eps is None else mu + torch.exp(0.5 * logvar) * eps.to(dev)
-    with _autocast(dev, amp):
-        dec = model.decoder(pb.freq, z, pb.particle)
-    pred = dec if v0 is None else dec + v0
-    r = pb.data - pb.transfer * pred.to(pb.data.dtype)
-    s2 = model.noise[pb.shell.clamp_max(model.noise.shape[0] - 1)]
-    per = (r.real**2 + r.imag**2) * (0.5 * pb.herm * pb.weight()) / s2
-    b = pb.n_particles
-    nll = per.sum() / b
-    kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum() / b
-    loss = nll + beta * kl
-    return loss, {"nll": float(nll.detach()), "kl": float(kl.detach()),
-                  "mse": float(per.detach().mean())}
-
-
 def train_epoch(model: TiltVAE, optimizer: torch.optim.Optimizer, cache: FourierCache,
                 epoch: int, *, seed: int, batch_size: int, n_tilts: int | None, beta: float,
                 amp: bool = False, progress: Callable[[int, float], None] | None = None,
@@ -222,7 +190,7 @@ def encode_all(model: TiltVAE, cache: FourierCache, batch: int = 128,
     use_v0 = model.config.get("use_consensus", True)
     for _rows, pb in iterate_all(cache, batch):
         resid0 = pb.data - pb.transfer * model.consensus_at(pb.freq) if use_v0 else pb.data
-        with _autocast(pb.data.device, amp):
+        with autocast(pb.data.device, amp):
             mu, lv = model.encode(pb, resid0)
         mus.append(mu.float().cpu())
         lvs.append(lv.float().cpu())
@@ -231,87 +199,12 @@ def encode_all(model: TiltVAE, cache: FourierCache, batch: int = 128,
             torch.cat(lvs) if lvs else torch.zeros((0, z)))
 
 
-def latent_diagnostics(mu: torch.Tensor, logvar: torch.Tensor,
-                       previous: torch.Tensor | None) -> dict[str, float]:
-    """Convergence numbers of one epoch's latents.
-
-    ``drift``: RMS change of the posterior means since the previous epoch over the RMS
-    spread of the means (0 = frozen); ``active_dims``: latent dimensions whose means vary
-    across particles more than 1% of the prior variance (Burda et al.'s active units);
-    ``kl_per_particle``: mean KL to the prior (nats); ``posterior_std``: mean posterior std.
-    """
-    spread = float(mu.std(0).pow(2).sum().sqrt()) if len(mu) > 1 else 0.0
-    drift = float("nan")
-    if previous is not None and previous.shape == mu.shape and spread > 0:
-        drift = float((mu - previous).pow(2).sum(1).mean().sqrt()) / spread
-    var_mu = mu.var(0) if len(mu) > 1 else torch.zeros(mu.shape[1])
-    kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1).mean()
-    return {"drift": drift, "active_dims": int((var_mu > 0.01).sum()),
-            "kl_per_particle": float(kl), "posterior_std": float((0.5 * logvar).exp().mean()),
-            "latent_spread": spread}
-
-
-def collapse_warning(diag: dict[str, float]) -> str | None:
-    """A message when the latent carries (almost) no information, else None."""
-    if diag["active_dims"] == 0 or diag["kl_per_particle"] < 0.05:
-        return (f"latent collapse: {diag['active_dims']} active dimensions, "
-                f"KL {diag['kl_per_particle']:.3f} nats per particle -- the decoder ignores z; "
-                "lower --beta, train longer, or check poses/CTF")
-    return None
-
-
-# ---------------------------------------------------------------- checkpoints
-def save_checkpoint(path: Path, model: TiltVAE, optimizer: torch.optim.Optimizer | None,
-                    epoch: int, history: list[dict[str, Any]], mu: torch.Tensor,
-                    extra: dict[str, Any] | None = None) -> Path:
-    """``torch.save`` of plain tensors/containers (loadable with ``weights_only=True``)."""
-    from tomohet.io.atomic import atomic_path
-
-    payload = {"model": model.state_dict(), "config": dict(model.config), "epoch": int(epoch),
-               "history": [dict(h) for h in history], "mu": mu.detach().cpu(),
-               "optimizer": None if optimizer is None else optimizer.state_dict(),
-               "extra": dict(extra or {})}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
-
-
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=device, weights_only=True)
-
-
-def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The highest-epoch ``epoch_NNN.pt`` in ``folder/checkpoints``, or None."""
-    ck = sorted(Path(folder, "checkpoints").glob("epoch_*.pt"))
-    return ck[-1] if ck else None
-
-
-def model_from_checkpoint(ck: dict[str, Any], device: torch.device | str = "cpu") -> TiltVAE:
-    model = TiltVAE(ck["config"]).to(device)
-    model.load_state_dict(ck["model"])
-    model.set_consensus(model.consensus)
-    return model
-
-
 # ---------------------------------------------------------------- progress
 def progress_bar(total: int, desc: str, enabled: bool) -> tuple[Callable[[int, float], None],
                                                                  Callable[[], None]]:
-    """-> (update(n, loss), close()). tqdm when installed, else a line every ~10%."""
+    """-> (update(n, loss), close()): a tqdm bar showing the running loss."""
     if not enabled:
         return (lambda _n, _loss: None), (lambda: None)
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        state = {"done": 0, "next": 0.1}
-
-        def update(n: int, loss: float) -> None:
-            state["done"] += n
-            frac = state["done"] / max(total, 1)
-            if frac >= state["next"] or state["done"] >= total:
-                print(f"{desc}: {100 * frac:5.1f}%  loss {loss:.4g}", flush=True)
-                state["next"] = math.floor(frac * 10 + 1) / 10
-
-        return update, (lambda: None)
     bar = tqdm(total=total, desc=desc, unit="particle", leave=False)
 
     def update_bar(n: int, loss: float) -> None:
@@ -319,11 +212,3 @@ def progress_bar(total: int, desc: str, enabled: bool) -> tuple[Callable[[int, f
         bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
 
     return update_bar, bar.close
-
-
-def history_row(epoch: int, stats: dict[str, float], diag: dict[str, float]) -> dict[str, Any]:
-    row: dict[str, Any] = {"epoch": epoch + 1}
-    row.update({k: float(v) for k, v in stats.items()})
-    row.update({k: (int(v) if k == "active_dims" else float(v)) for k, v in diag.items()})
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-            for k, v in row.items()}
