@@ -386,20 +386,3 @@ def test_tomodrgn_style_star_dose_from_bfactor_tilt_from_scale(sim, tmp_path):
         order = np.lexsort((np.abs(a[name]["tilt"]), a[name]["dose"]))
         for key in ("rot", "img", "du"):
             np.testing.assert_allclose(b[name][key], a[name][key][order], atol=1e-2)
-
-
-def test_load_volume_reads_paths_and_arrays_alike(tmp_path):
-    from tomohet.io import load_volume
-
-    vol = np.random.default_rng(0).normal(size=(6, 6, 6))  # float64 in, float32 out
-    path = tmp_path / "ref.mrc"
-    with mrcfile.new(path) as m:  # written without tomohet.io, read back through it
-        m.set_data(vol.astype(np.float32))
-    from_array = load_volume(vol)
-    assert from_array is not None and from_array.dtype == torch.float32
-    assert torch.equal(from_array, torch.from_numpy(vol.astype(np.float32)))
-    assert torch.equal(load_volume(path), from_array)
-    assert torch.equal(load_volume(str(path)), from_array)
-    assert load_volume(None) is None
-    with pytest.raises(DataError, match="missing.mrc"):
-        load_volume(tmp_path / "missing.mrc")
