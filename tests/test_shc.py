@@ -28,12 +28,13 @@ def test_match_labels_hungarian():
 def test_annealing_escapes_bad_start_plain_climbing_keeps():
     particles, labels, vols = make_tilt_set(n=120, box=24, n_tilts=13, snr=0.1, seed=2)
     same = [vols.mean(0), vols.mean(0)]  # identical references: no candidate ever improves
+    start = {"init": "random", "focus_mask": None}  # a random partition, kept or escaped
     plain = SHC(n_classes=2, n_iter=5, n_runs=1, temperature=0.0, references=same,
-                random_state=0, progress=False).fit(particles)
+                random_state=0, progress=False, **start).fit(particles)
     assert abs(adjusted_rand_score(labels, plain.predict())) < 0.1
     assert plain.history_[0][0]["changed_fraction"] == 0.0
     annealed = SHC(n_classes=2, n_iter=8, n_runs=1, temperature=30.0, anneal_iters=4,
-                   references=same, random_state=0, progress=False).fit(particles)
+                   references=same, random_state=0, progress=False, **start).fit(particles)
     assert adjusted_rand_score(labels, annealed.predict()) > 0.9
 
 

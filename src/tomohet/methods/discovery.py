@@ -123,13 +123,14 @@ def variance_map(maps: torch.Tensor, radius: float | None = None
     return var, z
 
 
-def focus_from_variance(z: torch.Tensor, threshold: float = 4.0, min_voxels: int = 4,
+def focus_from_variance(z: torch.Tensor, threshold: float = 4.0, min_voxels: int = 2,
                         dilate: int = 2, max_fraction: float = 0.3) -> torch.Tensor | None:
     """The significant-excess region of a z-map as a soft mask on the same grid.
 
     Voxels with z > ``threshold`` in connected clusters of at least ``min_voxels`` or
     peaking at z >= 2 ``threshold`` (a small component on a coarse grid covers 1-3
-    voxels: 4 voxels of z 5-14 at 36 A voxels on the 5% ladder cell at box 32), dilated
+    voxels: on the 10% / 6% ladder cell at box 32, 36 A voxels, component B is 3 voxels
+    peaking at z 5.3; discovery's partition ARI rose from 0.29 to 0.54 with it), dilated
     by ``dilate`` voxels, edges smoothed (Gaussian, sd 0.7 voxel). None when no
     cluster is significant, or when the region would exceed ``max_fraction`` of the box
     (a whole-box difference: nothing to focus on). (d, d, d) -> (d, d, d) in [0, 1].
