@@ -41,8 +41,11 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--subtomo", action="store_true", help="time ml3d instead of ml2d")
     ap.add_argument("--paths", default="compact",
-                    help="comma-separated: compact (EMConfig.compact=True), dense (reference)")
+                    help="comma-separated: compact (EMConfig.compact=True), dense (reference), "
+                         "current-size (compact + EMConfig.current_size_margin)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds over --paths")
+    ap.add_argument("--current-size-margin", type=int, default=4,
+                    help="shells past the class FSC limit for the current-size path")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -55,19 +58,24 @@ def main() -> None:
         particles = subtomograms_from_tilts(particles, progress=False, device=args.device)
         print(f"subtomogram reconstruction: {time.perf_counter() - t0:.1f}s")
     n = particles.n_particles
-    cfg = EMConfig(n_classes=args.k, batch_size=args.batch_size, device=args.device)
+    cfg = EMConfig(n_classes=args.k, batch_size=args.batch_size, device=args.device,
+                   current_size_margin=args.current_size_margin)  # for current_shell below
     engine = EMEngine(particles, cfg, np.arange(n))
     halves = half_set_labels(n)
     rng = np.random.default_rng(0)
     weights = np.eye(args.k)[rng.integers(0, args.k, n)]
-    vols, _, _ = engine.volumes_from(engine.reconstruct_pass(weights, None, halves))
+    vols, curves, res = engine.volumes_from(engine.reconstruct_pass(weights, None, halves))
     noise = engine.noise_pass(vols.mean(0, keepdim=True), np.zeros(n, dtype=np.int64))
     state = EMState(volumes=vols, priors=torch.full((args.k,), 1 / args.k),
-                    sigma2=noise.sigma2, posteriors=weights)
+                    sigma2=noise.sigma2, posteriors=weights, fsc=curves)
+    print(f"class resolutions (FSC 0.143): {[round(r, 1) for r in res]} A; current-size "
+          f"path limited to shell {engine.current_shell(curves)} of {args.box // 2}")
     posteriors = {}
     for _ in range(args.repeat):
         for path in args.paths.split(","):
-            engine.cfg.compact = path == "compact"
+            engine.cfg.compact = path in ("compact", "current-size")
+            engine.cfg.current_size_margin = (args.current_size_margin
+                                              if path == "current-size" else None)
             res, posteriors[path] = _timed_iteration(engine, state, halves)
             res = {"particles": n, "tilts": args.tilts, "box": args.box, "classes": args.k,
                    "threads": args.threads, "device": args.device, "path": path,
@@ -80,8 +88,10 @@ def main() -> None:
                 print(f"{k:>20}: {v:.2f}{share}" if isinstance(v, float) else f"{k:>20}: {v}")
             print(json.dumps(res), flush=True)
     if len(posteriors) > 1:
-        a, b = posteriors.values()
-        print(f"max |posterior difference| between paths: {np.abs(a - b).max():.2e}")
+        first, *others = posteriors
+        for other in others:
+            diff = np.abs(posteriors[first] - posteriors[other]).max()
+            print(f"max |posterior difference| {first} vs {other}: {diff:.2e}")
 
 
 def _timed_iteration(engine: EMEngine, state: EMState, halves: np.ndarray):

@@ -181,3 +181,17 @@ def test_em_pass_with_current_size_leaves_out_high_frequencies(compact):
         assert w[:, r > (limit + 0.5) * bp.pad + 2].abs().max() == 0
         assert w[:, r < limit * bp.pad].abs().max() > 0
     np.testing.assert_allclose(out[True], out[False], atol=1e-4)
+
+
+@pytest.mark.parametrize("box,pad", [(25, 1), (25, 2), (24, 1)])
+def test_compact_projection_at_grid_edges(box, pad):
+    """Odd boxes and pad 1 put stencils on the padded grid's first and last planes."""
+    particles, _, _ = make_tilt_set(n=4, box=box, n_tilts=3, snr=0.5, seed=5)
+    engine = EMEngine(particles, EMConfig(n_classes=2, pad=pad), np.arange(4))
+    prep = engine.prepare(np.arange(4))
+    g = torch.Generator().manual_seed(6)
+    proj = VolumeProjector(torch.randn(2, box, box, box, generator=g), pad=pad)
+    cb = compact_batch(prep, proj.padded, 11)
+    dense = model_transforms(proj, prep).reshape(2, 12, -1)[:, cb.image, cb.pixel]
+    comp = project_compact(proj, cb)
+    torch.testing.assert_close(comp, dense, atol=1e-5 * dense.abs().max(), rtol=1e-4)

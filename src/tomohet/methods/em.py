@@ -11,14 +11,10 @@ nor the batch size changes a result beyond float rounding.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,7 +22,7 @@ import torch
 from tomohet.data.keys import keyed_order
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
-from tomohet.io.atomic import atomic_path
+from tomohet.methods.em_state import EMState, particles_fingerprint
 from tomohet.physics.compact import (
     CompactBatch,
     CompactSums,
@@ -111,56 +107,6 @@ class EMConfig:
     # RELION's current_size: an E/M pass leaves out pixels past the shell where the best
     # class's FSC first drops below 0.143, plus this many shells (None: every pixel)
     current_size_margin: int | None = None
-
-
-@dataclass
-class EMState:
-    volumes: torch.Tensor  # (K, D, D, D)
-    priors: torch.Tensor  # (K,)
-    sigma2: torch.Tensor  # noise model
-    posteriors: np.ndarray  # (N, K)
-    iteration: int = 0
-    log_likelihood: float = -math.inf
-    anneal_from: int = 0  # iteration at which the current annealing schedule started
-    fsc: list[list[float]] = field(default_factory=list)
-    resolution_A: list[float] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    particles: str = ""  # fingerprint of the particles (and their order) it describes
-
-    def save(self, path: Path) -> None:
-        """Checkpoint as npz (+ JSON history inside), written atomically."""
-        with atomic_path(path) as tmp:
-            np.savez(
-                tmp, volumes=self.volumes.cpu().numpy(), priors=self.priors.cpu().numpy(),
-                sigma2=self.sigma2.cpu().numpy(), posteriors=self.posteriors,
-                iteration=self.iteration, log_likelihood=self.log_likelihood,
-                anneal_from=self.anneal_from, fsc=np.asarray(self.fsc, dtype=float),
-                resolution_A=np.asarray(self.resolution_A), history=json.dumps(self.history),
-                particles=self.particles,
-            )
-
-    @classmethod
-    def load(cls, path: Path) -> EMState:
-        with np.load(path, allow_pickle=False) as z:
-            return cls(
-                volumes=torch.from_numpy(z["volumes"]), priors=torch.from_numpy(z["priors"]),
-                sigma2=torch.from_numpy(z["sigma2"]), posteriors=z["posteriors"],
-                iteration=int(z["iteration"]), log_likelihood=float(z["log_likelihood"]),
-                anneal_from=int(z["anneal_from"]) if "anneal_from" in z.files else 0,
-                fsc=z["fsc"].tolist(), resolution_A=z["resolution_A"].tolist(),
-                history=json.loads(str(z["history"])),
-                particles=str(z["particles"]) if "particles" in z.files else "",
-            )
-
-
-def particles_fingerprint(names, tomo_names) -> str:
-    """Hash of the ordered particle identities (tomogram, name): a checkpoint is resumed
-    only on the particles, in the order, that it was written for."""
-    h = hashlib.blake2b(digest_size=12)
-    for t, n in zip(tomo_names, names, strict=True):
-        h.update(f"{t}\x1f{n}\x1e".encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
 
 
 def pose_deltas(max_deg: float, steps: int, device: torch.device) -> torch.Tensor:

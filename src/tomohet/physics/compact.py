@@ -8,9 +8,10 @@ back-projects every pixel, inserts each one twice (itself and its Friedel mate) 
 computes the trilinear plan again for the back-projection.
 
 Here the kept pixels of a batch are gathered once into flat arrays
-(:func:`compact_batch`); their trilinear corner indices and weights on the padded grid are
-computed once and serve both the projection of all K classes (a gather) and the
-back-projection into all 2K half-set volumes (a scatter). Each pixel is inserted once,
+(:func:`compact_batch`), with their rotated frequencies and trilinear corner indices and
+weights on the padded grid, computed once per image per pass: the K class volumes are
+sampled there (``grid_sample``) and the back-projection into all 2K half-set volumes
+scatters with the one plan. Each pixel is inserted once,
 without its mate, into float sums (:class:`CompactSums`); the pass ends with
 :meth:`~tomohet.physics.projection.Backprojector.add_friedel_mates`, which adds every
 mate at once (``A + conj(A(-k))``) -- the same sums as the dense insertion.
@@ -42,7 +43,8 @@ class CompactBatch:
     noise group; flat (8, M) corner indices into the fftshifted padded grid and
     corner_w (8, M) trilinear weights (0 for corners off the grid); half (M,) 0.5 on the
     kx = 0 column (its mate is in the input too), 0 where the pixel is not inserted
-    (rotated frequency at or past Nyquist, as in the dense path), else 1.
+    (rotated frequency at or past Nyquist, as in the dense path), else 1. grid
+    (1, M, 1, 1, 3): the same points as ``grid_sample`` coordinates (align_corners).
     n_particles, n_tilts: B, T.
     """
 
@@ -56,6 +58,7 @@ class CompactBatch:
     flat: torch.Tensor
     corner_w: torch.Tensor
     half: torch.Tensor
+    grid: torch.Tensor
     n_particles: int
     n_tilts: int
 
@@ -100,7 +103,8 @@ def compact_batch(prep: PreparedBatch, padded: int, n_groups: int,
     kxy = k2.reshape(-1, 2)[pixel]  # (M, 2)
     # R.T @ [kx, ky, 0] in padded-grid index units, as VolumeProjector.slices samples it
     k3 = kxy[:, 0:1] * rot[:, 0, :] + kxy[:, 1:2] * rot[:, 1, :]
-    flat, corner_w = trilinear_corners(k3 * padded + padded // 2, padded)
+    coords = k3 * padded + padded // 2  # padded-grid index units
+    flat, corner_w = trilinear_corners(coords, padded)
     # inserted: inside Nyquist, by the rotated frequency's norm as the dense path decides
     half = torch.where(kxy[:, 0] == 0, 0.5, 1.0) * (k3.norm(dim=-1) < 0.5)
     flat_img = (image, pixel)
@@ -110,27 +114,18 @@ def compact_batch(prep: PreparedBatch, padded: int, n_groups: int,
         transfer=prep.transfer.reshape(b * t, -1)[flat_img],
         noise_scale=prep.noise_scale.expand(prep.mask.shape).reshape(b * t, -1)[flat_img],
         group=prep.group.reshape(-1).clamp_max(n_groups - 1)[image],
-        flat=flat, corner_w=corner_w, half=half.float(), n_particles=b, n_tilts=t)
-
-
-def _flat_volumes(projector: VolumeProjector) -> torch.Tensor:
-    """The projector's padded transforms as one complex (P^3, K) table (built once)."""
-    cached = getattr(projector, "_compact_table", None)
-    if cached is None:
-        cached = torch.stack([torch.complex(g[0, 0], g[0, 1]).reshape(-1)
-                              for g in projector._grids], dim=-1).contiguous()
-        projector._compact_table = cached  # type: ignore[attr-defined]
-    return cached
+        flat=flat, corner_w=corner_w, half=half.float(),
+        grid=(coords / (padded - 1) * 2 - 1)[None, :, None, None], n_particles=b, n_tilts=t)
 
 
 def project_compact(projector: VolumeProjector, cb: CompactBatch) -> torch.Tensor:
-    """Model transforms of every volume at the kept pixels -> complex (K, M): trilinear
-    interpolation of the gridding-corrected padded transforms (as ``slices``)."""
-    table = torch.view_as_real(_flat_volumes(projector)).reshape(-1, 2 * projector.n_volumes)
-    out = table.index_select(0, cb.flat[0]) * cb.corner_w[0][:, None]
-    for c in range(1, 8):
-        out += table.index_select(0, cb.flat[c]) * cb.corner_w[c][:, None]
-    return torch.view_as_complex(out.reshape(-1, projector.n_volumes, 2)).T
+    """Model transforms of every volume at the kept pixels -> complex (K, M), sampled as
+    :meth:`~tomohet.physics.projection.VolumeProjector.slices` samples them (its
+    ``grid_sample`` on CPU beats gathering the 8 corners from the plan by ~1.6x)."""
+    if cb.grid.shape[1] == 0:
+        return torch.zeros((projector.n_volumes, 0), dtype=torch.complex64,
+                           device=cb.grid.device)
+    return projector._sample_grid(cb.grid)[:, :, 0, 0]
 
 
 def _inverse_noise(cb: CompactBatch, noise: NoiseModel) -> torch.Tensor:
@@ -144,9 +139,12 @@ def log_likelihoods_compact(cb: CompactBatch, model: torch.Tensor, noise: NoiseM
     """:func:`~tomohet.physics.forward.log_likelihoods` on the kept pixels: model (K, M)
     -> (B, K), or (B, T, K) with ``per_tilt``. Sums are accumulated in float64."""
     inv = _inverse_noise(cb, noise) * noise.herm.reshape(-1)[cb.pixel] / 2
-    pred = model * cb.transfer
-    cross = (cb.data.conj() * pred).real
-    ll = ((cross - 0.5 * (pred.real**2 + pred.imag**2)) * inv).double()  # (K, M)
+    # Re(X^* H V) - |H V|^2 / 2 = Re(a V) - b |V|^2 with per-pixel a, b (shared by K)
+    a = cb.data.conj() * cb.transfer * inv
+    b = 0.5 * (cb.transfer.real**2 + cb.transfer.imag**2) * inv
+    v = torch.view_as_real(model)  # (K, M, 2)
+    ll = (v[..., 0] * a.real - v[..., 1] * a.imag - b * (v[..., 0]**2 + v[..., 1]**2))
+    ll = ll.double()  # (K, M)
     k = model.shape[0]
     n_img = cb.n_particles * cb.n_tilts
     # pixels are ordered by image: per-image sums from the running sum at image ends
