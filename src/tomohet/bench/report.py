@@ -20,7 +20,7 @@ import pandas as pd
 from tomohet.bench import figures
 from tomohet.bench.datasets import BenchDataset
 from tomohet.bench.records import MethodRun
-from tomohet.bench.scoring import METRIC_LABELS
+from tomohet.bench.scoring import METRIC_LABELS, scoring_mask
 from tomohet.io.atomic import atomic_write_text
 
 __all__ = ["write_report", "render_report"]
@@ -156,10 +156,7 @@ def _evidence(run: MethodRun, ds: BenchDataset, tag: str) -> str:
     if hv is None or hv.ndim != 5 or hv.shape[0] < 2:
         return ""
     from tomohet.bench.evidence import class_evidence
-    from tomohet.physics.fourier import soft_sphere_mask
-
-    box = hv.shape[-1]
-    ev = class_evidence(hv, soft_sphere_mask(box, max(box / 2 - 3, box / 4), edge_px=2.0))
+    ev = class_evidence(hv, scoring_mask(hv.shape[-1]))
     img = figures.class_differences(ev.pairs, ev.where, ev.curves, ev.threshold, ev.z,
                                     ds.pixel_size_A, tag)
     return (f'<p class="evidence"><b>{html.escape(ev.summary())}</b></p>' + _figure(

@@ -27,7 +27,7 @@ from tomohet.bench.datasets import BenchDataset
 from tomohet.bench.leaderboard import write_leaderboard
 from tomohet.bench.memory import measure
 from tomohet.bench.records import MethodRun
-from tomohet.bench.scoring import oracle_fractions, score_run
+from tomohet.bench.scoring import oracle_fractions, score_run, scoring_mask
 from tomohet.metrics import ParticleFSC, per_particle_fsc
 
 if TYPE_CHECKING:
@@ -67,10 +67,7 @@ def _fsc_index(ds: BenchDataset, n_max: int, seed: int) -> np.ndarray:
 
 
 def _particle_fsc(ds: BenchDataset, vols: torch.Tensor, index: np.ndarray) -> ParticleFSC:
-    from tomohet.physics.fourier import soft_sphere_mask
-
-    box = ds.particles.optics.box
-    mask = soft_sphere_mask(box, max(box / 2 - 3, box / 4), edge_px=2.0)
+    mask = scoring_mask(ds.particles.optics.box)
     return per_particle_fsc(vols.detach().float().cpu(), ds.true_volumes(index).float(),
                             ds.pixel_size_A, mask=mask)
 

@@ -14,16 +14,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from sklearn.cluster import KMeans
 
 from tomohet import metrics
+from tomohet.physics.fourier import soft_sphere_mask
 
 if TYPE_CHECKING:
     from tomohet.bench.datasets import BenchDataset
     from tomohet.bench.records import MethodRun
 
-__all__ = ["score_outputs", "score_run", "oracle_fractions", "HIGHER_IS_BETTER",
-           "METRIC_LABELS"]
+__all__ = ["score_outputs", "score_run", "oracle_fractions", "scoring_mask",
+           "HIGHER_IS_BETTER", "METRIC_LABELS"]
 
 # metrics whose ratio to the oracle's value is reported as <metric>_frac_oracle
 HIGHER_IS_BETTER = ["ari", "nmi", "accuracy", "rank_corr", "neigh_sim", "fsc_auc"]
@@ -33,6 +35,16 @@ METRIC_LABELS = {
     "fsc_auc": "FSC AUC", "fsc_res_A": "FSC=0.5 res. (A)",
     "ari_kept": "ARI (kept)", "kept_frac": "kept",
 }
+
+
+def scoring_mask(box: int) -> torch.Tensor:
+    """The region the benchmark judges maps in (per-particle FSC, class differences):
+    a soft sphere of radius ``max(box/2 - 3, box/4)`` px with a 2 px edge (D, D, D).
+
+    Deliberately not a method's default mask (:func:`tomohet.methods.base.default_mask`):
+    the scores must not move when a method's defaults do.
+    """
+    return soft_sphere_mask(box, max(box / 2 - 3, box / 4), edge_px=2.0)
 
 
 def _kmeans_labels(latent: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -31,9 +31,10 @@ def add_datadir_arg(p: argparse.ArgumentParser) -> None:
 
 
 def pick_device(requested: str | None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device`` or CUDA when present, else CPU (:func:`tomohet.methods.base.resolve_device`)."""
+    from tomohet.methods.base import resolve_device
+
+    return resolve_device(requested)
 
 
 def prepare_out_dir(path: str | Path) -> Path:

@@ -8,6 +8,10 @@ volume for a particle implement ``particle_volumes`` (used by the per-particle F
 A method registers with :func:`register`; ``tomohet bench`` and the shared test suite
 iterate :data:`REGISTRY` after :func:`tomohet.methods.load_all` has imported the built-in
 methods (:func:`tomohet.methods.get_method` does so itself).
+
+The defaults every method shares live here and nowhere else: the soft spherical mask
+(:func:`default_mask_radius_px`, :func:`default_mask`), the device
+(:func:`resolve_device`) and the seed (:func:`seed_of`, :func:`check_random_state`).
 """
 
 from __future__ import annotations
@@ -20,12 +24,70 @@ import numpy as np
 import torch
 
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
+from tomohet.physics.fourier import soft_sphere_mask
 
-__all__ = ["HeterogeneityMethod", "REGISTRY", "register", "ParticleSet"]
+__all__ = ["HeterogeneityMethod", "REGISTRY", "register", "ParticleSet", "default_mask_radius_px",
+           "default_mask", "resolve_device", "seed_of", "check_random_state"]
 
 ParticleSet = TiltSeriesParticles | SubtomogramParticles
 
 REGISTRY: dict[str, type[HeterogeneityMethod]] = {}
+
+
+def default_mask_radius_px(box: int) -> float:
+    """Radius (pixels) of the default soft spherical mask of a ``box``^3 volume:
+    ``box / 2`` less a margin of ``max(2, 0.06 box)`` pixels, so that the soft edge
+    (:func:`default_mask`) stays inside the box."""
+    return box / 2 - max(2.0, 0.06 * box)
+
+
+def default_mask(box: int, radius_A: float | None = None, pixel_size_A: float | None = None,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """The soft spherical mask (box, box, box) a method uses when given none.
+
+    Radius ``radius_A / pixel_size_A`` when ``radius_A`` is given, else
+    :func:`default_mask_radius_px`; cosine edge of ``max(2, 0.05 box)`` pixels.
+    """
+    if radius_A is None:
+        radius = default_mask_radius_px(box)
+    elif pixel_size_A is None or pixel_size_A <= 0:
+        raise ValueError(f"a mask radius in A needs a positive pixel size, got {pixel_size_A}")
+    else:
+        radius = radius_A / pixel_size_A
+    return soft_sphere_mask(box, radius, edge_px=max(2.0, 0.05 * box), device=device or "cpu")
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``device`` as a :class:`torch.device`; None (or "") -> CUDA when present, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_of(random_state: int | np.integer | None) -> int:
+    """The integer seed of a method's ``random_state``.
+
+    Unlike scikit-learn, ``None`` means seed 0, not fresh entropy: every tomohet run is
+    reproducible unless a seed says otherwise (the keyed per-particle draws of
+    :mod:`tomohet.data.keys` need an integer seed).
+    """
+    if random_state is None:
+        return 0
+    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
+        raise ValueError(f"random_state must be an int or None, got {random_state!r}")
+    return int(random_state)
+
+
+def check_random_state(random_state: int | np.integer | np.random.Generator | None,
+                       offset: int = 0) -> np.random.Generator:
+    """A numpy Generator from ``random_state``, with scikit-learn's contract.
+
+    An int seeds a new generator (``seed + offset``), a Generator is returned as it is
+    (shared, so successive draws differ); ``None`` is seed 0 (see :func:`seed_of`).
+    """
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    return np.random.default_rng(seed_of(random_state) + offset)
 
 
 def register(cls: type[HeterogeneityMethod]) -> type[HeterogeneityMethod]:
@@ -69,14 +131,14 @@ class HeterogeneityMethod:
 
     # -- helpers for subclasses
     def _generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU torch Generator seeded with ``seed_of(random_state) + offset``."""
         g = torch.Generator()
-        g.manual_seed((0 if self.random_state is None else int(self.random_state)) + offset)
+        g.manual_seed(seed_of(self.random_state) + offset)
         return g
 
     def _rng(self, offset: int = 0) -> np.random.Generator:
-        return np.random.default_rng(
-            None if self.random_state is None else int(self.random_state) + offset
-        )
+        """A numpy Generator seeded like :meth:`_generator` (None -> seed 0, as there)."""
+        return check_random_state(self.random_state, offset)
 
     def _check_input(self, particles: ParticleSet) -> None:
         ok = {

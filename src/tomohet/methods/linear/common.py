@@ -20,32 +20,33 @@ import torch
 from tqdm.auto import tqdm
 
 from tomohet.io.atomic import atomic_write_text
-from tomohet.io.mrc import write_mrc
-from tomohet.methods.base import HeterogeneityMethod, ParticleSet
+from tomohet.io.mrc import load_volume, write_mrc
+from tomohet.methods.base import (
+    HeterogeneityMethod,
+    ParticleSet,
+    default_mask,
+    resolve_device,
+    seed_of,
+)
 from tomohet.methods.linear.outputs import plot_explained_variance
 from tomohet.methods.linear.reference import regress_volumes
 from tomohet.methods.outputs import save_continuous
 from tomohet.methods.trajectories import write_component_series
-from tomohet.physics.fourier import ft_to_volume, lowpass_filter, soft_sphere_mask, volume_to_ft
+from tomohet.physics.fourier import ft_to_volume, lowpass_filter, volume_to_ft
 
 __all__ = ["LinearMethod", "load_mask"]
 
 
 def load_mask(mask: Any, box: int, pixel_size_A: float, radius_A: float | None,
               device: torch.device) -> torch.Tensor:
-    """A user mask (mrc path or array, region of interest) or a soft sphere (D, D, D)."""
-    if mask is not None:
-        if isinstance(mask, str | Path):
-            from tomohet.io import read_mrc
-
-            arr, _ = read_mrc(mask)
-            mask = np.asarray(arr, dtype=np.float32)
-        m = torch.as_tensor(np.asarray(mask, dtype=np.float32), device=device)
-        if tuple(m.shape) != (box,) * 3:
-            raise ValueError(f"mask shape {tuple(m.shape)} does not match box {box}")
-        return m.clamp(0, 1)
-    radius = radius_A / pixel_size_A if radius_A is not None else box / 2 - max(2.0, 0.08 * box)
-    return soft_sphere_mask(box, radius, edge_px=max(2.0, 0.05 * box), device=device)
+    """A user mask (mrc path or array, region of interest) or the default soft sphere
+    (:func:`tomohet.methods.base.default_mask`, radius ``radius_A`` when given) (D, D, D)."""
+    m = load_volume(mask)
+    if m is None:
+        return default_mask(box, radius_A, pixel_size_A, device)
+    if tuple(m.shape) != (box,) * 3:
+        raise ValueError(f"mask shape {tuple(m.shape)} does not match box {box}")
+    return m.to(device).clamp(0, 1)
 
 
 class LinearMethod(HeterogeneityMethod):
@@ -76,7 +77,7 @@ class LinearMethod(HeterogeneityMethod):
         self.random_state = random_state
 
     def _torch_device(self) -> torch.device:
-        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return resolve_device(self.device)
 
     def _bar(self, total: int, what: str) -> tqdm:
         return tqdm(total=total, desc=f"{self.name} {what}", unit="ptcl",
@@ -120,7 +121,7 @@ class LinearMethod(HeterogeneityMethod):
             from tomohet.methods.clustering import cluster_latent
 
             res = cluster_latent(z, method=self.cluster, n_clusters=self.n_clusters,
-                                 max_clusters=self.max_clusters, seed=self.random_state or 0)
+                                 max_clusters=self.max_clusters, seed=seed_of(self.random_state))
             self.labels_ = res.labels
             self.cluster_info_ = res.info()
         self.timings_ = {"embed_s": t1 - t0, "volumes_s": time.perf_counter() - t1}

@@ -22,14 +22,13 @@ import torch
 
 from tomohet.data.particles import TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch
-from tomohet.methods.base import ParticleSet, register
+from tomohet.methods.base import ParticleSet, default_mask, register
 from tomohet.methods.linear.common import LinearMethod
 from tomohet.physics.forward import NoiseModel, PreparedBatch, model_transforms
 from tomohet.physics.fourier import (
     freq_grid_2d,
     ft_to_volume,
     lowpass_filter,
-    soft_sphere_mask,
     volume_to_ft,
 )
 from tomohet.physics.linalg import inv_spd, solve_spd, symmetric_eigh
@@ -167,7 +166,7 @@ class PPCA2D(LinearMethod):
         rnd = torch.randn((self.n_components, box, box, box), generator=g).to(device)
         lp = lowpass_filter(box, 4 * px, px, 3, device=device)
         rnd = ft_to_volume(volume_to_ft(rnd) * lp, box)
-        rnd = rnd * soft_sphere_mask(box, box / 2 - 3, 2.0, device=device)
+        rnd = rnd * default_mask(box, device=device)
         rnd = rnd / rnd.flatten(1).std(1)[:, None, None, None] * mean.std() * self.init_scale
         return torch.cat([mean[None], rnd])
 

@@ -46,7 +46,13 @@ import torch
 
 from tomohet.data.keys import half_sets
 from tomohet.data.particles import TiltSeriesParticles
-from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
+from tomohet.methods.base import (
+    HeterogeneityMethod,
+    ParticleSet,
+    register,
+    resolve_device,
+    seed_of,
+)
 from tomohet.methods.vae import train as T
 from tomohet.methods.vae.checkpoint import (
     latest_checkpoint,
@@ -113,7 +119,7 @@ class TiltVAEMethod(HeterogeneityMethod):
     # ------------------------------------------------------------ set-up
     @property
     def seed(self) -> int:
-        return 0 if self.random_state is None else int(self.random_state)
+        return seed_of(self.random_state)
 
     def _select(self, particles: TiltSeriesParticles) -> tuple[np.ndarray, np.ndarray]:
         """-> (kept particle indices, their cached tilt slots (K, T) bool)."""
@@ -145,7 +151,7 @@ class TiltVAEMethod(HeterogeneityMethod):
     def fit(self, particles: ParticleSet) -> TiltVAEMethod:
         self._check_input(particles)
         assert isinstance(particles, TiltSeriesParticles)
-        dev = torch.device(self.device)
+        dev = resolve_device(self.device)
         self.n_particles_ = particles.n_particles
         self.names_ = list(particles.names)
         kept, slots = self._select(particles)
@@ -322,7 +328,7 @@ class TiltVAEETMethod(TiltVAEMethod):
         rank = np.argsort(np.argsort(dose, axis=1, kind="stable"), axis=1)
         chosen = vis & (rank < int(self.n_tilts))
         ok = chosen.any(1)
-        dev = torch.device(self.device)
+        dev = resolve_device(self.device)
         mu = torch.full((len(idx), int(self.zdim)), float("nan"))
         lv = mu.clone()
         if ok.any():

@@ -8,11 +8,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from tomohet.methods.base import default_mask
 from tomohet.methods.vae.data import PointBatch
 from tomohet.methods.vae.decoder import FourierDecoder
 from tomohet.methods.vae.encoders import BackprojectEncoder, TiltEncoder
 from tomohet.methods.vae.layers import init_linear_
-from tomohet.physics.fourier import freq_grid_3d, ft_to_volume, soft_sphere_mask, volume_to_ft
+from tomohet.physics.fourier import freq_grid_3d, ft_to_volume, volume_to_ft
 from tomohet.physics.projection import VolumeProjector
 
 __all__ = ["TiltVAE"]
@@ -118,5 +119,5 @@ class TiltVAE(nn.Module):
             out.append(ft_to_volume(ft.reshape(n, box, box, box // 2 + 1), box).cpu())
         vols = torch.cat(out) if out else torch.zeros((0, box, box, box))
         if mask:  # the consensus's soft sphere: nothing outside the particle is data
-            vols = vols * soft_sphere_mask(box, box / 2 - 2, edge_px=2.0)
+            vols = vols * default_mask(box)
         return vols

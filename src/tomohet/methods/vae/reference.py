@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tomohet.methods.base import default_mask
 from tomohet.methods.vae.data import FourierCache, all_tilts
-from tomohet.physics.fourier import radial_shell_index, soft_sphere_mask, volume_to_ft
+from tomohet.physics.fourier import radial_shell_index, volume_to_ft
 from tomohet.physics.projection import Backprojector, VolumeProjector, scatter_plan
 from tomohet.physics.reconstruction import gold_standard_maps, half_set_labels
 
@@ -56,7 +57,7 @@ def consensus_volume(cache: FourierCache, device: torch.device, seed: int = 0,
         bp.insert_plan(plan, len(vals), volume_index=halves_t[rows.to(device)][pb.particle])
     gs = gold_standard_maps(bp)  # half maps -> FSC -> merged, FSC-Wiener-filtered map
     vol, curve = gs.maps[0], gs.fsc[0]
-    mask = soft_sphere_mask(box, box / 2 - 2, edge_px=2.0, device=vol.device)
+    mask = default_mask(box, device=vol.device)
     return (vol * mask).float(), curve.cpu()
 
 
