@@ -8,148 +8,26 @@ own image, dose, tilt, defocus and orientation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import starfile
+from warp_cases import (
+    N_TILTS,
+    Case,
+    check_every_row,
+    make_truth,
+    slot_is_tilt,
+    write_case,
+)
 
 from tomohet.cli.info import conservation
 from tomohet.cli.main import main
 from tomohet.data.sources import DataError
 from tomohet.io import read_particles, write_particles
-from tomohet.io.conventions import relion_to_matrix
 from tomohet.io.detect import detect_format
-from tomohet.io.mrc import write_mrc
 from tomohet.io.warp_layout import strip_tilt_index
-
-BOX, PIXEL, N_TILTS = 8, 5.0, 39
-
-
-def _scheme(tomo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dose-symmetric scheme: (angle, dose, 1-based index in angle order) per tilt."""
-    angles = [0.0] + [s * 3.0 * i for i in range(1, 20) for s in (1, -1)]
-    angle = np.array(angles[:N_TILTS]) + 0.5 * tomo  # schemes differ slightly per tomogram
-    dose = 2.5 * np.arange(N_TILTS)
-    index = np.argsort(np.argsort(angle)) + 1
-    return angle, dose, index
-
-
-@dataclass
-class Case:
-    star: Path
-    truth: pd.DataFrame  # one row per written row: tomo, group, tilt index, dose, code ...
-
-
-def _truth(particles: list[tuple[str, str, int]], rng: np.random.Generator) -> pd.DataFrame:
-    """One row per tilt image of ``particles`` = [(tomogram, group, n_tilts)]."""
-    rows = []
-    tomos = list(dict.fromkeys(t for t, _, _ in particles))
-    for tomo, group, n in particles:
-        angle, dose, index = _scheme(tomos.index(tomo))
-        keep = np.sort(rng.choice(N_TILTS, size=n, replace=False))
-        for k in keep:
-            rows.append({"tomo": tomo, "group": group, "k": int(index[k]),
-                         "angle": float(angle[k]), "dose": float(dose[k])})
-    df = pd.DataFrame(rows)
-    df["code"] = np.arange(1, len(df) + 1, dtype=np.float64)
-    df["du"] = rng.uniform(15000, 25000, len(df)).round(1)
-    for c, (lo, hi) in {"rot": (-180, 180), "tilt": (5, 175), "psi": (-180, 180)}.items():
-        df[c] = rng.uniform(lo, hi, len(df)).round(3)
-    return df
-
-
-def write_case(folder: Path, truth: pd.DataFrame, micrograph: str | None = "per_tilt",
-               tomo_column: bool = False, stack_folder: Path | None = None,
-               image_prefix: str = "stacks/", rng: np.random.Generator | None = None,
-               block: str = "") -> Case:
-    """Write stacks (one per particle, frames shuffled) and the per-tilt star."""
-    rng = rng or np.random.default_rng(0)
-    stacks = stack_folder or folder / "stacks"
-    names = []
-    for (tomo, group), rows in truth.groupby(["tomo", "group"], sort=False):
-        order = rng.permutation(len(rows))  # frame j holds row order[j]
-        images = np.ones((len(rows), BOX, BOX), np.float32) * \
-            rows["code"].to_numpy()[order][:, None, None]
-        stem = f"{tomo}_p{group}.mrcs"
-        write_mrc(stacks / stem, images, PIXEL)
-        frame = np.empty(len(rows), dtype=np.int64)
-        frame[order] = np.arange(len(rows))
-        names += list(zip(rows.index, [f"{f + 1}@{image_prefix}{stem}" for f in frame],
-                          strict=True))
-    image = pd.Series(dict(names)).loc[truth.index]
-    star = pd.DataFrame({
-        "rlnImageName": image.to_numpy(),
-        "rlnGroupName": truth["group"].to_numpy(),
-        "rlnAngleRot": truth["rot"], "rlnAngleTilt": truth["tilt"],
-        "rlnAnglePsi": truth["psi"],
-        "rlnDefocusU": truth["du"], "rlnDefocusV": truth["du"] - 100.0,
-        "rlnDefocusAngle": 30.0,
-        "rlnCtfBfactor": -4.0 * truth["dose"],
-        "rlnCtfScalefactor": np.cos(np.deg2rad(truth["angle"])),
-        "rlnVoltage": 300.0, "rlnSphericalAberration": 2.7, "rlnAmplitudeContrast": 0.07,
-        "rlnDetectorPixelSize": PIXEL, "rlnMagnification": 10000.0,
-        "rlnOriginX": 0.0, "rlnOriginY": 0.0,
-    })
-    if micrograph == "per_tilt":
-        star["rlnMicrographName"] = [f"{t}_{k:02d}.mrc" for t, k in
-                                     zip(truth["tomo"], truth["k"], strict=True)]
-    elif micrograph == "per_tilt_no_index":
-        star["rlnMicrographName"] = [f"{t}_{a:+.1f}deg.tif" for t, a in
-                                     zip(truth["tomo"], truth["angle"], strict=True)]
-    elif micrograph == "per_series":
-        star["rlnMicrographName"] = [f"{t}.mrc" for t in truth["tomo"]]
-    if tomo_column:
-        star["rlnTomoName"] = truth["tomo"].to_numpy()
-    path = folder / "particles.star"
-    starfile.write({block: star.reset_index(drop=True)}, path, float_format="%.10g", sep="\t")
-    return Case(path, truth)
-
-
-def check_every_row(case: Case, p, tomo_of: dict[str, str] | None = None) -> None:
-    """Each written row is one visible image of the right particle, with its own values."""
-    assert p.meta["rows_in_file"] == len(case.truth)
-    assert p.meta["images_read"] == len(case.truth) == int(p.visible.sum())
-    assert p.meta["dropped"] == {}
-    seen = np.zeros_like(p.visible)
-    full = p.full_rotation()
-    imgs = p.batch(np.arange(p.n_particles)).images.numpy()
-    by_particle = {}
-    for (tomo, group), rows in case.truth.groupby(["tomo", "group"], sort=False):
-        name = group if tomo_of is None else tomo_of[(tomo, group)]
-        n = p.names.index(name)
-        by_particle[name] = n
-        assert int(p.visible[n].sum()) == len(rows), name
-        for _, r in rows.iterrows():
-            t = np.nonzero(p.visible[n] & np.isclose(p.dose_e_per_A2[n], r["dose"]))[0]
-            assert len(t) == 1, (name, r["k"])
-            t = int(t[0])
-            seen[n, t] = True
-            assert imgs[n, t].mean() == pytest.approx(r["code"])
-            assert p.defocus_u_A[n, t] == pytest.approx(r["du"])
-            assert p.tilt_deg[n, t] == pytest.approx(abs(r["angle"]), abs=1e-3)
-            want = relion_to_matrix(np.array([r["rot"]]), np.array([r["tilt"]]),
-                                    np.array([r["psi"]]))[0]
-            np.testing.assert_allclose(full[n, t], want, atol=1e-6)
-    assert (seen == p.visible).all()
-    assert len(by_particle) == p.n_particles
-
-
-def slot_is_tilt(case: Case, p, tomo_of: dict[str, str] | None = None) -> None:
-    """Within a tilt series a slot is one tilt for every particle, ordered by dose."""
-    for tomo, rows in case.truth.groupby("tomo"):
-        slot_of_k: dict[int, int] = {}
-        for _, r in rows.iterrows():
-            name = r["group"] if tomo_of is None else tomo_of[(tomo, r["group"])]
-            n = p.names.index(name)
-            t = int(np.nonzero(p.visible[n] & np.isclose(p.dose_e_per_A2[n], r["dose"]))[0][0])
-            assert slot_of_k.setdefault(int(r["k"]), t) == t
-        doses = rows.groupby("k")["dose"].first()
-        ks = sorted(slot_of_k, key=lambda k: slot_of_k[k])
-        assert np.all(np.diff(doses.loc[ks].to_numpy()) > 0)
-
 
 PROBLEM = [("TS_01", str(g), N_TILTS) for g in range(1, 6)] + [("TS_01", "6", 24)]
 
@@ -157,7 +35,7 @@ PROBLEM = [("TS_01", str(g), N_TILTS) for g in range(1, 6)] + [("TS_01", "6", 24
 # ---------------------------------------------------------------------------- layouts
 def test_micrograph_per_tilt_image_problem_case(tmp_path):
     """The reported file: rlnMicrographName per tilt image, 6 particles, 39 tilts, one 24."""
-    case = write_case(tmp_path, _truth(PROBLEM, np.random.default_rng(0)))
+    case = write_case(tmp_path, make_truth(PROBLEM, np.random.default_rng(0)))
     assert len(case.truth) == 219
     assert detect_format(case.star) == "warp"
     p = read_particles(case.star)
@@ -170,7 +48,7 @@ def test_micrograph_per_tilt_image_problem_case(tmp_path):
 
 
 def test_info_reports_every_image_of_the_problem_case(tmp_path, capsys):
-    case = write_case(tmp_path, _truth(PROBLEM, np.random.default_rng(1)))
+    case = write_case(tmp_path, make_truth(PROBLEM, np.random.default_rng(1)))
     assert main(["info", str(case.star)]) == 0
     captured = capsys.readouterr()
     assert "images read: 219 of 219 rows in the file" in captured.out
@@ -190,7 +68,7 @@ MULTI = [("TS_01", "1", 39), ("TS_01", "2", 30), ("TS_02", "3", 39), ("TS_02", "
     (None, True, "rlnTomoName"),
 ])
 def test_layouts_read_every_row(tmp_path, micrograph, tomo_column, source):
-    case = write_case(tmp_path, _truth(MULTI, np.random.default_rng(2)), micrograph,
+    case = write_case(tmp_path, make_truth(MULTI, np.random.default_rng(2)), micrograph,
                       tomo_column, block="particles")
     p = read_particles(case.star)
     assert p.meta["warp_tilt_series_from"] == source
@@ -204,7 +82,7 @@ def test_layouts_read_every_row(tmp_path, micrograph, tomo_column, source):
 
 def test_no_tomogram_column_is_one_tilt_series(tmp_path):
     one = [(t, g, n) for t, g, n in MULTI if t == "TS_01"]
-    case = write_case(tmp_path, _truth(one, np.random.default_rng(3)), micrograph=None)
+    case = write_case(tmp_path, make_truth(one, np.random.default_rng(3)), micrograph=None)
     p = read_particles(case.star)
     assert p.meta["warp_tilt_series_from"].startswith("none")
     check_every_row(case, p)
@@ -221,7 +99,7 @@ QUALIFIED = {(t, g): f"{t}/{g}" for t, g, _ in RESTART}
     ("per_tilt", False), ("per_series", False), ("per_tilt", True), (None, True)])
 def test_group_names_restarting_per_tomogram_stay_separate(tmp_path, micrograph,
                                                            tomo_column):
-    case = write_case(tmp_path, _truth(RESTART, np.random.default_rng(4)), micrograph,
+    case = write_case(tmp_path, make_truth(RESTART, np.random.default_rng(4)), micrograph,
                       tomo_column)
     p = read_particles(case.star)
     assert p.n_particles == 5
@@ -234,7 +112,7 @@ def test_group_names_restarting_per_tomogram_stay_separate(tmp_path, micrograph,
 
 
 def test_restarting_groups_round_trip_keep_group_and_micrograph_names(tmp_path):
-    case = write_case(tmp_path, _truth(RESTART, np.random.default_rng(5)))
+    case = write_case(tmp_path, make_truth(RESTART, np.random.default_rng(5)))
     p = read_particles(case.star)
     out = tmp_path / "out" / "particles.star"
     write_particles(p, out, fmt="warp")
@@ -254,7 +132,7 @@ def test_restarting_groups_round_trip_keep_group_and_micrograph_names(tmp_path):
 
 
 def test_row_order_does_not_matter(tmp_path):
-    case = write_case(tmp_path, _truth(RESTART, np.random.default_rng(6)))
+    case = write_case(tmp_path, make_truth(RESTART, np.random.default_rng(6)))
     df = starfile.read(case.star)
     shuffled = tmp_path / "shuffled.star"
     starfile.write(df.sample(frac=1.0, random_state=3).reset_index(drop=True), shuffled,
@@ -271,7 +149,7 @@ def test_row_order_does_not_matter(tmp_path):
 
 # ---------------------------------------------------------------------------- fallbacks
 def test_micrographs_without_index_fall_back_to_one_series_per_group(tmp_path):
-    case = write_case(tmp_path, _truth(MULTI, np.random.default_rng(7)),
+    case = write_case(tmp_path, make_truth(MULTI, np.random.default_rng(7)),
                       micrograph="per_tilt_no_index")
     p = read_particles(case.star)
     assert p.meta["warp_tilt_series_from"].startswith("particle group")
@@ -280,7 +158,7 @@ def test_micrographs_without_index_fall_back_to_one_series_per_group(tmp_path):
 
 def test_restarting_groups_without_any_tilt_series_name_are_refused(tmp_path):
     same = [("TS_01", "1", 39), ("TS_02", "1", 39)]
-    truth = _truth(same, np.random.default_rng(8))
+    truth = make_truth(same, np.random.default_rng(8))
     truth["angle"] = truth["angle"] - 0.5 * (truth["tomo"] == "TS_02")  # same scheme
     case = write_case(tmp_path, truth, micrograph="per_tilt_no_index")
     with pytest.raises(DataError, match=r"particles\.star.*particle '1'.*rlnTomoName"):
@@ -297,7 +175,7 @@ def test_strip_tilt_index():
 
 # ---------------------------------------------------------------------------- collisions
 def test_two_rows_naming_one_image_are_refused(tmp_path):
-    case = write_case(tmp_path, _truth(MULTI, np.random.default_rng(9)))
+    case = write_case(tmp_path, make_truth(MULTI, np.random.default_rng(9)))
     df = starfile.read(case.star)
     df.loc[5, "rlnImageName"] = df.loc[4, "rlnImageName"]
     starfile.write(df, case.star, float_format="%.10g", sep="\t")
@@ -306,7 +184,7 @@ def test_two_rows_naming_one_image_are_refused(tmp_path):
 
 
 def test_two_images_of_one_particle_in_one_tilt_image_are_refused(tmp_path):
-    case = write_case(tmp_path, _truth(MULTI, np.random.default_rng(10)))
+    case = write_case(tmp_path, make_truth(MULTI, np.random.default_rng(10)))
     df = starfile.read(case.star)
     df.loc[3, "rlnMicrographName"] = df.loc[2, "rlnMicrographName"]
     starfile.write(df, case.star, float_format="%.10g", sep="\t")
@@ -319,7 +197,7 @@ def test_datadir_finds_stacks_relative_to_another_folder(tmp_path, capsys):
     data = tmp_path / "data"
     star_dir = tmp_path / "project"
     star_dir.mkdir()
-    case = write_case(star_dir, _truth(MULTI[:2], np.random.default_rng(11)),
+    case = write_case(star_dir, make_truth(MULTI[:2], np.random.default_rng(11)),
                       stack_folder=data / "stacks")
     with pytest.raises(DataError) as err:
         read_particles(case.star)
@@ -339,7 +217,7 @@ def test_datadir_finds_stacks_relative_to_another_folder(tmp_path, capsys):
 
 def test_datadir_takes_file_names_of_foreign_absolute_paths(tmp_path):
     stacks = tmp_path / "here"
-    case = write_case(tmp_path, _truth(MULTI[:1], np.random.default_rng(12)),
+    case = write_case(tmp_path, make_truth(MULTI[:1], np.random.default_rng(12)),
                       stack_folder=stacks, image_prefix="/cluster/gone/")
     with pytest.raises(DataError, match="/cluster/gone/"):
         read_particles(case.star)
@@ -359,7 +237,7 @@ def test_datadir_reaches_subtomogram_readers(subtomos, tmp_path):
 
 # ---------------------------------------------------------------------------- info
 def test_info_warns_when_rows_are_unaccounted_for(tmp_path):
-    case = write_case(tmp_path, _truth(MULTI[:2], np.random.default_rng(13)))
+    case = write_case(tmp_path, make_truth(MULTI[:2], np.random.default_rng(13)))
     p = read_particles(case.star)
     assert conservation(p)["warning"] is None
     p.meta["rows_in_file"] = 80
@@ -394,7 +272,7 @@ def test_every_command_reading_a_particle_set_takes_datadir():
     ("rlnMagnification", 0.0), ("rlnDetectorPixelSize", -5.0), ("rlnDetectorPixelSize", 1e30),
     ("rlnVoltage", 0.0), ("rlnCtfBfactor", 40.0), ("rlnCtfScalefactor", 0.0)])
 def test_impossible_values_name_the_column(tmp_path, col, value):
-    case = write_case(tmp_path, _truth(MULTI[:1], np.random.default_rng(14)))
+    case = write_case(tmp_path, make_truth(MULTI[:1], np.random.default_rng(14)))
     df = starfile.read(case.star)
     df[col] = value
     starfile.write(df, case.star, float_format="%.10g", sep="\t")

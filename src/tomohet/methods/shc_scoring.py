@@ -1,0 +1,93 @@
+"""Scoring pieces of stochastic hill climbing (:mod:`tomohet.methods.shc`): the annealing
+schedule, the resolution that limits the scoring band, normalised cross-correlation of
+particles with class references, the figure-of-merit filter of half maps, and the
+renaming of half-set sums after half 1's classes are matched to half 0's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tomohet.physics.forward import PreparedBatch
+from tomohet.physics.fourier import (
+    ft_to_volume,
+    hermitian_weights_2d,
+    hermitian_weights_3d,
+    radial_shell_index,
+    volume_to_ft,
+)
+from tomohet.physics.fsc import fsc, resolution_at
+from tomohet.physics.projection import Backprojector
+
+__all__ = ["temperature_schedule", "band_resolution", "ncc_scores", "figure_of_merit_filter",
+           "rename_half_one"]
+
+
+def temperature_schedule(iteration: int, t0: float, anneal_iters: int) -> float:
+    """Linear fall from ``t0`` at iteration 0 to 0 at ``anneal_iters`` (STOPGAP)."""
+    if anneal_iters <= 0:
+        return 0.0
+    return max(0.0, t0 * (1 - iteration / anneal_iters))
+
+
+def band_resolution(curves: list[list[float]] | np.ndarray, pixel_size_A: float,
+                    threshold: float = 0.143) -> float | None:
+    """Resolution (A) that limits the scoring band: the worst FSC-``threshold`` resolution
+    among the classes that resolve anything (FSC >= ``threshold`` at shell 1). A class
+    with FSC 0 (empty, or pure noise) does not narrow the band; None when no class
+    resolves anything (then the band is not limited by resolution)."""
+    c = np.asarray(curves, dtype=float)
+    if c.ndim != 2 or c.shape[1] < 2:
+        return None
+    resolved = [resolution_at(row, pixel_size_A, threshold) for row in c
+                if np.isfinite(row[1]) and row[1] >= threshold]
+    return max(resolved) if resolved else None
+
+
+def ncc_scores(prep: PreparedBatch, model: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
+    """Normalised cross-correlation of data with each model, where the data has signal.
+
+    model (M, B, ...) reference transforms in each item's frame; band: bool shell mask of
+    the trailing frequency shape. Tilt stacks are scored over all visible tilts together.
+    -> (B, M).
+    """
+    d = prep.data.shape[-2]
+    herm = (hermitian_weights_2d(d, prep.data.device) if prep.geometry == "tilt"
+            else hermitian_weights_3d(d, prep.data.device))
+    w = (prep.mask & band).float() * herm
+    pred = model * prep.transfer
+    num = ((prep.data.conj() * pred).real * w).flatten(2).sum(-1)  # (M, B)
+    p2 = ((pred.real**2 + pred.imag**2) * w).flatten(2).sum(-1)
+    x2 = ((prep.data.real**2 + prep.data.imag**2) * w).flatten(1).sum(-1)  # (B,)
+    return (num / torch.sqrt(p2 * x2[None]).clamp_min(1e-20)).T
+
+
+def figure_of_merit_filter(half_maps: torch.Tensor) -> torch.Tensor:
+    """Weight each class's half maps per shell by sqrt(FSC) of its own two halves.
+
+    (2K, D, D, D) -> (2K, D, D, D), class c half h at 2c + h. sqrt(FSC) estimates a half
+    map's correlation with the noise-free map, so shells a class resolves poorly are
+    damped. Without it a class averaged from fewer particles carries more noise power
+    and scores lower against every particle under normalised cross-correlation, and
+    hill climbing drains it (rich-get-richer collapse).
+    """
+    d = half_maps.shape[-1]
+    k = half_maps.shape[0] // 2
+    pairs = half_maps.reshape(k, 2, d, d, d)
+    curve = fsc(pairs[:, 0], pairs[:, 1]).clamp(0.0, 1.0)  # (K, D//2 + 1)
+    curve[:, 0] = 1.0
+    shell = radial_shell_index(d, 3, device=half_maps.device).clamp_max(curve.shape[1] - 1)
+    weight = torch.sqrt(curve)[:, shell]  # (K, D, D, D//2 + 1)
+    ft = volume_to_ft(pairs) * weight[:, None]
+    return ft_to_volume(ft, d).reshape(2 * k, d, d, d)
+
+
+def rename_half_one(bp: Backprojector, rename: np.ndarray) -> None:
+    """In place: half-1 sums of class c become those of class ``rename[c]`` (volumes
+    ordered class c, half h at 2c + h), instead of back-projecting again."""
+    k = len(rename)
+    order = np.arange(2 * k)
+    order[2 * rename + 1] = 2 * np.arange(k) + 1
+    perm = torch.as_tensor(order, device=bp.data.device)
+    bp.data, bp.weight = bp.data[perm], bp.weight[perm]
