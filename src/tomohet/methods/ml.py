@@ -36,12 +36,19 @@ from tqdm.auto import tqdm
 
 from tomohet.data.keys import half_sets
 from tomohet.data.particles import TiltSeriesParticles
-from tomohet.io.mrc import load_volume as _load_volume
-from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
+from tomohet.io import load_volume
+from tomohet.methods.base import (
+    HeterogeneityMethod,
+    ParticleSet,
+    default_mask,
+    register,
+    resolve_device,
+    seed_of,
+)
 from tomohet.methods.discovery import discover_with
 from tomohet.methods.em import EMConfig, EMEngine, EMState
 from tomohet.methods.ml_schedule import AnnealReseed
-from tomohet.physics.fourier import ft_to_volume, lowpass_filter, soft_sphere_mask, volume_to_ft
+from tomohet.physics.fourier import ft_to_volume, lowpass_filter, volume_to_ft
 
 __all__ = ["ML2D", "ML3D", "Occupancy", "MLClassifier"]
 
@@ -136,10 +143,8 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
 
     def _masks(self, particles: ParticleSet, device: torch.device):
         box, px = particles.optics.box, particles.optics.pixel_size_A
-        radius_px = (self.mask_radius_A / px if self.mask_radius_A is not None
-                     else box / 2 - max(2.0, box * 0.06))
-        ref_mask = soft_sphere_mask(box, radius_px, edge_px=max(2.0, box * 0.05), device=device)
-        focus = None if _is_auto(self.focus_mask) else _load_volume(self.focus_mask)
+        ref_mask = default_mask(box, self.mask_radius_A, px, device)
+        focus = None if _is_auto(self.focus_mask) else load_volume(self.focus_mask)
         return ref_mask, focus
 
     # ------------------------------------------------------------------ fit
@@ -147,7 +152,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         self._check_input(particles)
         if self.n_classes < 1:
             raise ValueError(f"{self.name}: n_classes must be >= 1")
-        device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(self.device)
         filtered, keep = self._filter(particles)
         ref_mask, focus = self._masks(particles, device)
         cfg = self._config(device)
@@ -180,7 +185,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         return self
 
     def _seed(self) -> int:
-        return 0 if self.random_state is None else int(self.random_state)
+        return seed_of(self.random_state)
 
     def _run(self, particles, keep, cfg, ref_mask, focus, halves, bar):
         plain = EMEngine(particles, cfg, keep, ref_mask, progress=bar.update)
@@ -241,7 +246,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         lp_res = self.init_lowpass_A or 6 * px
         lp = lowpass_filter(box, lp_res, px, 3)
         vols = ft_to_volume(volume_to_ft(vols) * lp, box)
-        ref = _load_volume(self.reference)
+        ref = load_volume(self.reference)
         if ref is not None:
             if ref.shape != vols.shape[1:]:
                 raise ValueError(f"{self.name}: reference shape {tuple(ref.shape)} does not "

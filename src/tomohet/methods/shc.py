@@ -36,8 +36,15 @@ from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 from tomohet.data.keys import half_sets, keyed_order, keyed_uniform_grid
-from tomohet.io.mrc import load_volume as _load_volume
-from tomohet.methods.base import HeterogeneityMethod, ParticleSet, register
+from tomohet.io import load_volume
+from tomohet.methods.base import (
+    HeterogeneityMethod,
+    ParticleSet,
+    default_mask,
+    register,
+    resolve_device,
+    seed_of,
+)
 from tomohet.methods.consistency import align_runs, match_labels
 from tomohet.methods.discovery import discover_with
 from tomohet.methods.em import EMConfig, EMEngine
@@ -49,7 +56,7 @@ from tomohet.methods.shc_scoring import (
     temperature_schedule,
 )
 from tomohet.physics.forward import model_transforms
-from tomohet.physics.fourier import radial_shell_index, soft_sphere_mask
+from tomohet.physics.fourier import radial_shell_index
 from tomohet.physics.reconstruction import wiener_reconstruct
 
 __all__ = ["SHC", "ncc_scores", "match_labels", "align_runs", "temperature_schedule",
@@ -158,10 +165,10 @@ class SHC(HeterogeneityMethod):
         refs = self.references
         if refs is not None:
             if isinstance(refs, list | tuple):
-                vols = [v for v in (_load_volume(r) for r in refs) if v is not None]
+                vols = [v for v in (load_volume(r) for r in refs) if v is not None]
                 stack = torch.stack(vols) if vols else None
             else:
-                stack = _load_volume(refs)
+                stack = load_volume(refs)
             if stack is None or stack.ndim != 4 or stack.shape[0] != self.n_classes:
                 raise ValueError(f"shc: references must be {self.n_classes} volumes")
             return stack.float().repeat_interleave(2, dim=0), None
@@ -253,12 +260,11 @@ class SHC(HeterogeneityMethod):
         self._check_input(particles)
         if particles.n_particles < self.n_classes:
             raise ValueError("shc: fewer particles than classes")
-        device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(self.device)
         n, box, px = particles.n_particles, particles.optics.box, particles.optics.pixel_size_A
         cfg = EMConfig(n_classes=self.n_classes, batch_size=self.batch_size,
                        local_search_deg=self.local_search_deg, device=str(device))
-        radius = (self.mask_radius_A / px if self.mask_radius_A else box / 2 - max(2, box * 0.06))
-        mask = soft_sphere_mask(box, radius, edge_px=max(2.0, box * 0.05), device=device)
+        mask = default_mask(box, self.mask_radius_A, px, device)
         total = self.n_runs * (2 * self.n_iter + 1) * n + n
         bar = tqdm(total=total, desc=f"shc K={self.n_classes} x{self.n_runs}", unit="ptcl",
                    disable=not self.progress, leave=False)
@@ -271,11 +277,11 @@ class SHC(HeterogeneityMethod):
         def band(res: float | None) -> torch.Tensor:
             return self._band(box, px, ndim, device, res)
 
-        base = 0 if self.random_state is None else int(self.random_state)
+        base = seed_of(self.random_state)
         halves = half_sets(particles.names, particles.tomo_names, base, particles.table)
         self.half_sets_ = halves
         focus = (self.focus_mask if self.focus_mask is None or isinstance(self.focus_mask, str)
-                 else _load_volume(self.focus_mask))
+                 else load_volume(self.focus_mask))
         self._setup = discover_with(engine, self.n_classes, focus, self.init, halves, base)
         self.discovery_, engine = self._setup.discovery, self._setup.engine
         self.focus_mask_ = None if self._setup.focus is None else self._setup.focus.cpu()
