@@ -195,3 +195,29 @@ def test_compact_projection_at_grid_edges(box, pad):
     dense = model_transforms(proj, prep).reshape(2, 12, -1)[:, cb.image, cb.pixel]
     comp = project_compact(proj, cb)
     torch.testing.assert_close(comp, dense, atol=1e-5 * dense.abs().max(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_passes_allocate_only_the_accumulator_their_path_fills(monkeypatch, compact):
+    """The compact path fills CompactSums only: no dense Backprojector is allocated next
+    to it (2K padded grids, ~84 MB at K=4 box 48); the dense path allocates one per pass."""
+    import tomohet.methods.em as em
+
+    particles, _, vols = make_tilt_set(n=6, box=BOX, n_tilts=3, snr=0.5, seed=4)
+    n = particles.n_particles
+    made = []
+
+    class Counted(Backprojector):
+        def __post_init__(self) -> None:
+            made.append(self.n_volumes)
+            super().__post_init__()
+
+    monkeypatch.setattr(em, "Backprojector", Counted)
+    engine = EMEngine(particles, EMConfig(n_classes=2, compact=compact), np.arange(n))
+    state = em.EMState(volumes=vols, priors=torch.full((2,), 0.5),
+                       sigma2=torch.ones(12, BOX // 2 + 2), posteriors=np.full((n, 2), 0.5))
+    halves = np.arange(n) % 2
+    bp, _, _, _ = engine.em_pass(state, halves)
+    bp2 = engine.reconstruct_pass(np.full((n, 2), 0.5), None, halves)
+    assert made == ([] if compact else [4, 4])
+    assert bp.data.shape == bp2.data.shape == (4, (BOX * 2) ** 3)

@@ -190,27 +190,38 @@ class EMEngine:
                          halves: np.ndarray) -> Backprojector:
         """Back-project with fixed class weights (N_index, K) into 2K half-set volumes."""
         k = weights.shape[1]
-        bp = Backprojector(self.box, 2 * k, self.cfg.pad, self.device)
         w_all = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
         h_all = torch.as_tensor(halves, device=self.device)
-        compact = self._compact()
-        sums = CompactSums(self.box, 2 * k, self.cfg.pad, self.device) if compact else None
+        bp, sums = self._accumulators(2 * k)
         for rows in self.batches():
             prep = self.prepare(self.index[rows])
             r = torch.as_tensor(rows, device=self.device)
             vw = self._half_weights(w_all[r], h_all[r])
             if sums is not None:
-                insert_compact(sums, compact_batch(prep, bp.padded, self._n_groups(noise)),
+                insert_compact(sums, compact_batch(prep, sums.padded, self._n_groups(noise)),
                                vw, noise)
             else:
+                assert bp is not None
                 insert_prepared(bp, prep, vw, noise)
             if self.progress:
                 self.progress(len(rows))
-        return bp if sums is None else sums.backprojector()
+        if sums is not None:
+            return sums.backprojector()
+        assert bp is not None
+        return bp
 
     def _compact(self) -> bool:
         """Whether passes take the compacted path (tilt geometry, no local search)."""
         return self.cfg.compact and self.is_tilt and self.deltas is None
+
+    def _accumulators(self, n_volumes: int
+                      ) -> tuple[Backprojector | None, CompactSums | None]:
+        """The M-step sums a pass fills: compact sums on the compact path, else a dense
+        :class:`~tomohet.physics.projection.Backprojector` (only the one that is used is
+        allocated; each is ``n_volumes`` padded grids)."""
+        if self._compact():
+            return None, CompactSums(self.box, n_volumes, self.cfg.pad, self.device)
+        return Backprojector(self.box, n_volumes, self.cfg.pad, self.device), None
 
     def _n_groups(self, noise: NoiseModel | None) -> int:
         return (noise or self.new_noise()).sigma2.shape[0]
@@ -243,13 +254,11 @@ class EMEngine:
         noise.sigma2 = state.sigma2.to(self.device)
         new_noise = self.new_noise()
         proj = self.projector(state.volumes)
-        bp = Backprojector(self.box, 2 * k, self.cfg.pad, self.device)
+        bp, sums = self._accumulators(2 * k)
         log_prior = torch.log(state.priors.to(self.device).clamp_min(1e-12))
         post_all = torch.zeros((len(self.index), k), dtype=torch.float64, device=self.device)
         h_all = torch.as_tensor(halves, device=self.device)
         total_ll = torch.zeros((), dtype=torch.float64, device=self.device)
-        compact = self._compact()
-        sums = CompactSums(self.box, 2 * k, self.cfg.pad, self.device) if compact else None
         for rows in self.batches():
             t0 = time.perf_counter()
             prep = self.prepare(self.index[rows])
@@ -257,7 +266,7 @@ class EMEngine:
             self._tick("read_prepare", t0)
             if sums is not None:
                 t0 = time.perf_counter()
-                cb = compact_batch(prep, bp.padded, noise.sigma2.shape[0])
+                cb = compact_batch(prep, sums.padded, noise.sigma2.shape[0])
                 self._tick("plan", t0)
                 post, ll_tot, resid_c = self._e_step_compact(proj, cb, prep, noise,
                                                              log_prior, max_top)
@@ -277,6 +286,7 @@ class EMEngine:
             total_ll += ll_tot.double()
             new_noise.accumulate(resid, prep)
             vw = self._half_weights(post, h_all[r])
+            assert bp is not None
             if best_rot is None:
                 insert_prepared(bp, prep, vw, noise)
             else:
@@ -290,6 +300,7 @@ class EMEngine:
         new_noise.update()
         if sums is not None:
             bp = sums.backprojector()
+        assert bp is not None
         return bp, new_noise, post_all.cpu().numpy(), float(total_ll)
 
     def _e_step_compact(self, proj: VolumeProjector, cb: CompactBatch, prep: PreparedBatch,
