@@ -72,7 +72,7 @@ class ClassEvidence:
             return ("No heterogeneity found above noise: for every pair of classes the "
                     "class difference seen in one half set is uncorrelated with the one "
                     f"seen in the other (largest z = {float(self.z.max()):.1f}).")
-        above = [f"{a}-{b} (z = {z:.1f})" for (a, b), z, s
+        above = [f"classes {a + 1}-{b + 1} (z = {z:.1f})" for (a, b), z, s
                  in zip(self.pairs, self.z, self.significant, strict=True) if s]
         return (f"Class differences reproduce between the half sets for {len(above)} of "
                 f"{len(self.pairs)} pairs ({', '.join(above)}); the maps show where. A "
