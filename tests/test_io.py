@@ -386,3 +386,11 @@ def test_tomodrgn_style_star_dose_from_bfactor_tilt_from_scale(sim, tmp_path):
         order = np.lexsort((np.abs(a[name]["tilt"]), a[name]["dose"]))
         for key in ("rot", "img", "du"):
             np.testing.assert_allclose(b[name][key], a[name][key][order], atol=1e-2)
+
+
+def test_star_files_carry_no_timestamp(tmp_path):
+    """Same data -> same bytes: starfile's time-stamped header is replaced."""
+    from tomohet.io.star import write_star
+
+    path = write_star(tmp_path / "a.star", {"particles": pd.DataFrame({"rlnTomoName": ["t"]})})
+    assert path.read_text().splitlines()[0] == "# written by tomohet"

@@ -219,7 +219,17 @@ def write_star(path: str | os.PathLike[str], blocks: dict[str, Block]) -> Path:
             clean[name] = dict(block)
     with atomic_path(p) as tmp:
         starfile.write(clean, tmp, float_format=FLOAT_FORMAT, sep="\t")
+        _drop_timestamp(Path(tmp))
     return p
+
+
+def _drop_timestamp(path: Path) -> None:
+    """Replace starfile's "# Created by ... at HH:MM:SS on DD/MM/YYYY" header with a fixed
+    one, so that the same data give the same bytes (reproducible outputs)."""
+    text = path.read_text()
+    first, sep, rest = text.partition("\n")
+    if first.startswith("# Created by the starfile"):
+        path.write_text("# written by tomohet" + sep + rest)
 
 
 def resolve_path(name: str, star_path: Path, bases: Sequence[Path] = ()) -> Path:
