@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args._run(args)
     except (DataError, OSError, ValueError) as exc:
         # bad input: one line naming the file and the field, never a traceback
+        # (TOMOHET_DEBUG=1 shows the traceback, for bug reports)
+        if os.environ.get("TOMOHET_DEBUG"):
+            raise
         print(f"tomohet {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
