@@ -18,8 +18,8 @@ import time
 import numpy as np
 import torch
 
+from tomohet.data.keys import half_sets
 from tomohet.methods.em import EMConfig, EMEngine, EMState
-from tomohet.physics.reconstruction import half_set_labels
 
 
 def synthetic_set(n: int, box: int, n_tilts: int, seed: int):
@@ -61,7 +61,7 @@ def main() -> None:
     cfg = EMConfig(n_classes=args.k, batch_size=args.batch_size, device=args.device,
                    current_size_margin=args.current_size_margin)  # for current_shell below
     engine = EMEngine(particles, cfg, np.arange(n))
-    halves = half_set_labels(n)
+    halves = half_sets(particles.names, particles.tomo_names, 0, particles.table)
     rng = np.random.default_rng(0)
     weights = np.eye(args.k)[rng.integers(0, args.k, n)]
     vols, curves, res = engine.volumes_from(engine.reconstruct_pass(weights, None, halves))

@@ -116,11 +116,12 @@ def test_tempered_posteriors_cap_and_identity():
 
 
 def test_empty_class_is_reseeded_from_half_of_the_largest():
+    from tomohet.data.keys import half_sets
     from tomohet.methods.em import EMConfig, EMEngine, EMState
     from tomohet.methods.ml import ML2D
-    from tomohet.physics.reconstruction import half_set_labels
 
     particles, _, _ = make_tilt_set(n=40, box=16, n_tilts=5, snr=0.1, seed=6)
+    halves = half_sets(particles.names, particles.tomo_names)
     engine = EMEngine(particles, EMConfig(n_classes=3), np.arange(40))
     labels = np.r_[np.zeros(30, int), np.ones(10, int)]  # class 2 empty, class 0 largest
     post = np.eye(3)[labels]
@@ -128,11 +129,11 @@ def test_empty_class_is_reseeded_from_half_of_the_largest():
                     sigma2=torch.ones(1), posteriors=post, iteration=2,
                     history=[{"iteration": 2}])
     m = ML2D(n_classes=3, anneal_iters=2, random_state=0)
-    new = m._revive_empty(engine, state, half_set_labels(40, seed=0), n_iter=10)
+    new = m._revive_empty(engine, state, halves, n_iter=10)
     counts = np.bincount(new.posteriors.argmax(1), minlength=3)
     assert counts.tolist() == [15, 10, 15]
     assert (new.posteriors.argmax(1)[30:] == 1).all()  # other classes untouched
     assert new.history[-1]["revived"] == [2]
     assert float(new.volumes[2].abs().sum()) > 0
     # too late in the run: nothing is re-seeded
-    assert m._revive_empty(engine, state, half_set_labels(40, seed=0), n_iter=5) is None
+    assert m._revive_empty(engine, state, halves, n_iter=5) is None

@@ -88,13 +88,14 @@ def test_figure_of_merit_filter_damps_unresolved_class():
 def test_half_set_renaming_permutes_sums_like_a_fresh_backprojection():
     """_references renames half-1 classes by permuting accumulated sums; that must equal
     back-projecting again with the renamed labels."""
+    from tomohet.data.keys import half_sets
     from tomohet.methods.em import EMConfig, EMEngine
     from tomohet.methods.shc import rename_half_one
-    from tomohet.physics.reconstruction import half_set_labels, wiener_reconstruct
+    from tomohet.physics.reconstruction import wiener_reconstruct
 
     particles, _, _ = make_tilt_set(n=40, box=16, n_tilts=5, snr=0.1, seed=4)
     engine = EMEngine(particles, EMConfig(n_classes=3), np.arange(40))
-    halves = half_set_labels(40, seed=1)
+    halves = half_sets(particles.names, particles.tomo_names, seed=1)
     labels = np.arange(40) % 3
     rename = np.array([2, 0, 1])
     bp = engine.reconstruct_pass(np.eye(3)[labels], None, halves)

@@ -77,6 +77,7 @@ def test_premultiplied_reference_matches_plain(tiny):
     unpremultiplied (residuals scaled by 1/CTF^2, CTF^2 weights). Ignoring the
     premultiplication gave a CTF^2-scaled noise power (5.3 instead of 282 at shell 1) and
     a CTF^4-weighted map."""
+    from tomohet.data.keys import half_sets
     from tomohet.methods.vae.data import build_cache
     from tomohet.methods.vae.reference import consensus_volume, noise_power
     from tomohet.physics.projection import VolumeProjector
@@ -87,7 +88,7 @@ def test_premultiplied_reference_matches_plain(tiny):
     out = []
     for p in (sub, _premultiplied(sub)):
         cache = build_cache(p, np.arange(p.n_particles), p.visible)
-        vol, _curve = consensus_volume(cache, dev)
+        vol, _curve = consensus_volume(cache, dev, half_sets(p.names, p.tomo_names))
         out.append((vol, noise_power(cache, VolumeProjector(vol), dev)))
     (v_plain, n_plain), (v_pre, n_pre) = out
     box = v_plain.shape[-1]

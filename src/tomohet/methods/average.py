@@ -21,7 +21,7 @@ from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
 from tomohet.physics.fsc import resolution_at
 from tomohet.physics.projection import Backprojector
-from tomohet.physics.reconstruction import gold_standard_maps, half_set_labels, insert_prepared
+from tomohet.physics.reconstruction import gold_standard_maps, insert_prepared
 
 __all__ = ["AverageResult", "average"]
 
@@ -81,11 +81,10 @@ def average(
 
     class_weights (N, K): one average per class (posterior-weighted); default one class.
     """
-    n = particles.n_particles
     if half_sets is None:  # the file's rlnRandomSubset, else drawn from the names
         halves = keyed_half_sets(particles.names, particles.tomo_names, seed, particles.table)
     else:
-        halves = half_set_labels(n, seed, half_sets)
+        halves = np.asarray(half_sets, dtype=np.int64)
     k = 1 if class_weights is None else class_weights.shape[1]
     bp = Backprojector(particles.optics.box, n_volumes=2 * k, pad=pad, device=device)
     _accumulate(particles, bp, halves, batch_size, device, progress, class_weights)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from tomohet.physics.forward import NoiseModel, PreparedBatch
@@ -30,7 +29,6 @@ __all__ = [
     "wiener_reconstruct",
     "GoldStandardMaps",
     "gold_standard_maps",
-    "half_set_labels",
 ]
 
 
@@ -161,15 +159,3 @@ def gold_standard_maps(bp: Backprojector, tau_fudge: float = 1.0) -> GoldStandar
     return GoldStandardMaps(half_maps, torch.stack(maps), curves, empty.cpu())
 
 
-def half_set_labels(n: int, seed: int = 0, given: np.ndarray | None = None) -> np.ndarray:
-    """Half-set (0/1) of each particle: ``given`` (e.g. rlnRandomSubset - 1) or random.
-
-    The random split depends on row positions; for particle sets use
-    :func:`tomohet.data.keys.half_sets`, which follows the file and the particle names.
-    """
-    if given is not None:
-        return np.asarray(given, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    labels = np.zeros(n, dtype=np.int64)
-    labels[rng.permutation(n)[: n // 2]] = 1
-    return labels

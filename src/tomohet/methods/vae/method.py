@@ -188,7 +188,7 @@ class TiltVAEMethod(HeterogeneityMethod):
             self.reference_ = dict(ck.get("extra", {}).get("reference", {}))
             return model, opt, int(ck["epoch"]), list(ck["history"]), ck["mu"].cpu()
         model = TiltVAE(self.model_config(box)).to(dev)
-        self.reference_ = T.prepare_model(model, cache, dev, self.seed, halves=self._halves)
+        self.reference_ = T.prepare_model(model, cache, dev, self._halves)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         return model, opt, 0, [], None
 

@@ -20,7 +20,7 @@ from tomohet.methods.base import default_mask
 from tomohet.methods.vae.data import FourierCache, all_tilts
 from tomohet.physics.fourier import radial_shell_index, volume_to_ft
 from tomohet.physics.projection import Backprojector, VolumeProjector, scatter_plan
-from tomohet.physics.reconstruction import gold_standard_maps, half_set_labels
+from tomohet.physics.reconstruction import gold_standard_maps
 
 __all__ = ["consensus_volume", "noise_power", "radial_envelope", "iterate_all"]
 
@@ -33,18 +33,15 @@ def iterate_all(cache: FourierCache, batch: int):
         yield rows, cache.gather(rows, all_tilts(cache.visible[rows]))
 
 
-def consensus_volume(cache: FourierCache, device: torch.device, seed: int = 0,
-                     batch: int = 256, halves: np.ndarray | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def consensus_volume(cache: FourierCache, device: torch.device, halves: np.ndarray,
+                     batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """FSC-weighted Wiener reconstruction from two half sets (tilt-weighted).
 
-    cache on ``device``; halves (N,) 0/1 per cached particle (give them from
-    :func:`tomohet.data.keys.half_sets`; None: drawn by row position, which ties the map
-    to the row order). -> (volume (D, D, D) in a soft sphere, half-map FSC (D//2+1,)).
+    cache on ``device``; halves (N,) 0/1 per cached particle, from
+    :func:`tomohet.data.keys.half_sets` (the file's rlnRandomSubset, else keyed by name,
+    never by row position). -> (volume (D, D, D) in a soft sphere, half-map FSC (D//2+1,)).
     """
     box = cache.box
-    if halves is None:
-        halves = half_set_labels(cache.n_particles, seed=seed)
     halves_t = torch.as_tensor(np.asarray(halves, dtype=np.int64), device=device)
     bp = Backprojector(box, 2, 2, device)
     dh = box // 2 + 1

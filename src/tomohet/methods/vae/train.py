@@ -86,15 +86,15 @@ def epoch_draws(names: list[str], tomo_names: list[str] | None, seed: int, epoch
     return order, scores, torch.as_tensor(eps, dtype=torch.float32)
 
 
-def prepare_model(model: TiltVAE, cache: FourierCache, device: torch.device, seed: int,
-                  batch: int = 32, halves: np.ndarray | None = None) -> dict[str, Any]:
+def prepare_model(model: TiltVAE, cache: FourierCache, device: torch.device,
+                  halves: np.ndarray, batch: int = 32) -> dict[str, Any]:
     """Consensus map, noise power, decoder envelope and encoder input scales.
 
     cache on ``device``; halves (N,) 0/1 half set of each cached particle (from
     :func:`tomohet.data.keys.half_sets`). -> summary (consensus FSC at 0.5 in pixels,
     noise range).
     """
-    vol, curve = consensus_volume(cache, device, seed=seed, batch=batch, halves=halves)
+    vol, curve = consensus_volume(cache, device, halves, batch=batch)
     model.set_consensus(vol.to(device))
     model.noise.copy_(noise_power(cache, model._projector(), device, batch).to(device))
     n_env = len(model.decoder.envelope)
