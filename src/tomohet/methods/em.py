@@ -375,7 +375,7 @@ class EMEngine:
         """Class volumes, per-class half-map FSC and resolution from 2K half-set sums
         (:func:`tomohet.physics.reconstruction.gold_standard_maps`; an empty class gives a
         zero map and a zero FSC). The half maps are kept in ``last_half_maps``."""
-        gs = gold_standard_maps(bp, self.cfg.tau_fudge)
+        gs = gold_standard_maps(bp, self.cfg.tau_fudge, fsc_mask=self.focus_mask)
         self.last_half_maps = gs.half_maps.cpu()
         curves = gs.fsc.cpu()
         vols = torch.stack([self._limit(v) for v in gs.maps])

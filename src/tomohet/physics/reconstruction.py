@@ -134,12 +134,18 @@ class GoldStandardMaps:
     empty: torch.Tensor
 
 
-def gold_standard_maps(bp: Backprojector, tau_fudge: float = 1.0) -> GoldStandardMaps:
+def gold_standard_maps(bp: Backprojector, tau_fudge: float = 1.0,
+                       fsc_mask: torch.Tensor | None = None) -> GoldStandardMaps:
     """Half sets -> half maps -> FSC -> one merged, FSC-Wiener-filtered map per class.
 
     ``bp`` holds 2K volumes, class c half h at 2c + h. The merged map uses the SNR implied
     by ``tau_fudge`` x FSC (capped at 0.999). Safe on empty input: a class (or half) that
     received no weight gives zero maps and a zero FSC, never NaN.
+
+    ``fsc_mask`` (D, D, D): the FSC (and so the Wiener filter) is measured on the masked
+    half maps. Focused classification needs it: after signal subtraction the signal is a
+    few % of the box, and a whole-box FSC would damp it to nothing, by a different
+    amount per class.
     """
     if bp.n_volumes % 2:
         raise ValueError(f"gold_standard_maps needs 2 half sets per class, got "
@@ -148,7 +154,11 @@ def gold_standard_maps(bp: Backprojector, tau_fudge: float = 1.0) -> GoldStandar
     half_maps = wiener_reconstruct(bp)
     data, weight = bp.grids()
     empty = (weight.reshape(k, -1) > 0).sum(1) == 0
-    curves = fsc(half_maps[0::2], half_maps[1::2])  # (K, D//2 + 1)
+    if fsc_mask is None:
+        curves = fsc(half_maps[0::2], half_maps[1::2])  # (K, D//2 + 1)
+    else:
+        m = fsc_mask.to(half_maps.device, half_maps.dtype)
+        curves = fsc(half_maps[0::2] * m, half_maps[1::2] * m)
     merged = Backprojector(bp.box, 1, bp.pad, data.device)
     maps = []
     for c in range(k):
