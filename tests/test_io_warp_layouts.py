@@ -174,21 +174,18 @@ def test_strip_tilt_index():
 
 
 # ---------------------------------------------------------------------------- collisions
-def test_two_rows_naming_one_image_are_refused(tmp_path):
-    case = write_case(tmp_path, make_truth(MULTI, np.random.default_rng(9)))
+@pytest.mark.parametrize("seed,column,row,match", [
+    # two rows naming one image
+    (9, "rlnImageName", 5, r"star: rlnImageName: duplicate image .* rows 5, 6"),
+    # two images of one particle in one tilt image
+    (10, "rlnMicrographName", 3, r"rows 3, 4 .*particle '1'.*rlnMicrographName"),
+])
+def test_collisions_are_refused(tmp_path, seed, column, row, match):
+    case = write_case(tmp_path, make_truth(MULTI, np.random.default_rng(seed)))
     df = starfile.read(case.star)
-    df.loc[5, "rlnImageName"] = df.loc[4, "rlnImageName"]
+    df.loc[row, column] = df.loc[row - 1, column]
     starfile.write(df, case.star, float_format="%.10g", sep="\t")
-    with pytest.raises(DataError, match=r"star: rlnImageName: duplicate image .* rows 5, 6"):
-        read_particles(case.star)
-
-
-def test_two_images_of_one_particle_in_one_tilt_image_are_refused(tmp_path):
-    case = write_case(tmp_path, make_truth(MULTI, np.random.default_rng(10)))
-    df = starfile.read(case.star)
-    df.loc[3, "rlnMicrographName"] = df.loc[2, "rlnMicrographName"]
-    starfile.write(df, case.star, float_format="%.10g", sep="\t")
-    with pytest.raises(DataError, match=r"rows 3, 4 .*particle '1'.*rlnMicrographName"):
+    with pytest.raises(DataError, match=match):
         read_particles(case.star)
 
 
