@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tomohet.physics.elastic import anm_modes, superpose
 from tomohet.sim.structures import AtomModel
 
 __all__ = ["Motion", "Interpolation", "Hinge", "NormalMode", "build_motion", "anm_modes",
@@ -85,35 +86,6 @@ class NormalMode(Motion):
 
     def apply(self, xyz, c):
         return xyz + c[:, None, None] * self.displacement[None]
-
-
-def anm_modes(beads_A: np.ndarray, n_modes: int, cutoff_A: float = 15.0) -> np.ndarray:
-    """Lowest ``n_modes`` non-rigid ANM modes of beads (N, 3) -> (n_modes, N, 3)."""
-    n = len(beads_A)
-    if n > 3000:
-        raise ValueError(f"ANM on {n} beads is too large (limit 3000)")
-    d = beads_A[:, None] - beads_A[None]
-    r2 = (d**2).sum(-1)
-    contact = (r2 < cutoff_A**2) & (r2 > 0)
-    block = -np.where(contact, 1.0 / np.maximum(r2, 1e-12), 0.0)[..., None, None] \
-        * d[..., :, None] * d[..., None, :]  # (N, N, 3, 3)
-    for i in range(n):
-        block[i, i] = -block[i].sum(0)
-    hess = block.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n)
-    _, vec = np.linalg.eigh(hess)
-    return vec[:, 6 : 6 + n_modes].T.reshape(n_modes, n, 3)
-
-
-def superpose(mobile: np.ndarray, fixed: np.ndarray, use: np.ndarray,
-              weight: np.ndarray) -> np.ndarray:
-    """Mobile (M, 3) moved by the weighted Kabsch fit of ``mobile[use]`` onto ``fixed[use]``."""
-    w = weight[use] / weight[use].sum()
-    mc, fc = (w[:, None] * mobile[use]).sum(0), (w[:, None] * fixed[use]).sum(0)
-    h = ((mobile[use] - mc) * w[:, None]).T @ (fixed[use] - fc)
-    u, _, vt = np.linalg.svd(h)
-    d = np.sign(np.linalg.det(vt.T @ u.T))
-    rot = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-    return (mobile - mc) @ rot.T + fc
 
 
 def _residue_atom(model: AtomModel, chain: str | None, resnum: int) -> int:

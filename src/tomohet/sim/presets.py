@@ -13,6 +13,10 @@ degrees) and ``NAME-realistic`` (SNR 0.02); plain ``NAME`` is the easy one.
   (1AKE, c0 = 1), c0 uniform; residue beads, box 32 at 3 A/px, 2000 particles.
 * ``mixed`` -- adenylate kinase with the LID (residues 122-159) and NMP (30-59) domains
   as components: full 66%, no-LID 30%, rare no-NMP 4%, each x the open/closed coordinate.
+* ``normalmode`` -- adenylate kinase (open, residue beads) deformed along a combination of
+  its three lowest ANM normal modes (cutoff 15 A, :func:`tomohet.physics.elastic.anm_modes`):
+  coordinate ``cJ`` uniform in [-1, 1] scales mode J to an RMS displacement of 6, 4 and
+  3 A; box 32 at 3 A/px, 2000 particles (for ``nma`` and ``flow``).
 
 Small-component ladder (a parametrised family; the standard grid is listed):
 
@@ -102,6 +106,17 @@ def _adk(name: str, states: list[dict] | None) -> SimulationConfig:
         defocus_tilt_sd_um=0.05)
 
 
+_NORMAL_MODES = [{"kind": "normal_mode", "mode": j, "amplitude_A": a, "cutoff_A": 15.0,
+                  "distribution": {"kind": "uniform", "low": -1.0, "high": 1.0}}
+                 for j, a in enumerate((6.0, 4.0, 3.0))]
+
+
+def _normalmode() -> SimulationConfig:
+    config = _adk("normalmode", None)
+    structure = dict(config.structure, motions=[dict(m) for m in _NORMAL_MODES])
+    return config.replace(structure=structure)
+
+
 def _continuous() -> SimulationConfig:
     return _adk("continuous", None)
 
@@ -166,7 +181,8 @@ def _ladder_grid() -> list[str]:
             for s in LADDER_SNRS for n in LADDER_NS]
 
 
-_BASES = {"demo": _demo, "discrete": _discrete, "continuous": _continuous, "mixed": _mixed}
+_BASES = {"demo": _demo, "discrete": _discrete, "continuous": _continuous, "mixed": _mixed,
+          "normalmode": _normalmode}
 
 
 def list_presets() -> list[str]:
