@@ -22,7 +22,7 @@ from tomohet.physics.compact import (
 )
 from tomohet.physics.forward import log_likelihoods, model_transforms
 from tomohet.physics.projection import Backprojector, VolumeProjector
-from tomohet.physics.reconstruction import insert_prepared
+from tomohet.physics.reconstruction import backproject
 
 torch.set_num_threads(1)
 
@@ -110,7 +110,7 @@ def test_compact_backprojection_equals_dense(tilt_set, max_res, with_noise):
     g = torch.Generator().manual_seed(4)
     vw = torch.rand(2 * K, b, generator=g) * (torch.rand(2 * K, b, generator=g) > 0.5)
     dense = Backprojector(BOX, 2 * K)
-    insert_prepared(dense, prep, vw, noise)
+    backproject(dense, prep, vw, noise)
     sums = CompactSums(BOX, 2 * K)
     cb = compact_batch(prep, sums.padded, 12)
     insert_compact(sums, cb, vw, noise)

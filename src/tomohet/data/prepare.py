@@ -8,7 +8,7 @@ the adapter between it and the containers of :mod:`tomohet.data.particles`: a
 :class:`~tomohet.physics.forward.PreparedBatch` (observed transforms, transfer
 functions, masks, noise scale, tilt groups, rotations), which the likelihood
 (:func:`~tomohet.physics.forward.log_likelihoods`) and the back-projector
-(:func:`~tomohet.physics.reconstruction.insert_prepared`) consume.
+(:func:`~tomohet.physics.reconstruction.backproject`) consume.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tomohet.physics.ctf import ctf_2d, dose_mask, exposure_filter
 from tomohet.physics.forward import PreparedBatch, tilt_groups
 from tomohet.physics.fourier import image_to_ft, radial_shell_index, shift_phase_2d, volume_to_ft
 from tomohet.physics.projection import Backprojector
+from tomohet.physics.reconstruction import backproject
 
 __all__ = ["prepare_batch", "prepare_subtomo_batch", "reconstruct_subtomograms"]
 
@@ -58,7 +59,7 @@ def prepare_batch(
     if optics.ctf_premultiplied or optics.dose_weighted:
         mask &= m.abs() > 1e-3
     return PreparedBatch(
-        data=data, transfer=transfer, mask=mask, noise_scale=m**2,
+        data=data, transfer=transfer, mask=mask, premult_power=m**2,
         group=tilt_groups(batch.tilt_deg, group_width_deg), rotation=batch.rotation,
         visible=batch.visible, tilt_deg=batch.tilt_deg,
     )
@@ -81,7 +82,7 @@ def prepare_subtomo_batch(
         transfer = torch.ones(data.shape, device=data.device)
     else:
         transfer = batch.weights.float()
-    noise_scale = (transfer.clamp_min(0) if optics.ctf_premultiplied
+    premult_power = (transfer.clamp_min(0) if optics.ctf_premultiplied
                    else torch.ones_like(transfer))
     shell = radial_shell_index(d, 3, device=data.device)
     limit = d // 2 if max_resolution_A is None else min(d // 2,
@@ -90,7 +91,7 @@ def prepare_subtomo_batch(
     mask &= transfer.abs() > 1e-3
     b = data.shape[0]
     return PreparedBatch(
-        data=data, transfer=transfer.to(torch.complex64), mask=mask, noise_scale=noise_scale,
+        data=data, transfer=transfer.to(torch.complex64), mask=mask, premult_power=premult_power,
         group=torch.zeros(b, dtype=torch.long, device=data.device), rotation=batch.rotation,
         visible=torch.ones(b, dtype=torch.bool, device=data.device), geometry="subtomo",
     )
@@ -108,19 +109,12 @@ def reconstruct_subtomograms(
     if batch.particle_rotation is None:
         raise ValueError("batch has no particle rotations")
     prep = prepare_batch(batch, optics)
-    b, t = prep.mask.shape[:2]
-    d = optics.box
+    b = prep.mask.shape[0]
     # images in the tomogram frame: drop the particle rotation from R = P A
     tilt_rot = prep.rotation @ batch.particle_rotation[:, None].transpose(-1, -2)
     prep.rotation = tilt_rot
     # built on the image grid itself (pad 1): one small grid per particle
-    bp = Backprojector(d, n_volumes=b, pad=1, device=batch.images.device)
-    w = prep.mask.float() / prep.noise_scale.clamp_min(1e-6)
-    data = (prep.transfer.conj() * prep.data * w).reshape(b * t, d, d // 2 + 1)
-    weight = ((prep.transfer.abs() ** 2) * w).reshape(b * t, d, d // 2 + 1)
-    vidx = torch.arange(b, device=data.device).repeat_interleave(t)
-    bp.insert(data, weight, tilt_rot.reshape(b * t, 3, 3), volume_index=vidx)
-    grid_d, grid_w = bp.grids()  # fftshifted full grids of size D
-    data_r = torch.fft.ifftshift(grid_d, dim=(-3, -2, -1))[..., : d // 2 + 1]
-    weight_r = torch.fft.ifftshift(grid_w, dim=(-3, -2, -1))[..., : d // 2 + 1]
+    bp = Backprojector(optics.box, n_volumes=b, pad=1, device=batch.images.device)
+    backproject(bp, prep, volume_index=torch.arange(b, device=prep.data.device))
+    data_r, weight_r = bp.rfft_grids()
     return data_r, weight_r

@@ -2,7 +2,7 @@
 
 The loop over batches of a particle set: each batch is prepared
 (:mod:`tomohet.data.prepare`), back-projected into volume ``2 * class + half set``
-(:func:`tomohet.physics.reconstruction.insert_prepared`) and the halves are merged and
+(:func:`tomohet.physics.reconstruction.backproject`) and the halves are merged and
 Wiener-filtered by their FSC (:func:`tomohet.physics.reconstruction.gold_standard_maps`).
 Half sets come from :func:`tomohet.data.keys.half_sets` (the file's rlnRandomSubset,
 else keyed by particle name) unless given.
@@ -21,7 +21,7 @@ from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
 from tomohet.physics.fsc import resolution_at
 from tomohet.physics.projection import Backprojector
-from tomohet.physics.reconstruction import gold_standard_maps, insert_prepared
+from tomohet.physics.reconstruction import backproject, gold_standard_maps
 
 __all__ = ["AverageResult", "average"]
 
@@ -58,10 +58,10 @@ def _accumulate(
         vw_t = torch.from_numpy(vw).to(device)
         if isinstance(particles, TiltSeriesParticles):
             prep = prepare_batch(particles.batch(idx, device), particles.optics)
-            insert_prepared(bp, prep, class_weights=vw_t)
+            backproject(bp, prep, class_weights=vw_t)
         else:
             prep = prepare_subtomo_batch(particles.batch(idx, device), particles.optics)
-            insert_prepared(bp, prep, class_weights=vw_t)
+            backproject(bp, prep, class_weights=vw_t)
         bar.update(len(idx))
     bar.close()
 

@@ -37,7 +37,7 @@ from sklearn.cluster import KMeans
 
 from tomohet.physics.forward import NoiseModel, model_transforms
 from tomohet.physics.projection import Backprojector
-from tomohet.physics.reconstruction import insert_prepared
+from tomohet.physics.reconstruction import backproject
 
 if TYPE_CHECKING:
     from tomohet.methods.em import EMEngine
@@ -87,7 +87,7 @@ def residual_maps(engine, consensus: torch.Tensor, noise: NoiseModel | None,
         prep.data = prep.data - prep.transfer * model_transforms(proj, prep)[0]
         b = len(rows)
         bp = Backprojector(engine.box, b, pad=1, device=engine.device)
-        insert_prepared(bp, prep, torch.eye(b, device=engine.device), noise)
+        backproject(bp, prep, noise=noise, volume_index=torch.arange(b, device=engine.device))
         out[torch.as_tensor(rows)] = crop_to_small(bp.grids()[0], small).cpu()
         if engine.progress:
             engine.progress(b)

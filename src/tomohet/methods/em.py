@@ -46,7 +46,7 @@ from tomohet.physics.fourier import (
 )
 from tomohet.physics.fsc import resolution_at
 from tomohet.physics.projection import Backprojector, VolumeProjector
-from tomohet.physics.reconstruction import gold_standard_maps, insert_prepared
+from tomohet.physics.reconstruction import backproject, gold_standard_maps
 
 __all__ = ["EMConfig", "EMState", "EMEngine", "tempered_posteriors", "batch_order",
            "particles_fingerprint"]
@@ -202,7 +202,7 @@ class EMEngine:
                                vw, noise)
             else:
                 assert bp is not None
-                insert_prepared(bp, prep, vw, noise)
+                backproject(bp, prep, vw, noise)
             if self.progress:
                 self.progress(len(rows))
         if sums is not None:
@@ -288,12 +288,12 @@ class EMEngine:
             vw = self._half_weights(post, h_all[r])
             assert bp is not None
             if best_rot is None:
-                insert_prepared(bp, prep, vw, noise)
+                backproject(bp, prep, vw, noise)
             else:
                 for c in range(k):
                     sel = torch.zeros_like(vw)
                     sel[2 * c : 2 * c + 2] = vw[2 * c : 2 * c + 2]
-                    insert_prepared(bp, prep, sel, noise, rotation=best_rot[c])
+                    backproject(bp, prep, sel, noise, rotation=best_rot[c])
             self._tick("backprojection", t0)
             if self.progress:
                 self.progress(len(rows))

@@ -3,7 +3,7 @@
 A tilt image's rfft pixels outside its dose mask, its resolution limit or the Nyquist
 circle contribute nothing to the likelihood or to the reconstruction, yet the dense path
 (:func:`tomohet.physics.forward.model_transforms`, :func:`~tomohet.physics.forward.
-log_likelihoods`, :func:`tomohet.physics.reconstruction.insert_prepared`) projects and
+log_likelihoods`, :func:`tomohet.physics.reconstruction.backproject`) projects and
 back-projects every pixel, inserts each one twice (itself and its Friedel mate) and
 computes the trilinear plan again for the back-projection.
 
@@ -39,7 +39,7 @@ class CompactBatch:
     """The kept pixels of a prepared tilt batch, flat (M = number of kept pixels).
 
     image (M,): image index ``b * T + t``; particle (M,): ``b``; pixel (M,): flat index in
-    the (D, D//2+1) rfft image; data, transfer (M,) complex; noise_scale (M,); group (M,)
+    the (D, D//2+1) rfft image; data, transfer (M,) complex; premult_power (M,); group (M,)
     noise group; flat (8, M) corner indices into the fftshifted padded grid and
     corner_w (8, M) trilinear weights (0 for corners off the grid); half (M,) 0.5 on the
     kx = 0 column (its mate is in the input too), 0 where the pixel is not inserted
@@ -53,7 +53,7 @@ class CompactBatch:
     pixel: torch.Tensor
     data: torch.Tensor
     transfer: torch.Tensor
-    noise_scale: torch.Tensor
+    premult_power: torch.Tensor
     group: torch.Tensor
     flat: torch.Tensor
     corner_w: torch.Tensor
@@ -112,7 +112,7 @@ def compact_batch(prep: PreparedBatch, padded: int, n_groups: int,
         image=image, particle=torch.div(image, t, rounding_mode="floor"), pixel=pixel,
         data=prep.data.reshape(b * t, -1)[flat_img],
         transfer=prep.transfer.reshape(b * t, -1)[flat_img],
-        noise_scale=prep.noise_scale.expand(prep.mask.shape).reshape(b * t, -1)[flat_img],
+        premult_power=prep.premult_power.expand(prep.mask.shape).reshape(b * t, -1)[flat_img],
         group=prep.group.reshape(-1).clamp_max(n_groups - 1)[image],
         flat=flat, corner_w=corner_w, half=half.float(),
         grid=(coords / (padded - 1) * 2 - 1)[None, :, None, None], n_particles=b, n_tilts=t)
@@ -131,7 +131,7 @@ def project_compact(projector: VolumeProjector, cb: CompactBatch) -> torch.Tenso
 def _inverse_noise(cb: CompactBatch, noise: NoiseModel) -> torch.Tensor:
     """``1 / (sigma2(group, shell) * M^2)`` per kept pixel (M,)."""
     shell = noise.shell.reshape(-1)[cb.pixel]
-    return 1.0 / (noise.sigma2[cb.group, shell] * cb.noise_scale.clamp_min(1e-6))
+    return 1.0 / (noise.sigma2[cb.group, shell] * cb.premult_power.clamp_min(1e-6))
 
 
 def log_likelihoods_compact(cb: CompactBatch, model: torch.Tensor, noise: NoiseModel,
@@ -164,7 +164,7 @@ def accumulate_noise_compact(noise: NoiseModel, cb: CompactBatch,
     shell = noise.shell.reshape(-1)[cb.pixel]
     w = noise.herm.reshape(-1)[cb.pixel]
     flat = cb.group * noise.n_shells + shell
-    noise._sum.view(-1).index_add_(0, flat, residual_power / cb.noise_scale.clamp_min(1e-6) * w)
+    noise._sum.view(-1).index_add_(0, flat, residual_power / cb.premult_power.clamp_min(1e-6) * w)
     noise._count.view(-1).index_add_(0, flat, w)
 
 
@@ -197,7 +197,7 @@ def insert_compact(sums: CompactSums, cb: CompactBatch, class_weights: torch.Ten
     """Insert the kept pixels once each (no Friedel mates) into ``sums``, every particle
     into the volumes of ``class_weights`` (V, B) where its weight exceeds ``min_weight``
     (as :meth:`~tomohet.physics.projection.Backprojector.insert_plan`)."""
-    w = cb.half / cb.noise_scale.clamp_min(1e-6)
+    w = cb.half / cb.premult_power.clamp_min(1e-6)
     if noise is not None:
         shell = noise.shell.reshape(-1)[cb.pixel]
         w = w / noise.sigma2[cb.group, shell]

@@ -39,19 +39,19 @@ class PreparedBatch:
     transfer (B, T, D, Dh): ``M * H * S`` -- multiplies a central slice to predict X
         (complex because of the shift phase).
     mask (B, T, D, Dh) bool: frequencies that count (visible image, dose, resolution).
-    noise_scale (B, T, D, Dh): ``M^2`` -- noise power multiplier from premultiplication.
+    premult_power (B, T, D, Dh): ``M^2`` -- noise power multiplier from premultiplication.
     group (B, T) long: tilt-group index of each image for the noise model.
     rotation (B, T, 3, 3): full reference -> image matrices.
 
     For subtomograms (``geometry == "subtomo"``) the same fields hold 3D transforms:
-    data/transfer/mask/noise_scale (B, D, D, D//2+1), group (B,), rotation (B, 3, 3)
+    data/transfer/mask/premult_power (B, D, D, D//2+1), group (B,), rotation (B, 3, 3)
     reference -> subtomogram; transfer is the 3D CTF / wedge volume.
     """
 
     data: torch.Tensor
     transfer: torch.Tensor
     mask: torch.Tensor
-    noise_scale: torch.Tensor
+    premult_power: torch.Tensor
     group: torch.Tensor
     rotation: torch.Tensor
     visible: torch.Tensor
@@ -95,7 +95,7 @@ class NoiseModel:
         w = prep.mask.float() * self.herm
         g = g.reshape(*g.shape, *([1] * self.shell.ndim))
         flat = (g * self.n_shells + self.shell).expand(w.shape).reshape(-1)
-        scaled = (residual_power / prep.noise_scale.clamp_min(1e-6)) * w
+        scaled = (residual_power / prep.premult_power.clamp_min(1e-6)) * w
         self._sum.view(-1).index_add_(0, flat, scaled.reshape(-1))
         self._count.view(-1).index_add_(0, flat, w.reshape(-1))
 
@@ -132,7 +132,7 @@ def log_likelihoods(
     # and the self-conjugate columns (kx = 0, Nyquist) half
     indep = noise.herm / 2
     inv = prep.mask.float() * indep / (
-        noise.per_pixel(prep.group) * prep.noise_scale.clamp_min(1e-6)
+        noise.per_pixel(prep.group) * prep.premult_power.clamp_min(1e-6)
     )
     pred = slices * prep.transfer
     cross = (prep.data.conj() * pred).real

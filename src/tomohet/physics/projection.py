@@ -26,6 +26,7 @@ from tomohet.physics.fourier import freq_grid_2d
 
 __all__ = [
     "VolumeProjector", "Backprojector", "reconstruct", "project_volumes", "scatter_plan",
+    "crop_gridding_corrected",
 ]
 
 
@@ -311,11 +312,20 @@ class Backprojector:
         self.weight += other.weight.to(self.weight.device)
 
     def grids(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(data, weight), each (K, P, P, P): fftshifted full grids."""
         p = self.padded
         return (
             self.data.reshape(self.n_volumes, p, p, p),
             self.weight.reshape(self.n_volumes, p, p, p),
         )
+
+    def rfft_grids(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(data, weight), each (K, P, P, P//2+1): the sums in the 3D rfft layout of the
+        padded grid (origin first, as :func:`tomohet.physics.fourier.volume_to_ft`)."""
+        p = self.padded
+        return tuple(  # type: ignore[return-value]
+            torch.fft.ifftshift(g, dim=(-3, -2, -1))[..., : p // 2 + 1].contiguous()
+            for g in self.grids())
 
 
 def reconstruct(
@@ -332,7 +342,6 @@ def reconstruct(
     """
     if data.ndim == 3:
         data, weight = data[None], weight[None]
-    p = data.shape[-1]
     if isinstance(wiener_constant, torch.Tensor):
         reg = wiener_constant
     else:
@@ -344,7 +353,18 @@ def reconstruct(
         torch.fft.ifftn(torch.fft.ifftshift(ft, dim=(-3, -2, -1)), dim=(-3, -2, -1)),
         dim=(-3, -2, -1),
     ).real
+    return crop_gridding_corrected(vol, box)
+
+
+def crop_gridding_corrected(volumes: torch.Tensor, box: int) -> torch.Tensor:
+    """Real-space volumes of a padded back-projection (..., P, P, P) -> (..., D, D, D).
+
+    The central ``box`` (centre ``D // 2`` on the padded origin ``P // 2``, odd boxes too)
+    divided by the real-space envelope of trilinear insertion on the padded grid (sinc^2
+    per axis): the one gridding correction of every back-projection.
+    """
+    p = volumes.shape[-1]
     lo = p // 2 - box // 2  # (p - box) // 2 is one voxel off for odd boxes
-    vol = vol[..., lo : lo + box, lo : lo + box, lo : lo + box]
+    vol = volumes[..., lo : lo + box, lo : lo + box, lo : lo + box]
     # trilinear insertion convolves the grid: divide by its real-space envelope
     return vol / _sinc2_envelope(box, p, vol.device)

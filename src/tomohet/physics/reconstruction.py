@@ -24,52 +24,61 @@ from tomohet.physics.fsc import fsc
 from tomohet.physics.projection import Backprojector, reconstruct, scatter_plan
 
 __all__ = [
-    "insert_prepared",
-    "insert_subtomograms",
+    "backproject",
     "wiener_reconstruct",
     "GoldStandardMaps",
     "gold_standard_maps",
 ]
 
 
-def insert_prepared(
+def backproject(
     bp: Backprojector,
     prep: PreparedBatch,
     class_weights: torch.Tensor | None = None,
     noise: NoiseModel | None = None,
     rotation: torch.Tensor | None = None,
+    volume_index: torch.Tensor | None = None,
 ) -> None:
-    """Back-project a prepared batch (tilt images or subtomograms).
+    """Back-project a prepared batch (tilt images or subtomograms): the one insertion
+    entry point for data.
 
-    class_weights (V, B) spread particles over the V volumes of ``bp``; ``rotation``
-    overrides ``prep.rotation`` (e.g. the best pose of a local search).
+    Inserts ``H^* X w`` and ``|H|^2 w`` with ``w = mask / (sigma2 M^2)`` (``sigma2`` = 1
+    without ``noise``). Where it goes: ``class_weights`` (V, B) spread particles over the
+    V volumes of ``bp`` (e.g. class posteriors); ``volume_index`` (B,) sends particle b
+    to volume ``volume_index[b]`` only (one grid per particle: per-particle
+    back-projection, at whatever ``bp.pad``); neither: the single volume. ``rotation``
+    overrides ``prep.rotation`` (e.g. the best pose of a local search, or the tilt
+    rotations alone for a subtomogram in the tomogram frame).
     """
     w = prep.mask.float()
     if noise is not None:
         w = w / noise.per_pixel(prep.group)
     # premultiplied data: X = M (H V + n) -> divide noise power by M^2 as well
-    w = w / prep.noise_scale.clamp_min(1e-6)
+    w = w / prep.premult_power.clamp_min(1e-6)
     data = prep.transfer.conj() * prep.data * w
     weight = (prep.transfer.real**2 + prep.transfer.imag**2) * w
     rot = prep.rotation if rotation is None else rotation
     if prep.geometry == "subtomo":
-        insert_subtomograms(bp, data, weight, rot, class_weights=class_weights)
+        _insert_subtomograms(bp, data, weight, rot, class_weights, volume_index)
         return
     b, t = prep.mask.shape[:2]
     d, dh = data.shape[-2:]
-    vw = None
+    vw = vidx = None
     if class_weights is not None:
         vw = class_weights[:, :, None].expand(-1, b, t).reshape(class_weights.shape[0], b * t)
+    if volume_index is not None:
+        vidx = volume_index.to(data.device).repeat_interleave(t)
     bp.insert(data.reshape(b * t, d, dh), weight.reshape(b * t, d, dh),
-              rot.reshape(b * t, 3, 3), volume_weights=vw)
+              rot.reshape(b * t, 3, 3), volume_weights=vw, volume_index=vidx)
 
 
-def insert_subtomograms(
+def _insert_subtomograms(
     bp: Backprojector,
     data_rfft: torch.Tensor,
     weight_rfft: torch.Tensor,
     rotation: torch.Tensor,
     class_weights: torch.Tensor | None = None,
+    volume_index: torch.Tensor | None = None,
 ) -> None:
     """Rotate subtomogram transforms into the reference frame and accumulate them.
 
@@ -81,7 +90,8 @@ def insert_subtomograms(
     k3 = freq_grid_3d(d, device=data_rfft.device)  # (D, D, Dh, 3) in subtomo frame
     ref = torch.einsum("bji,zyxj->bzyxi", rotation.float(), k3)  # A.T k
     plan = scatter_plan(ref, data_rfft, weight_rfft.float(), k3[..., 0] == 0, bp.padded)
-    bp.insert_plan(plan, data_rfft.shape[0], volume_weights=class_weights)
+    bp.insert_plan(plan, data_rfft.shape[0], volume_weights=class_weights,
+                   volume_index=volume_index)
 
 
 def wiener_reconstruct(

@@ -101,7 +101,7 @@ class PPCA2D(LinearMethod):
             prep = prepare_batch(batch, particles.optics, self.max_resolution_A)
             pred = model_transforms(proj, prep) * prep.transfer  # (K1, B, T, D, Dh)
             inv = prep.mask.float() * noise.herm / 2 / (
-                noise.per_pixel(prep.group) * prep.noise_scale.clamp_min(1e-6))
+                noise.per_pixel(prep.group) * prep.premult_power.clamp_min(1e-6))
             g = torch.einsum("ibtyx,jbtyx,btyx->bij", pred.real, pred.real, inv) + \
                 torch.einsum("ibtyx,jbtyx,btyx->bij", pred.imag, pred.imag, inv)
             r = torch.einsum("ibtyx,btyx->bi", (pred.conj() * prep.data[None]).real, inv)
@@ -117,7 +117,7 @@ class PPCA2D(LinearMethod):
             fit = torch.einsum("bi,ibtyx->btyx", zt.to(pred.dtype), pred)
             noise.accumulate((prep.data - fit).abs() ** 2, prep)
             w = prep.mask.float() / (noise.per_pixel(prep.group)
-                                     * prep.noise_scale.clamp_min(1e-6))
+                                     * prep.premult_power.clamp_min(1e-6))
             plan = _plan(prep, prep.transfer.conj() * prep.data * w,
                          prep.transfer.abs() ** 2 * w, proj.padded)
             t = prep.mask.shape[1]

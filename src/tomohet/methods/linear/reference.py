@@ -23,11 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tomohet import parallel
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
-from tomohet.physics.fourier import freq_grid_3d, ft_to_volume, lowpass_filter
+from tomohet.physics.fourier import ft_to_volume, hermitian_weights_3d, lowpass_filter
 from tomohet.physics.linalg import solve_spd
-from tomohet.physics.projection import Backprojector, scatter_plan
+from tomohet.physics.projection import Backprojector, crop_gridding_corrected
+from tomohet.physics.reconstruction import backproject
 
 __all__ = [
     "ParticleSet", "reference_batch", "iter_reference", "GlobalAverage", "global_average",
@@ -40,44 +42,29 @@ PAD = 2
 ParticleSet = TiltSeriesParticles | SubtomogramParticles
 
 
-def _to_rfft(grid: torch.Tensor, size: int) -> torch.Tensor:
-    """fftshifted full (B, P, P, P) grids -> rfft layout (B, P, P, P//2+1)."""
-    return torch.fft.ifftshift(grid, dim=(-3, -2, -1))[..., : size // 2 + 1].contiguous()
-
-
 def reference_batch(particles: ParticleSet, index: np.ndarray,
                     device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(Y, W) of particles ``index`` in the reference frame, each (B, P, P, P//2+1)."""
-    d = particles.optics.box
-    b = len(index)
-    bp = Backprojector(d, n_volumes=b, pad=PAD, device=device)
+    """(Y, W) of particles ``index`` in the reference frame, each (B, P, P, P//2+1).
+
+    One grid per particle (:func:`tomohet.physics.reconstruction.backproject` with a
+    volume index), in the padded grid's rfft layout.
+    """
+    bp = Backprojector(particles.optics.box, n_volumes=len(index), pad=PAD, device=device)
     if isinstance(particles, TiltSeriesParticles):
         prep = prepare_batch(particles.batch(index, device), particles.optics)
-        t = prep.mask.shape[1]
-        w = prep.mask.float() / prep.noise_scale.clamp_min(1e-6)
-        data = (prep.transfer.conj() * prep.data * w).reshape(b * t, d, d // 2 + 1)
-        weight = (prep.transfer.abs() ** 2 * w).reshape(b * t, d, d // 2 + 1)
-        vidx = torch.arange(b, device=data.device).repeat_interleave(t)
-        bp.insert(data, weight, prep.rotation.reshape(b * t, 3, 3), volume_index=vidx)
     else:
         prep = prepare_subtomo_batch(particles.batch(index, device), particles.optics)
-        w = prep.mask.float() / prep.noise_scale.clamp_min(1e-6)
-        data = prep.transfer.conj() * prep.data * w
-        weight = prep.transfer.abs() ** 2 * w
-        k3 = freq_grid_3d(d, device=data.device)
-        ref = torch.einsum("bji,zyxj->bzyxi", prep.rotation.float(), k3)  # A.T k
-        plan = scatter_plan(ref, data, weight.float(), k3[..., 0] == 0, bp.padded)
-        bp.insert_plan(plan, b, volume_index=torch.arange(b, device=data.device))
-    grid_d, grid_w = bp.grids()
-    return _to_rfft(grid_d, bp.padded), _to_rfft(grid_w, bp.padded)
+    backproject(bp, prep, volume_index=torch.arange(len(index), device=prep.data.device))
+    return bp.rfft_grids()
 
 
 def iter_reference(particles: ParticleSet, batch_size: int, device: torch.device | str = "cpu",
+                   rows: np.ndarray | None = None,
                    ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """Yield (index, Y, W) for consecutive batches of the whole set."""
-    n = particles.n_particles
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, min(start + batch_size, n))
+    """Yield (index, Y, W) for consecutive batches of the whole set (or of ``rows``)."""
+    rows = np.arange(particles.n_particles) if rows is None else np.asarray(rows)
+    for start in range(0, len(rows), batch_size):
+        idx = rows[start : start + batch_size]
         y, w = reference_batch(particles, idx, device)
         yield idx, y, w
 
@@ -101,12 +88,16 @@ def global_average(particles: ParticleSet, batch_size: int, device: torch.device
                    reg: float = 1e-3, progress=None) -> GlobalAverage:
     """One pass: ``sum Y / (sum W + reg * mean W)`` and ``sum W / N``."""
     sy = sw = None
-    for idx, y, w in iter_reference(particles, batch_size, device):
+    mine = parallel.owned_rows(particles.n_particles)  # this rank's rows (all on one)
+    for idx, y, w in iter_reference(particles, batch_size, device, rows=mine):
         sy = y.sum(0) if sy is None else sy + y.sum(0)
         sw = w.sum(0) if sw is None else sw + w.sum(0)
         if progress is not None:
             progress(len(idx))
-    assert sy is not None and sw is not None
+    if sy is None or sw is None:  # a rank without rows: zero sums of the right shape
+        y, w = reference_batch(particles, np.arange(1), device)
+        sy, sw = torch.zeros_like(y[0]), torch.zeros_like(w[0])
+    parallel.all_reduce_sum([sy, sw])
     scale = sw[sw > 0].mean() if bool((sw > 0).any()) else torch.tensor(1.0, device=sw.device)
     n = particles.n_particles
     return GlobalAverage(sy / (sw + reg * scale), sw / n, n)
@@ -152,16 +143,10 @@ def crop_rfft(ft: torch.Tensor, box: int, small: int) -> torch.Tensor:
 def padded_to_volume(ft: torch.Tensor, box: int) -> torch.Tensor:
     """Padded rfft-layout transforms (..., P, P, P//2+1) -> real volumes (..., D, D, D).
 
-    Inverse transform, central crop and division by the real-space envelope of trilinear
-    insertion (sinc^2) on the padded grid.
+    Inverse transform, then the central crop and gridding correction of every
+    back-projection (:func:`tomohet.physics.projection.crop_gridding_corrected`).
     """
-    p = ft.shape[-3]
-    vol = ft_to_volume(ft, p)
-    lo = p // 2 - box // 2  # centre D // 2 of the box on the padded origin (odd boxes too)
-    vol = vol[..., lo : lo + box, lo : lo + box, lo : lo + box]
-    x = (torch.arange(box, device=vol.device, dtype=torch.float32) - box // 2) / p
-    s = torch.sinc(x) ** 2
-    return vol / (s[:, None, None] * s[None, :, None] * s[None, None, :])
+    return crop_gridding_corrected(ft_to_volume(ft, ft.shape[-3]), box)
 
 
 def subsample_rfft(ft: torch.Tensor, pad: int = PAD) -> torch.Tensor:
@@ -221,10 +206,7 @@ def project_coordinates(particles: ParticleSet, volumes_ft: torch.Tensor, batch_
     """
     mu, u = volumes_ft[0].to(device), volumes_ft[1:].to(device)
     k = u.shape[0]
-    p = volumes_ft.shape[-3]
-    herm = torch.full(volumes_ft.shape[-3:], 2.0, device=device)
-    herm[..., 0] = 1.0
-    herm[..., -1] = 1.0 if p % 2 == 0 else 2.0
+    herm = hermitian_weights_3d(volumes_ft.shape[-3], device=device)
     if band is not None:
         herm = herm * band.to(device)
     uu = ((u[:, None].conj() * u[None]).real * herm).reshape(k * k, -1)  # (K*K, voxels)

@@ -41,7 +41,7 @@ class PointBatch:
     ``round(|k| D)``; pix (M,) rfft pixel index; data, transfer (M,) complex64; tilt_w (M,)
     cos(tilt) of the sample's image; herm (M,) Hermitian multiplicity (1 on the kx = 0
     and Nyquist columns, else 2); rotation (B * S, 3, 3); n_particles B; n_slots S;
-    noise_scale (M,) ``M^2`` of premultiplied data, None when the data are not.
+    premult_power (M,) ``M^2`` of premultiplied data, None when the data are not.
     """
 
     image: torch.Tensor
@@ -56,13 +56,13 @@ class PointBatch:
     rotation: torch.Tensor
     n_particles: int
     n_slots: int
-    noise_scale: torch.Tensor | None = None
+    premult_power: torch.Tensor | None = None
 
     def weight(self) -> torch.Tensor:
         """(M,) weight of each sample's squared residual: ``cos(tilt) / M^2``."""
-        if self.noise_scale is None:
+        if self.premult_power is None:
             return self.tilt_w
-        return self.tilt_w / self.noise_scale.clamp_min(1e-6)
+        return self.tilt_w / self.premult_power.clamp_min(1e-6)
 
 
 @dataclass
@@ -72,7 +72,7 @@ class FourierCache:
     pix (P,) int32 rfft pixel index ``y * Dh + x``; data, transfer (P,) complex64;
     start, count (N, T) int64: where image (n, t) lies in the flat arrays (count 0 for
     images that are not visible); rotation (N, T, 3, 3); tilt_w (N, T) cos(tilt);
-    dose (N, T) e/A^2; visible (N, T) bool; noise_scale (P,) float32 ``M^2`` of
+    dose (N, T) e/A^2; visible (N, T) bool; premult_power (P,) float32 ``M^2`` of
     premultiplied data, or None (all ones). ``N`` counts kept particles only.
     """
 
@@ -86,7 +86,7 @@ class FourierCache:
     dose: torch.Tensor
     visible: torch.Tensor
     box: int
-    noise_scale: torch.Tensor | None = None
+    premult_power: torch.Tensor | None = None
 
     @property
     def n_particles(self) -> int:
@@ -94,7 +94,7 @@ class FourierCache:
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.pix, self.data, self.transfer, self.noise_scale)
+        arrays = (self.pix, self.data, self.transfer, self.premult_power)
         return sum(t.numel() * t.element_size() for t in arrays if t is not None)
 
     def to(self, device: torch.device | str) -> FourierCache:
@@ -115,8 +115,8 @@ class FourierCache:
         start = (torch.cumsum(flat, 0) - flat).reshape(count.shape)
         fields: dict[str, Any] = dict(self.__dict__, pix=self.pix[keep], data=self.data[keep],
                       transfer=self.transfer[keep], start=start, count=count)
-        if self.noise_scale is not None:
-            fields["noise_scale"] = self.noise_scale[keep]
+        if self.premult_power is not None:
+            fields["premult_power"] = self.premult_power[keep]
         return FourierCache(**fields)
 
     def gather(self, rows: torch.Tensor, slots: torch.Tensor) -> PointBatch:
@@ -146,8 +146,8 @@ class FourierCache:
                           freq=freq, shell=shell, pix=pix, data=self.data[idx],
                           transfer=self.transfer[idx], tilt_w=tw, herm=herm, rotation=rot,
                           n_particles=b, n_slots=s,
-                          noise_scale=None if self.noise_scale is None
-                          else self.noise_scale[idx])
+                          premult_power=None if self.premult_power is None
+                          else self.premult_power[idx])
 
 
 _GRIDS: dict[tuple[int, str], torch.Tensor] = {}
@@ -184,7 +184,7 @@ def build_cache(particles: TiltSeriesParticles, index: np.ndarray, visible: np.n
         data.append(prep.data[mask].to(torch.complex64).cpu())
         transfer.append(prep.transfer[mask].to(torch.complex64).cpu())
         if premultiplied:
-            scale.append(prep.noise_scale[mask].float().cpu())
+            scale.append(prep.premult_power[mask].float().cpu())
         if progress is not None:
             progress(len(rows))
     count = torch.cat(counts).long()
@@ -196,7 +196,7 @@ def build_cache(particles: TiltSeriesParticles, index: np.ndarray, visible: np.n
         start=start_idx, count=count, rotation=rot, tilt_w=tilt_weight(tilt),
         dose=torch.as_tensor(particles.dose_e_per_A2[index], dtype=torch.float32),
         visible=torch.as_tensor(visible), box=box,
-        noise_scale=torch.cat(scale) if premultiplied else None)
+        premult_power=torch.cat(scale) if premultiplied else None)
 
 
 def _full_visible(particles: TiltSeriesParticles, index: np.ndarray,

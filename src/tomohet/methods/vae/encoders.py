@@ -126,8 +126,8 @@ class TiltEncoder(nn.Module):
         slot = self.lookup[pb.pix]
         ok = slot >= 0
         v = pb.transfer[ok].conj() * resid[ok]
-        if pb.noise_scale is not None:  # premultiplied: conj(MH) M r' / M^2 = conj(H) r'
-            v = v / pb.noise_scale[ok].clamp_min(1e-6)
+        if pb.premult_power is not None:  # premultiplied: conj(MH) M r' / M^2 = conj(H) r'
+            v = v / pb.premult_power[ok].clamp_min(1e-6)
         n_img = pb.n_particles * pb.n_slots
         x = torch.zeros((n_img * self.n_pix, 2), device=v.device)
         x.index_put_((pb.image[ok] * self.n_pix + slot[ok],),

@@ -70,8 +70,8 @@ def noise_power(cache: FourierCache, v0: VolumeProjector, device: torch.device,
         r = pb.data - pred
         sh = pb.shell.clamp_max(n_sh - 1)
         r2 = r.real**2 + r.imag**2
-        if pb.noise_scale is not None:
-            r2 = r2 / pb.noise_scale.clamp_min(1e-6)
+        if pb.premult_power is not None:
+            r2 = r2 / pb.premult_power.clamp_min(1e-6)
         total.index_add_(0, sh, r2.double())
         cnt.index_add_(0, sh, torch.ones_like(sh, dtype=torch.float64))
     power = (total / cnt.clamp_min(1)).float().cpu()
