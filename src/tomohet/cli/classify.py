@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from tomohet import parallel
 from tomohet.cli.common import (
     HelpFormatter,
     add_datadir_arg,
@@ -18,6 +19,7 @@ EXAMPLE = """examples:
   tomohet classify ml2d run_optimisation_set.star --k 4 --out ml2d/
   tomohet classify ml2d run_optimisation_set.star --k 3 --focus-mask focus.mrc --out focused/
   tomohet classify ml3d subtomos.star --k 4 --max-resolution 30 --out ml3d/
+  tomohet classify ml2d ml2d/ --classes 3 --k 3 --focus-mask auto --out ml2d_c3/
   tomohet classify occupancy run_optimisation_set.star --k 2 --out occ/
 """
 
@@ -29,7 +31,11 @@ ML_METHODS = {
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="particle set (any supported format)")
+    p.add_argument("data", help="particle set (any supported format), or an earlier run "
+                   "folder to re-classify the particles of its --classes (hierarchical)")
+    p.add_argument("--classes", default=None,
+                   help="with a run folder as DATA: its classes (1-based, comma separated) "
+                   "whose particles are re-classified, starting from their map")
     p.add_argument("--k", type=int, required=True, help="number of classes")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tomograms", default=None, help="tomograms star (RELION 5), if not found")
@@ -108,27 +114,51 @@ def _ml_params(args: argparse.Namespace, out: str) -> dict:
     }
 
 
+def _input(args: argparse.Namespace, read_particles):
+    """(particles, starting map or None, config.json links): a particle file, or the
+    particles of ``--classes`` of an earlier run folder (hierarchical classification)."""
+    from pathlib import Path
+
+    from tomohet.analysis.runs import class_subset, input_record, parse_classes
+    from tomohet.data.sources import DataError
+
+    if Path(args.data).is_dir():
+        sub = class_subset(args.data, parse_classes(args.classes))
+        print(f"re-classifying {sub.particles.n_particles} particles of class(es) "
+              f"{sub.parent['classes']} of {sub.parent['run']}")
+        return sub.particles, sub.reference, {"input": sub.input, "parent": sub.parent}
+    if args.classes is not None:
+        raise DataError(f"--classes {args.classes}: needs a run folder as DATA, "
+                        f"got the file {args.data}")
+    particles = read_particles(args.data, tomograms=args.tomograms, datadir=args.datadir)
+    rec = input_record(args.data, args.tomograms, args.datadir, particles.meta.get("format"))
+    return particles, None, {"input": rec}
+
+
 def run(args: argparse.Namespace) -> int:
     from tomohet.io import read_particles
     from tomohet.methods import get_method
     from tomohet.methods.outputs import MapWriteError
 
     out = prepare_out_dir(args.out)
-    particles = read_particles(args.data, tomograms=args.tomograms, datadir=args.datadir)
+    particles, reference, links = _input(args, read_particles)
     device = pick_device(args.device)
     if args.method in ML_METHODS:
         params = _ml_params(args, str(out))
+        if args.reference is None and reference is not None:
+            params["reference"] = reference  # the parent class's map; init unchanged
     else:
         from tomohet.cli import classify_shc
 
         params = classify_shc.params(args)
     method = get_method(args.method, **params, device=str(device),
                         progress=not args.no_progress, random_state=args.seed)
-    stamp_config(out, f"classify {args.method}", vars(args))
+    stamp_config(out, f"classify {args.method}", vars(args), extra=links)
     t0 = time.perf_counter()
     method.fit(particles)
     try:
-        method.save(out, particles)
+        if parallel.is_main():  # one rank writes the outputs
+            method.save(out, particles)
     except MapWriteError as exc:
         print(f"tomohet classify {args.method}: error: {exc} (in {out})", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ import torch
 from tomohet import __version__
 
 __all__ = ["pick_device", "prepare_out_dir", "stamp_config", "HelpFormatter",
-           "add_datadir_arg"]
+           "add_datadir_arg", "quiet_progress_when_logging", "Eta", "refuse_overwrite"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -55,8 +55,16 @@ def _jsonable(v: Any) -> Any:
     return repr(v)
 
 
-def stamp_config(out_dir: str | Path, command: str, config: dict[str, Any]) -> Path:
-    """Write ``config.json`` (command, arguments, version, environment) next to outputs."""
+def stamp_config(out_dir: str | Path, command: str, config: dict[str, Any],
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write ``config.json`` (command, arguments, version, environment) next to outputs.
+
+    When the arguments name the particles read (``data``, with ``tomograms`` and
+    ``datadir``), an ``input`` record with their absolute paths is added so that the run
+    folder can be re-read from anywhere (:mod:`tomohet.analysis.runs`); ``extra`` adds or
+    replaces top-level entries (e.g. the detected format, a hierarchical run's parent).
+    """
+    from tomohet.analysis.runs import input_record
     from tomohet.io.atomic import atomic_write_text
 
     payload = {
@@ -68,6 +76,88 @@ def stamp_config(out_dir: str | Path, command: str, config: dict[str, Any]) -> P
         "torch": torch.__version__,
         "config": {k: _jsonable(v) for k, v in config.items() if not k.startswith("_")},
     }
+    data = config.get("data")
+    if isinstance(data, str | Path) and Path(data).exists() and not Path(data).is_dir():
+        payload["input"] = input_record(data, config.get("tomograms"), config.get("datadir"))
+    payload.update({k: _jsonable(v) for k, v in (extra or {}).items()})
     path = Path(out_dir) / "config.json"
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def refuse_overwrite(paths: list[Path], force: bool) -> None:
+    """DataError naming the first of ``paths`` that exists, unless ``force``."""
+    from tomohet.data.sources import DataError
+
+    if force:
+        return
+    for p in paths:
+        if Path(p).exists():
+            raise DataError(f"{p}: exists; pass --force to overwrite it")
+
+
+# ---------------------------------------------------------------- progress and ETA
+LOG_MININTERVAL_S = 30.0
+
+
+def quiet_progress_when_logging(stream: Any = None) -> bool:
+    """Progress bars that do not flood log files, for every bar in the process.
+
+    When ``stream`` (default stderr, where tqdm writes) is not a terminal, every tqdm bar
+    refreshes at most every :data:`LOG_MININTERVAL_S` seconds (each refresh still shows
+    the rate and the ETA) instead of ten times a second: tqdm's default ``mininterval``
+    is raised once, here, for bars created afterwards in this process, and
+    ``TQDM_MININTERVAL`` is set for child processes. Bars that pass their own
+    ``mininterval`` keep it. Returns True when the bars were quietened.
+    """
+    import os
+    from functools import partialmethod
+
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        return False
+    import tqdm.std
+
+    os.environ.setdefault("TQDM_MININTERVAL", str(LOG_MININTERVAL_S))
+    init = tqdm.std.tqdm.__dict__["__init__"]
+    func = init.func if isinstance(init, partialmethod) else init
+    keywords = dict(init.keywords) if isinstance(init, partialmethod) else {}
+    keywords["mininterval"] = LOG_MININTERVAL_S
+    tqdm.std.tqdm.__init__ = partialmethod(func, **keywords)  # type: ignore[method-assign]
+    return True
+
+
+class Eta:
+    """Prints ``[what] i/n done, elapsed, ETA`` after each of ``n`` steps of a long command
+    (mean time per finished step x steps left; steps of unequal cost make it rough)."""
+
+    def __init__(self, what: str, n: int, stream: Any = None) -> None:
+        self.what, self.n, self.done = what, max(int(n), 1), 0
+        self.t0 = time.perf_counter()
+        self.stream = stream
+
+    def remaining_s(self) -> float:
+        if self.done == 0:
+            return float("nan")
+        per = (time.perf_counter() - self.t0) / self.done
+        return per * (self.n - self.done)
+
+    def step(self, label: str = "") -> str:
+        self.done += 1
+        elapsed = time.perf_counter() - self.t0
+        left = self.remaining_s()
+        msg = (f"[{self.what}] {self.done}/{self.n} done{' (' + label + ')' if label else ''}"
+               f", {format_seconds(elapsed)} elapsed"
+               + (f", ETA {format_seconds(left)}" if self.done < self.n else ""))
+        print(msg, file=self.stream or sys.stdout, flush=True)
+        return msg
+
+
+def format_seconds(s: float) -> str:
+    """``75.2`` -> ``"1m15s"``; ``12`` -> ``"12s"``."""
+    if not s == s:  # NaN
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (
+        f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
