@@ -23,7 +23,7 @@ from tomohet.bench.records import MethodRun
 from tomohet.bench.scoring import METRIC_LABELS, scoring_mask
 from tomohet.io.atomic import atomic_write_text
 
-__all__ = ["write_report", "render_report"]
+__all__ = ["write_report", "render_report", "tree_section", "mapback_section", "render_page"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;
@@ -259,3 +259,41 @@ def write_report(path: str | Path, runs: Sequence[tuple[MethodRun, BenchDataset]
     p = Path(path)
     atomic_write_text(p, render_report(runs, leaderboard, meta, ladder))
     return p
+
+
+def tree_section(png: bytes, table: pd.DataFrame) -> str:
+    """HTML section of a hierarchical classification (:mod:`tomohet.analysis.tree`):
+    the drawn tree and its node table."""
+    import base64
+
+    cols = [c for c in ("node", "particles", "fraction_of_parent", "resolution_A", "parent")
+            if c in table.columns]
+    return ('<h2 id="tree">Hierarchical classification</h2>' + _figure(
+        base64.b64encode(png).decode("ascii"), "classification tree",
+        "Each node: a class, with the central XY | XZ sections of its map, its particles "
+        "(share of the node above) and the resolution where the FSC of its half maps "
+        "drops below 0.143. Dashed: a further class merged into a re-classification.")
+        + _table(table[cols]))
+
+
+def mapback_section(pictures: Sequence[tuple[str, bytes]], files: Sequence[str] = ()) -> str:
+    """HTML section of ``tomohet mapback``: one overview picture per tomogram."""
+    import base64
+
+    parts = ['<h2 id="mapback">States mapped back into the tomograms</h2>']
+    if files:
+        parts.append("<p>ChimeraX scripts and ArtiaX particle lists: "
+                     + ", ".join(f"<code>{html.escape(f)}</code>" for f in files) + "</p>")
+    for name, png in pictures:
+        parts.append(_figure(base64.b64encode(png).decode("ascii"),
+                             f"map-back overview of {name}",
+                             f"Tomogram {name}: particle positions projected along Z, Y "
+                             "and X (A from the tomogram corner), coloured by state."))
+    return "\n".join(parts)
+
+
+def render_page(title: str, sections: Sequence[str]) -> str:
+    """A self-contained page in the report's style around ready HTML ``sections``."""
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1>" + "\n".join(sections) + "</body></html>\n")

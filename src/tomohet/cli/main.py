@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from tomohet import __version__
+from tomohet.cli.common import quiet_progress_when_logging
 from tomohet.data.sources import DataError
 
 # (command, module); a module that is not there yet is skipped
@@ -24,6 +25,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("analyze", "tomohet.cli.analyze"),
     ("bench", "tomohet.cli.bench"),
     ("evaluate", "tomohet.cli.evaluate"),
+    ("tree", "tomohet.cli.tree"),
 ]
 
 
@@ -70,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     configure_threads(args.threads)
+    quiet_progress_when_logging()  # no progress-bar flood in log files
     try:
         result = args._run(args)
     except (DataError, OSError, ValueError) as exc:
