@@ -11,6 +11,7 @@ import argparse
 import time
 from typing import Any
 
+from tomohet import parallel
 from tomohet.cli.common import (
     HelpFormatter,
     add_datadir_arg,
@@ -137,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     except MemoryError as exc:
         print(f"tomohet embed: {exc}")
         return 3
-    method.save(out, particles)
+    if parallel.is_main():  # one rank writes the outputs
+        method.save(out, particles)
     ratio = getattr(method, "explained_variance_ratio_", None)
     latent = method.transform()
     msg = (f"{args.method}: {particles.n_particles} particles in "

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads for torch (default: OMP_NUM_THREADS or 2)")
     parser.add_argument("--device", default=None,
                         help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+    parser.add_argument("--ranks", type=int, default=None, metavar="N",
+                        help="run N gloo ranks on this machine (torch.distributed); across "
+                        "machines start ranks with torchrun instead (README: Distributed)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _name, module in COMMANDS:
         mod = importlib.import_module(module)
@@ -65,6 +68,40 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, DataError) else f"{type(exc).__name__}: {text}"
 
 
+def _rank_main(argv: list[str]) -> None:
+    code = main(argv)
+    if code:
+        sys.exit(code)
+
+
+def _spawn_ranks(n: int, argv: list[str]) -> int:
+    """``tomohet --ranks N ...``: N local gloo ranks, each running the command."""
+    from tomohet import parallel
+
+    try:
+        parallel.spawn(_rank_main, n, (argv,))
+    except Exception as exc:  # a rank failed: its own error is printed above
+        print(f"tomohet: a rank failed ({one_line(exc)})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _join_group(device: str | None) -> str | None:
+    """Join the torch.distributed group of torchrun / --ranks; with NCCL each rank takes
+    ``cuda:LOCAL_RANK``. -> the device this rank uses."""
+    import torch
+
+    from tomohet import parallel
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return device
+    want = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if want.startswith("cuda") and ":" not in want:
+        want = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    parallel.init_from_env(want)
+    return want
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -73,9 +110,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     configure_threads(args.threads)
     quiet_progress_when_logging()  # no progress-bar flood in log files
+    from tomohet import parallel
+
     try:
-        result = args._run(args)
-    except (DataError, OSError, ValueError) as exc:
+        if args.ranks is not None and args.ranks > 1 and "RANK" not in os.environ:
+            return _spawn_ranks(args.ranks, list(sys.argv[1:] if argv is None else argv))
+        args.device = _join_group(args.device)
+        try:
+            result = args._run(args)
+            parallel.barrier()
+        finally:
+            parallel.shutdown()
+    except (DataError, OSError, ValueError, parallel.RankFailure) as exc:
         # bad input: one line naming the file and the field, never a traceback
         # (TOMOHET_DEBUG=1 shows the traceback, for bug reports)
         if os.environ.get("TOMOHET_DEBUG"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from tomohet import parallel
 from tomohet.cli.common import (
     HelpFormatter,
     add_datadir_arg,
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     method.fit(particles)
     assert isinstance(method, TiltVAEMethod)
-    method.save(out, particles)
+    if parallel.is_main():  # one rank writes the outputs
+        method.save(out, particles)
     hist = method.history_
     last = hist[-1] if hist else {}
     skipped = len(method.skipped_)

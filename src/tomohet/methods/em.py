@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tomohet import parallel
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
 from tomohet.methods.em_state import EMState, particles_fingerprint
@@ -176,13 +177,14 @@ class EMEngine:
         """Noise power from residuals against the given class of each particle."""
         noise = self.new_noise()
         proj = self.projector(volumes)
-        for rows in self.batches():
+        for rows in parallel.shard(self.batches()):  # this rank's batches
             prep = self.prepare(self.index[rows])
             model = model_transforms(proj, prep)
             lab = torch.as_tensor(labels[rows], device=self.device)
             pick = model[lab, torch.arange(len(rows), device=self.device)]
             resid = prep.data - prep.transfer * pick
             noise.accumulate(resid.real**2 + resid.imag**2, prep)
+        self._reduce_sums(noise, None, None)
         noise.update()
         return noise
 
@@ -193,7 +195,7 @@ class EMEngine:
         w_all = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
         h_all = torch.as_tensor(halves, device=self.device)
         bp, sums = self._accumulators(2 * k)
-        for rows in self.batches():
+        for rows in parallel.shard(self.batches()):  # this rank's batches
             prep = self.prepare(self.index[rows])
             r = torch.as_tensor(rows, device=self.device)
             vw = self._half_weights(w_all[r], h_all[r])
@@ -205,10 +207,26 @@ class EMEngine:
                 backproject(bp, prep, vw, noise)
             if self.progress:
                 self.progress(len(rows))
+        self._reduce_sums(None, sums, bp)
         if sums is not None:
             return sums.backprojector()
         assert bp is not None
         return bp
+
+    @staticmethod
+    def _reduce_sums(noise: NoiseModel | None, sums: CompactSums | None,
+                     bp: Backprojector | None, *extra: torch.Tensor) -> None:
+        """Sum a pass's accumulators over ranks (:mod:`tomohet.parallel`; no-op on one)."""
+        if parallel.world() == 1:
+            return
+        parts: list[torch.Tensor] = list(extra)
+        if noise is not None:
+            parts += [noise._sum, noise._count]
+        if sums is not None:
+            parts += [sums.re, sums.im, sums.weight]
+        if bp is not None:
+            parts += [bp.data, bp.weight]
+        parallel.all_reduce_sum(parts)
 
     def _compact(self) -> bool:
         """Whether passes take the compacted path (tilt geometry, no local search)."""
@@ -259,7 +277,7 @@ class EMEngine:
         post_all = torch.zeros((len(self.index), k), dtype=torch.float64, device=self.device)
         h_all = torch.as_tensor(halves, device=self.device)
         total_ll = torch.zeros((), dtype=torch.float64, device=self.device)
-        for rows in self.batches():
+        for rows in parallel.shard(self.batches()):  # this rank's batches
             t0 = time.perf_counter()
             prep = self.prepare(self.index[rows])
             r = torch.as_tensor(rows, device=self.device)
@@ -297,6 +315,9 @@ class EMEngine:
             self._tick("backprojection", t0)
             if self.progress:
                 self.progress(len(rows))
+        # the E-step sums of every rank: posteriors (rows of other ranks are 0 here),
+        # log evidence, noise power and back-projections
+        self._reduce_sums(new_noise, sums, bp, post_all, total_ll)
         new_noise.update()
         if sums is not None:
             bp = sums.backprojector()

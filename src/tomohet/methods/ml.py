@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tomohet import parallel
 from tomohet.data.keys import half_sets
 from tomohet.data.particles import TiltSeriesParticles
 from tomohet.io import load_volume
@@ -288,7 +289,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
             revived = self._revive_empty(engine, state, halves, horizon)
             if revived is not None:  # anneal again, so the re-seeded split can settle
                 state = revived
-            if ckpt is not None:
+            if ckpt is not None and parallel.is_main():  # rank 0 writes, all resume
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
                 state.save(ckpt)
             if (revived is None and it + 1 - state.anneal_from > self.anneal_iters

@@ -35,6 +35,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
+from tomohet import parallel
 from tomohet.data.keys import half_sets, keyed_order, keyed_uniform_grid
 from tomohet.io import load_volume
 from tomohet.methods.base import (
@@ -186,11 +187,16 @@ class SHC(HeterogeneityMethod):
         """
         k = refs.shape[0] // 2
         bs = max(1, len(engine.batches()[0]))
-        out: np.ndarray | None = None
+        n_poses = 1 if engine.deltas is None else len(engine.deltas)
+        out = np.zeros((len(halves), k, n_poses))
+        block = -1
         for h in (0, 1):  # particles of half h against the K references of half 1 - h
             proj = engine.projector(refs[1 - h :: 2])
             rows = engine.order[halves[engine.order] == h]  # keyed (name-defined) order
             for start in range(0, len(rows), bs):
+                block += 1
+                if not parallel.owns(block):  # another rank's chunk
+                    continue
                 chunk = rows[start : start + bs]
                 prep = engine.prepare(engine.index[chunk])
                 model = model_transforms(proj, prep, engine.deltas)
@@ -198,12 +204,10 @@ class SHC(HeterogeneityMethod):
                     model = model[:, None]
                 j = model.shape[1]
                 s = ncc_scores(prep, model.flatten(0, 1), band).reshape(len(chunk), k, j)
-                if out is None:
-                    out = np.zeros((len(halves), k, j))
                 out[chunk] = s.cpu().numpy()
                 if engine.progress:
                     engine.progress(len(chunk))
-        assert out is not None
+        parallel.all_reduce_sum([out])  # each row was scored by one rank, 0 on the others
         return out
 
     def _climb(self, scores: np.ndarray, current: np.ndarray, temp: float,

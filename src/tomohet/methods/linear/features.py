@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tomohet import parallel
 from tomohet.methods.linear.reference import (
     GlobalAverage,
     ParticleSet,
@@ -134,7 +135,9 @@ def difference_features(particles: ParticleSet, avg: GlobalAverage, specs: list[
     n = particles.n_particles
     stores = [FeatureStore(n, s.n_features, max_memory_GB, cache_dir) for s in specs]
     wbar = avg.weight_floor()
-    for idx, y, w in iter_reference(particles, batch_size, device):
+    # this rank's row blocks, the ones :func:`randomized_svd` streams (all on one rank)
+    mine = parallel.owned_rows(n)
+    for idx, y, w in iter_reference(particles, batch_size, device, rows=mine):
         if normalise == "scale":
             y = y / particle_scale(y, w, avg)[:, None, None, None]
         diff = y - w * avg.mean_ft[None] if subtract_average else y
@@ -164,40 +167,52 @@ class SVDResult:
 
 
 def _stream(store: FeatureStore, chunk: int, device):
+    """This rank's row blocks (:func:`tomohet.parallel.owned_rows`; all on one rank)."""
     n = store.shape[0]
     for s in range(0, n, chunk):
-        yield s, min(s + chunk, n), store.block(s, min(s + chunk, n), device)
+        if parallel.owns(s // chunk):
+            yield s, min(s + chunk, n), store.block(s, min(s + chunk, n), device)
 
 
 def randomized_svd(store: FeatureStore, k: int, generator: torch.Generator,
-                   oversample: int = 10, n_iter: int = 3, chunk: int = 4096,
+                   oversample: int = 10, n_iter: int = 3, chunk: int | None = None,
                    device: torch.device | str = "cpu") -> SVDResult:
     """Truncated SVD of the column-centred features, streaming over row blocks.
 
     Halko, Martinsson & Tropp (2011) range finder with ``n_iter`` power iterations; each
     iteration is two passes over the (possibly memory-mapped) features.
+
+    Under :mod:`tomohet.parallel` each rank streams its own row blocks of ``chunk``
+    (default :data:`tomohet.parallel.ROW_BLOCK`) rows: column sums and ``X_c.T @ Q`` are
+    summed over ranks, ``X_c @ M`` gathered by rows, so every rank holds the same
+    (N, l) range basis and the QR and small SVD run identically everywhere.
     """
     n, p = store.shape
+    chunk = chunk or parallel.ROW_BLOCK
     mean = torch.zeros(p, dtype=torch.float64, device=device)
     total = torch.zeros((), dtype=torch.float64, device=device)
     for _s, _e, x in _stream(store, chunk, device):
         mean += x.double().sum(0)
+    parallel.all_reduce_sum([mean])
     mean = (mean / n).float()
     for _s, _e, x in _stream(store, chunk, device):
         total += (x - mean).double().pow(2).sum()
+    parallel.all_reduce_sum([total])
     l_dim = min(k + oversample, n, p)
     omega = torch.randn(p, l_dim, generator=generator).to(device)
 
     def right(mat: torch.Tensor) -> torch.Tensor:  # X_c @ mat -> (N, l)
-        out = torch.empty((n, mat.shape[1]), device=device)
+        out = torch.zeros((n, mat.shape[1]), device=device)
         for s, e, x in _stream(store, chunk, device):
             out[s:e] = (x - mean) @ mat
+        parallel.all_reduce_sum([out])  # rows of other ranks are 0 here: exact
         return out
 
     def left(mat: torch.Tensor) -> torch.Tensor:  # X_c.T @ mat -> (P, l)
         out = torch.zeros((p, mat.shape[1]), device=device)
         for s, e, x in _stream(store, chunk, device):
             out += (x - mean).T @ mat[s:e]
+        parallel.all_reduce_sum([out])
         return out
 
     q = torch.linalg.qr(right(omega)).Q

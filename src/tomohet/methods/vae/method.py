@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from tomohet import parallel
 from tomohet.data.keys import half_sets
 from tomohet.data.particles import TiltSeriesParticles
 from tomohet.methods.base import (
@@ -219,7 +220,7 @@ class TiltVAEMethod(HeterogeneityMethod):
                 print(f"{self.name} epoch {epoch + 1}: loss {stats['loss']:.5g} "
                       f"(kl {stats['kl']:.3g}) drift {diag['drift']:.3g} "
                       f"active dims {diag['active_dims']} {stats['seconds']:.1f}s", flush=True)
-            if self.checkpoint_dir:
+            if self.checkpoint_dir and parallel.is_main():  # rank 0 writes, all resume
                 path = Path(self.checkpoint_dir, "checkpoints", f"epoch_{epoch + 1:03d}.pt")
                 save_checkpoint(path, model, opt, epoch + 1, history, mu,
                                   {"reference": self.reference_})

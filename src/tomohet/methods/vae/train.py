@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tomohet import parallel
 from tomohet.methods.vae.data import FourierCache, all_tilts, sample_tilts
 from tomohet.methods.vae.loss import autocast, batch_loss
 from tomohet.methods.vae.model import TiltVAE
@@ -157,22 +158,33 @@ def train_epoch(model: TiltVAE, optimizer: torch.optim.Optimizer, cache: Fourier
     tot = {"loss": 0.0, "nll": 0.0, "kl": 0.0, "mse": 0.0}
     n_seen = 0
     t0 = time.perf_counter()
+    n_ranks, me = parallel.world(), parallel.rank()
     for s in range(0, len(order), batch_size):
         rows = order[s : s + batch_size]
-        vis = cache.visible[rows]
-        slots = all_tilts(vis) if n_tilts is None else sample_tilts(vis, n_tilts,
-                                                                    scores[rows])
-        eps = eps_all[rows]
-        pb = cache.gather(rows, slots)
-        loss, parts = batch_loss(model, pb, beta, eps, amp)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
         b = len(rows)
+        # this rank's sampler: every n_ranks-th particle of the (seed, epoch)-keyed batch;
+        # its loss weighted by its share and the gradients summed over ranks are the
+        # whole batch's (tomohet.parallel)
+        rows = rows[me::n_ranks]
+        optimizer.zero_grad(set_to_none=True)
+        if len(rows):
+            vis = cache.visible[rows]
+            slots = all_tilts(vis) if n_tilts is None else sample_tilts(vis, n_tilts,
+                                                                        scores[rows])
+            eps = eps_all[rows]
+            pb = cache.gather(rows, slots)
+            loss, parts = batch_loss(model, pb, beta, eps, amp)
+            (loss * (len(rows) / b) if n_ranks > 1 else loss).backward()
+        parallel.all_reduce_grads(model)
+        optimizer.step()
         n_seen += b
-        tot["loss"] += float(loss.detach()) * b
-        for k in ("nll", "kl", "mse"):
-            tot[k] += parts[k] * b
+        share = np.zeros(4)
+        if len(rows):
+            share[:] = [float(loss.detach()) * len(rows)] + [parts[k] * len(rows)
+                                                            for k in ("nll", "kl", "mse")]
+        parallel.all_reduce_sum([share])
+        for i, k in enumerate(("loss", "nll", "kl", "mse")):
+            tot[k] += float(share[i])
         if progress is not None:
             progress(b, tot["loss"] / n_seen)
     out = {k: v / max(n_seen, 1) for k, v in tot.items()}
