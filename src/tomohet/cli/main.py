@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("bench", "tomohet.cli.bench"),
     ("evaluate", "tomohet.cli.evaluate"),
     ("tree", "tomohet.cli.tree"),
+    ("mapback", "tomohet.cli.mapback"),
 ]
 
 
