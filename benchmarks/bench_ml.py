@@ -46,6 +46,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="rounds over --paths")
     ap.add_argument("--current-size-margin", type=int, default=4,
                     help="shells past the class FSC limit for the current-size path")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="run each timed iteration under cProfile and print its N most "
+                         "expensive functions (cumulative and own time)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -76,7 +79,7 @@ def main() -> None:
             engine.cfg.compact = path in ("compact", "current-size")
             engine.cfg.current_size_margin = (args.current_size_margin
                                               if path == "current-size" else None)
-            res, posteriors[path] = _timed_iteration(engine, state, halves)
+            res, posteriors[path] = _timed_iteration(engine, state, halves, args.profile)
             res = {"particles": n, "tilts": args.tilts, "box": args.box, "classes": args.k,
                    "threads": args.threads, "device": args.device, "path": path,
                    "geometry": "subtomo" if args.subtomo else "tilt", "simulate_s": t_sim,
@@ -94,13 +97,26 @@ def main() -> None:
             print(f"max |posterior difference| {first} vs {other}: {diff:.2e}")
 
 
-def _timed_iteration(engine: EMEngine, state: EMState, halves: np.ndarray):
+def _timed_iteration(engine: EMEngine, state: EMState, halves: np.ndarray,
+                     profile: int = 0):
     """One E+M pass and the class maps from it -> (timings, posteriors)."""
     for key in engine.timings:
         engine.timings[key] = 0.0
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     t0 = time.perf_counter()
     bp, _, post, _ = engine.em_pass(state, halves)
     t_pass = time.perf_counter() - t0
+    if prof is not None:
+        import pstats
+
+        prof.disable()
+        for key in ("cumulative", "tottime"):
+            pstats.Stats(prof).sort_stats(key).print_stats(profile)
     t0 = time.perf_counter()
     engine.volumes_from(bp)
     t_recon = time.perf_counter() - t0

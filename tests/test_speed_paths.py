@@ -21,6 +21,7 @@ from tomohet.physics.compact import (
     trilinear_corners,
 )
 from tomohet.physics.forward import log_likelihoods, model_transforms
+from tomohet.physics.fourier import freq_grid_3d
 from tomohet.physics.projection import Backprojector, VolumeProjector
 from tomohet.physics.reconstruction import backproject
 
@@ -74,9 +75,7 @@ def test_compact_projection_likelihood_and_noise_equal_dense(tilt_set, max_res):
     proj = VolumeProjector(_volumes(), pad=2)
     cb = compact_batch(prep, proj.padded, noise.sigma2.shape[0])
     assert cb.data.numel() < prep.mask.numel()  # something was left out
-    assert cb.data.numel() == int((prep.mask & (torch.fft.fftfreq(BOX)[:, None] ** 2 +
-                                                torch.fft.rfftfreq(BOX)[None] ** 2
-                                                <= 0.25)).sum())
+    assert cb.data.numel() == int(prep.mask.sum())  # every masked pixel, once
     dense = model_transforms(proj, prep)  # (K, B, T, D, Dh)
     b, t = prep.mask.shape[:2]
     at_kept = dense.reshape(K, b * t, -1)[:, cb.image, cb.pixel]
@@ -221,3 +220,73 @@ def test_passes_allocate_only_the_accumulator_their_path_fills(monkeypatch, comp
     bp2 = engine.reconstruct_pass(np.full((n, 2), 0.5), None, halves)
     assert made == ([] if compact else [4, 4])
     assert bp.data.shape == bp2.data.shape == (4, (BOX * 2) ** 3)
+
+
+@pytest.fixture(scope="module")
+def subtomo_set():
+    from tomohet.data.subtomo_cache import subtomograms_from_tilts
+
+    particles, _, _ = make_tilt_set(n=6, box=BOX, n_tilts=7, snr=0.5, seed=8)
+    return subtomograms_from_tilts(particles, progress=False)
+
+
+@pytest.mark.parametrize("max_res", [None, 30.0])
+def test_compact_subtomograms_equal_dense(subtomo_set, max_res):
+    """Subtomograms on the compact path (one "image" of 3D rfft voxels each): projection
+    at the kept voxels, likelihoods, noise sums and back-projection equal the dense
+    computation (rotated 3D grid sampled, every voxel and its mate inserted)."""
+    n = subtomo_set.n_particles
+    engine = EMEngine(subtomo_set, EMConfig(n_classes=K, max_resolution_A=max_res),
+                      np.arange(n))
+    prep = engine.prepare(np.arange(n))
+    # voxels at |k| = 1/2 exactly ((4, 8, 8) / 24): whether one is projected and inserted
+    # depends on the rounding of its rotated norm, which differs between the two paths
+    radius = freq_grid_3d(BOX).norm(dim=-1)
+    prep.mask &= (radius - 0.5).abs() > 1e-4
+    noise = engine.new_noise()
+    g = torch.Generator().manual_seed(7)
+    noise.sigma2 = torch.rand(noise.sigma2.shape, generator=g) + 0.5
+    proj = VolumeProjector(_volumes(), pad=2)
+    cb = compact_batch(prep, proj.padded, noise.sigma2.shape[0])
+    assert cb.n_tilts == 1 and 0 < cb.data.numel() < prep.mask.numel()
+    dense = model_transforms(proj, prep)  # (K, B, D, D, Dh)
+    at_kept = dense.reshape(K, n, -1)[:, cb.image, cb.pixel]
+    comp = project_compact(proj, cb)
+    torch.testing.assert_close(comp, at_kept, atol=1e-5 * at_kept.abs().max(), rtol=1e-4)
+    ll_dense = log_likelihoods(prep, dense, noise)
+    torch.testing.assert_close(log_likelihoods_compact(cb, comp, noise), ll_dense,
+                               rtol=1e-4, atol=1e-3 * ll_dense.abs().max())
+    ref, new = engine.new_noise(), engine.new_noise()
+    resid = prep.data - prep.transfer * dense[2]
+    ref.accumulate(resid.real**2 + resid.imag**2, prep)
+    r_c = cb.data - cb.transfer * comp[2]
+    accumulate_noise_compact(new, cb, r_c.real**2 + r_c.imag**2)
+    torch.testing.assert_close(new._count, ref._count)
+    torch.testing.assert_close(new._sum, ref._sum, rtol=1e-4, atol=1e-4 * ref._sum.max())
+    vw = torch.rand(2 * K, n, generator=g) * (torch.rand(2 * K, n, generator=g) > 0.4)
+    bp = Backprojector(BOX, 2 * K)
+    backproject(bp, prep, vw, noise)
+    sums = CompactSums(BOX, 2 * K)
+    insert_compact(sums, cb, vw, noise, chunk=1000)  # several chunks
+    for a, c in zip(bp.grids(), sums.backprojector().grids(), strict=True):
+        a, c = a[:, 1:, 1:, 1:], c[:, 1:, 1:, 1:]
+        torch.testing.assert_close(c, a, atol=1e-5 * a.abs().max(), rtol=1e-4)
+
+
+def test_ml3d_posteriors_equal_with_compaction_on_and_off(subtomo_set, monkeypatch):
+    from tomohet.methods.ml import ML3D
+
+    params = dict(n_classes=2, n_iter=3, anneal_iters=1, min_iter=3, n_restarts=1,
+                  progress=False, random_state=2)
+    fast = ML3D(**params).fit(subtomo_set)
+    original = ML3D._config
+
+    def dense_config(self, device):
+        cfg = original(self, device)
+        cfg.compact = False
+        return cfg
+
+    monkeypatch.setattr(ML3D, "_config", dense_config)
+    ref = ML3D(**params).fit(subtomo_set)
+    np.testing.assert_array_equal(fast.predict(), ref.predict())
+    np.testing.assert_allclose(fast.predict_proba(), ref.predict_proba(), atol=2e-3)

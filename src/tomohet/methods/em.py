@@ -26,6 +26,7 @@ from tomohet.methods.em_state import EMState, particles_fingerprint
 from tomohet.methods.em_steps import batch_order, pose_deltas, tempered_posteriors
 from tomohet.physics.compact import (
     CompactBatch,
+    CompactProjector,
     CompactSums,
     accumulate_noise_compact,
     compact_batch,
@@ -66,8 +67,9 @@ class EMConfig:
     local_search_steps: int = 1
     per_tilt_weights: bool = False  # nextPYP-style tilt-weighted occupancy
     device: str = "cpu"
-    # tilt passes on the kept (masked) pixels only, one trilinear plan per image for
-    # projection and back-projection (tomohet.physics.compact); False = dense reference
+    # passes on the kept (masked) pixels or voxels only, one trilinear plan per image or
+    # subtomogram for projection and back-projection (tomohet.physics.compact; not with
+    # a local pose search); False = dense reference
     compact: bool = True
     # RELION's current_size: an E/M pass leaves out pixels past the shell where the best
     # class's FSC first drops below 0.143, plus this many shells (None: every pixel)
@@ -229,8 +231,9 @@ class EMEngine:
         parallel.all_reduce_sum(parts)
 
     def _compact(self) -> bool:
-        """Whether passes take the compacted path (tilt geometry, no local search)."""
-        return self.cfg.compact and self.is_tilt and self.deltas is None
+        """Whether passes take the compacted path (tilt images or subtomograms, no local
+        pose search)."""
+        return self.cfg.compact and self.deltas is None
 
     def _accumulators(self, n_volumes: int
                       ) -> tuple[Backprojector | None, CompactSums | None]:
@@ -273,6 +276,7 @@ class EMEngine:
         new_noise = self.new_noise()
         proj = self.projector(state.volumes)
         bp, sums = self._accumulators(2 * k)
+        table = CompactProjector(proj) if sums is not None else None
         log_prior = torch.log(state.priors.to(self.device).clamp_min(1e-12))
         post_all = torch.zeros((len(self.index), k), dtype=torch.float64, device=self.device)
         h_all = torch.as_tensor(halves, device=self.device)
@@ -286,7 +290,8 @@ class EMEngine:
                 t0 = time.perf_counter()
                 cb = compact_batch(prep, sums.padded, noise.sigma2.shape[0])
                 self._tick("plan", t0)
-                post, ll_tot, resid_c = self._e_step_compact(proj, cb, prep, noise,
+                assert table is not None
+                post, ll_tot, resid_c = self._e_step_compact(table, cb, prep, noise,
                                                              log_prior, max_top)
                 t0 = time.perf_counter()
                 post_all[r] = post.double()
@@ -324,7 +329,7 @@ class EMEngine:
         assert bp is not None
         return bp, new_noise, post_all.cpu().numpy(), float(total_ll)
 
-    def _e_step_compact(self, proj: VolumeProjector, cb: CompactBatch, prep: PreparedBatch,
+    def _e_step_compact(self, proj: CompactProjector, cb: CompactBatch, prep: PreparedBatch,
                         noise: NoiseModel, log_prior: torch.Tensor,
                         max_top: float | None = None):
         """:meth:`_e_step` on the kept pixels: posteriors (B, K), summed log evidence and
@@ -332,7 +337,7 @@ class EMEngine:
         t0 = time.perf_counter()
         model = project_compact(proj, cb)  # (K, M)
         t0 = self._tick("projection", t0)
-        if self.cfg.per_tilt_weights:
+        if self.cfg.per_tilt_weights and self.is_tilt:
             ll_t = log_likelihoods_compact(cb, model, noise, per_tilt=True)  # (B, T, K)
             ll = (ll_t * self._tilt_weights(prep)[..., None]).sum(1)
         else:

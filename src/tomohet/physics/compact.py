@@ -10,12 +10,15 @@ computes the trilinear plan again for the back-projection.
 Here the kept pixels of a batch are gathered once into flat arrays
 (:func:`compact_batch`), with their rotated frequencies and trilinear corner indices and
 weights on the padded grid, computed once per image per pass: the K class volumes are
-sampled there (``grid_sample``) and the back-projection into all 2K half-set volumes
-scatters with the one plan. Each pixel is inserted once,
+sampled there (:class:`CompactProjector`: the K volumes as one voxel-major table, 8 row
+gathers per pixel) and the back-projection into all 2K half-set volumes scatters with
+the one plan. Each pixel is inserted once,
 without its mate, into float sums (:class:`CompactSums`); the pass ends with
 :meth:`~tomohet.physics.projection.Backprojector.add_friedel_mates`, which adds every
 mate at once (``A + conj(A(-k))``) -- the same sums as the dense insertion.
-Only tilt geometry without local pose search takes this path; the dense one remains the
+Subtomograms take the same path: a subtomogram is one "image" whose pixels are the
+voxels of its 3D rfft inside its mask (wedge/CTF weight, resolution limit) and the
+Nyquist sphere. Passes with a local pose search stay dense; the dense path remains the
 reference (``EMConfig.compact = False``) and is tested equal to it.
 """
 
@@ -26,10 +29,10 @@ from dataclasses import dataclass
 import torch
 
 from tomohet.physics.forward import NoiseModel, PreparedBatch
-from tomohet.physics.fourier import freq_grid_2d
+from tomohet.physics.fourier import freq_grid_2d, freq_grid_3d
 from tomohet.physics.projection import Backprojector, VolumeProjector
 
-__all__ = ["CompactBatch", "CompactSums", "compact_batch", "project_compact",
+__all__ = ["CompactBatch", "CompactProjector", "CompactSums", "compact_batch", "project_compact",
            "log_likelihoods_compact", "accumulate_noise_compact", "insert_compact",
            "trilinear_corners"]
 
@@ -41,10 +44,10 @@ class CompactBatch:
     image (M,): image index ``b * T + t``; particle (M,): ``b``; pixel (M,): flat index in
     the (D, D//2+1) rfft image; data, transfer (M,) complex; premult_power (M,); group (M,)
     noise group; flat (8, M) corner indices into the fftshifted padded grid and
-    corner_w (8, M) trilinear weights (0 for corners off the grid); half (M,) 0.5 on the
+    corner_w (8, M) trilinear weights (0 for corners off the grid, and for every corner
+    of a pixel past Nyquist: projected as 0); half (M,) 0.5 on the
     kx = 0 column (its mate is in the input too), 0 where the pixel is not inserted
-    (rotated frequency at or past Nyquist, as in the dense path), else 1. grid
-    (1, M, 1, 1, 3): the same points as ``grid_sample`` coordinates (align_corners).
+    (rotated frequency at or past Nyquist, as in the dense path), else 1.
     n_particles, n_tilts: B, T.
     """
 
@@ -58,7 +61,6 @@ class CompactBatch:
     flat: torch.Tensor
     corner_w: torch.Tensor
     half: torch.Tensor
-    grid: torch.Tensor
     n_particles: int
     n_tilts: int
 
@@ -68,64 +70,107 @@ def trilinear_corners(coords: torch.Tensor, padded: int) -> tuple[torch.Tensor, 
     units (x, y, z) on a ``padded``^3 grid (flat index ``(z * P + y) * P + x``); corners
     off the grid get index 0 and weight 0."""
     p = padded
-    base = coords.floor()
-    frac = coords - base
+    base = coords.T.floor()  # (3, M), rows x, y, z
+    frac = coords.T - base
     b = base.int()
-    # per axis: index and weight of the lower and upper neighbour; a neighbour off the
-    # grid gets weight 0 and a clamped (harmless) index
-    idx = [[(b[:, a] + o).clamp(0, p - 1) for o in (0, 1)] for a in range(3)]
-    wts = [[(1 - frac[:, a]) * ((b[:, a] >= 0) & (b[:, a] < p)),
-            frac[:, a] * ((b[:, a] >= -1) & (b[:, a] < p - 1))] for a in range(3)]
-    zy_i = [idx[2][oz] * (p * p) + idx[1][oy] * p for oz in (0, 1) for oy in (0, 1)]
-    zy_w = [wts[2][oz] * wts[1][oy] for oz in (0, 1) for oy in (0, 1)]
-    # corner order: x fastest, then y, then z
-    flat = torch.stack([zy + idx[0][ox] for zy in zy_i for ox in (0, 1)])
-    corner_w = torch.stack([zw * wts[0][ox] for zw in zy_w for ox in (0, 1)])
-    return flat, corner_w
+    # per axis: index and weight of the lower (0) and upper (1) neighbour, (2, 3, M); a
+    # neighbour off the grid gets weight 0 and a clamped (harmless) index
+    idx = torch.stack([b.clamp(0, p - 1), (b + 1).clamp(0, p - 1)])
+    wts = torch.stack([(1 - frac) * ((b >= 0) & (b < p)), frac * ((b >= -1) & (b < p - 1))])
+    idx[:, 1] *= p
+    idx[:, 2] *= p * p
+    # corner (oz, oy, ox) at 4 oz + 2 oy + ox: x fastest, then y, then z (one broadcast
+    # op each instead of 8 stacked products)
+    flat = idx[:, None, None, 2] + idx[None, :, None, 1] + idx[None, None, :, 0]
+    corner_w = wts[:, None, None, 2] * wts[None, :, None, 1] * wts[None, None, :, 0]
+    return flat.reshape(8, -1), corner_w.reshape(8, -1)
 
 
 def compact_batch(prep: PreparedBatch, padded: int, n_groups: int,
-                  rotation: torch.Tensor | None = None) -> CompactBatch:
-    """Gather the pixels of ``prep`` inside its mask and the Nyquist circle (tilt geometry).
+                  rotation: torch.Tensor | None = None, chunk: int = 16384) -> CompactBatch:
+    """Gather the pixels of ``prep`` inside its mask, with their trilinear plan (tilt
+    images or subtomograms); pixels past Nyquist get zero corner weights.
 
-    ``rotation`` (B, T, 3, 3) overrides ``prep.rotation``; ``n_groups`` clamps the noise
-    groups as :class:`~tomohet.physics.forward.NoiseModel` does."""
-    if prep.geometry != "tilt":
-        raise ValueError("compact_batch handles tilt geometry only")
-    b, t, d, dh = prep.mask.shape
+    ``rotation`` ((B, T, 3, 3) or (B, 3, 3)) overrides ``prep.rotation``; ``n_groups``
+    clamps the noise groups as :class:`~tomohet.physics.forward.NoiseModel` does. A
+    subtomogram is one "image" (T = 1) whose pixels are the voxels of its 3D rfft. The
+    plan is computed ``chunk`` pixels at a time (temporaries in cache)."""
+    tilt = prep.geometry == "tilt"
+    b = prep.mask.shape[0]
+    t = prep.mask.shape[1] if tilt else 1
+    n_img = b * t
+    d = prep.mask.shape[-2]
     dev = prep.data.device
-    k2 = freq_grid_2d(d, device=dev)  # (D, Dh, 2)
-    radius = k2.norm(dim=-1)
-    keep = prep.mask & (radius <= 0.5)  # the projection's support (slices() zeroes past it)
-    image, pixel = keep.reshape(b * t, d * dh).nonzero(as_tuple=True)
-    rot = (prep.rotation if rotation is None else rotation).reshape(b * t, 3, 3)
-    rot = rot.to(dev, torch.float32)[image]  # (M, 3, 3)
-    kxy = k2.reshape(-1, 2)[pixel]  # (M, 2)
-    # R.T @ [kx, ky, 0] in padded-grid index units, as VolumeProjector.slices samples it
-    k3 = kxy[:, 0:1] * rot[:, 0, :] + kxy[:, 1:2] * rot[:, 1, :]
-    coords = k3 * padded + padded // 2  # padded-grid index units
-    flat, corner_w = trilinear_corners(coords, padded)
-    # inserted: inside Nyquist, by the rotated frequency's norm as the dense path decides
-    half = torch.where(kxy[:, 0] == 0, 0.5, 1.0) * (k3.norm(dim=-1) < 0.5)
-    flat_img = (image, pixel)
+    # (n_pix, 3) frequencies (x, y, z) of the rfft layout; z = 0 for a tilt image
+    if tilt:
+        k2 = freq_grid_2d(d, device=dev).reshape(-1, 2)
+        freqs = torch.cat([k2, torch.zeros_like(k2[:, :1])], dim=1)
+    else:
+        freqs = freq_grid_3d(d, device=dev).reshape(-1, 3)
+    n_pix = freqs.shape[0]
+    # every masked pixel counts for the noise; past Nyquist (the mask's rounded outer
+    # shell) it is projected as 0 and not inserted, as on the dense path
+    image, pixel = prep.mask.reshape(n_img, n_pix).nonzero(as_tuple=True)
+    rot = (prep.rotation if rotation is None else rotation).reshape(n_img, 9)
+    rot = rot.to(dev, torch.float32)
+    m = image.shape[0]
+    flat = torch.empty((8, m), dtype=torch.int32, device=dev)
+    corner_w = torch.empty((8, m), device=dev)
+    half = torch.empty(m, device=dev)
+    for a in range(0, m, chunk):
+        z = slice(a, a + chunk)
+        r, k = rot[image[z]], freqs[pixel[z]]  # (c, 9), (c, 3)
+        # R.T @ k (the reference frequency a pixel samples; R = reference -> image)
+        k3 = k[:, 0:1] * r[:, 0:3] + k[:, 1:2] * r[:, 3:6]
+        if not tilt:
+            k3 = k3 + k[:, 2:3] * r[:, 6:9]
+        fl, cw = trilinear_corners(k3 * padded + padded // 2, padded)
+        flat[:, z], corner_w[:, z] = fl, cw * (k.norm(dim=-1) <= 0.5)
+        # inserted: inside Nyquist, by the rotated frequency's norm as the dense path
+        # decides (the same rounding for tilt images at |k| = 1/2); the kx = 0 plane at
+        # half weight (its mate is in the input too)
+        half[z] = torch.where(k[:, 0] == 0, 0.5, 1.0) * (k3.norm(dim=-1) < 0.5)
+    lin = image * n_pix + pixel
     return CompactBatch(
         image=image, particle=torch.div(image, t, rounding_mode="floor"), pixel=pixel,
-        data=prep.data.reshape(b * t, -1)[flat_img],
-        transfer=prep.transfer.reshape(b * t, -1)[flat_img],
-        premult_power=prep.premult_power.expand(prep.mask.shape).reshape(b * t, -1)[flat_img],
+        data=prep.data.reshape(-1)[lin], transfer=prep.transfer.reshape(-1)[lin],
+        premult_power=prep.premult_power.expand(prep.mask.shape).reshape(-1)[lin],
         group=prep.group.reshape(-1).clamp_max(n_groups - 1)[image],
-        flat=flat, corner_w=corner_w, half=half.float(),
-        grid=(coords / (padded - 1) * 2 - 1)[None, :, None, None], n_particles=b, n_tilts=t)
+        flat=flat, corner_w=corner_w, half=half, n_particles=b, n_tilts=t)
 
 
-def project_compact(projector: VolumeProjector, cb: CompactBatch) -> torch.Tensor:
-    """Model transforms of every volume at the kept pixels -> complex (K, M), sampled as
-    :meth:`~tomohet.physics.projection.VolumeProjector.slices` samples them (its
-    ``grid_sample`` on CPU beats gathering the 8 corners from the plan by ~1.6x)."""
-    if cb.grid.shape[1] == 0:
-        return torch.zeros((projector.n_volumes, 0), dtype=torch.complex64,
-                           device=cb.grid.device)
-    return projector._sample_grid(cb.grid)[:, :, 0, 0]
+class CompactProjector:
+    """The padded transforms of a :class:`~tomohet.physics.projection.VolumeProjector`'s
+    K volumes as one table (P^3, 2K): row = voxel, columns (Re V_0, Im V_0, Re V_1, ...).
+
+    A trilinear sample of all K volumes then reads 8 rows of 2K adjacent floats (the two
+    x-neighbours mostly share a cache line), where ``grid_sample`` reads 8 scattered
+    values per volume and part. Built once per pass (a copy of the grids)."""
+
+    def __init__(self, projector: VolumeProjector) -> None:
+        self.n_volumes, self.padded = projector.n_volumes, projector.padded
+        grids = torch.cat([g[0] for g in projector._grids])  # (2K, P, P, P)
+        self.table = grids.reshape(2 * self.n_volumes, -1).T.contiguous()
+
+
+def project_compact(projector: VolumeProjector | CompactProjector,
+                    cb: CompactBatch, chunk: int = 16384) -> torch.Tensor:
+    """Model transforms of every volume at the kept pixels -> complex (K, M): the
+    trilinear interpolation of :meth:`~tomohet.physics.projection.VolumeProjector.slices`
+    (``grid_sample``, align_corners, zeros outside) with the batch's plan."""
+    if isinstance(projector, VolumeProjector):
+        projector = CompactProjector(projector)
+    table, k = projector.table, projector.n_volumes
+    m = cb.flat.shape[1]
+    out = torch.empty((m, 2 * k), device=table.device)
+    # 8 row gathers of 2K floats each, accumulated in place; in chunks that keep the
+    # gathered rows in cache (1.5x faster on CPU than whole-batch temporaries)
+    for s in range(0, m, chunk):
+        flat, cw, o = cb.flat[:, s : s + chunk], cb.corner_w[:, s : s + chunk], out[s : s + chunk]
+        torch.mul(table.index_select(0, flat[0]), cw[0][:, None], out=o)
+        for c in range(1, 8):
+            o.addcmul_(table.index_select(0, flat[c]), cw[c][:, None])
+    return torch.view_as_complex(out.view(-1, k, 2)).T
 
 
 def _inverse_noise(cb: CompactBatch, noise: NoiseModel) -> torch.Tensor:
@@ -193,10 +238,13 @@ class CompactSums:
 
 
 def insert_compact(sums: CompactSums, cb: CompactBatch, class_weights: torch.Tensor,
-                   noise: NoiseModel | None = None, min_weight: float = 1e-4) -> None:
+                   noise: NoiseModel | None = None, min_weight: float = 1e-4,
+                   chunk: int = 16384) -> None:
     """Insert the kept pixels once each (no Friedel mates) into ``sums``, every particle
     into the volumes of ``class_weights`` (V, B) where its weight exceeds ``min_weight``
-    (as :meth:`~tomohet.physics.projection.Backprojector.insert_plan`)."""
+    (as :meth:`~tomohet.physics.projection.Backprojector.insert_plan`). Pixels are
+    scattered ``chunk`` at a time: the (8, chunk) temporaries stay in cache (2x faster
+    on CPU than whole-batch ones)."""
     w = cb.half / cb.premult_power.clamp_min(1e-6)
     if noise is not None:
         shell = noise.shell.reshape(-1)[cb.pixel]
@@ -207,6 +255,7 @@ def insert_compact(sums: CompactSums, cb: CompactBatch, class_weights: torch.Ten
     targets = (sums.re, sums.im, sums.weight)
     vw = class_weights.to(cb.data.device, torch.float32)
     p3 = sums.padded**3
+    wide = sums.n_volumes * p3 >= 2**31  # int32 plan indices would overflow
     keep = vw > min_weight  # (V, B)
     counts = keep.sum(0)
     ranked = torch.argsort((~keep).to(torch.int8), dim=0, stable=True)  # kept first
@@ -218,8 +267,14 @@ def insert_compact(sums: CompactSums, cb: CompactBatch, class_weights: torch.Ten
         sel = None if bool(has.all()) else has[cb.particle].nonzero(as_tuple=True)[0]
         part = cb.particle if sel is None else cb.particle[sel]
         flat = cb.flat if sel is None else cb.flat[:, sel]
-        cw = (cb.corner_w if sel is None else cb.corner_w[:, sel]) * scale[part][None]
-        tgt = (flat + (vol[part] * p3).to(flat.dtype)[None]).reshape(-1)
-        for src, dst in zip(parts, targets, strict=True):
-            v = src if sel is None else src[sel]
-            dst.index_add_(0, tgt, (cw * v[None]).reshape(-1))
+        cw = cb.corner_w if sel is None else cb.corner_w[:, sel]
+        if wide:
+            flat = flat.long()
+        offset = (vol[part] * p3).to(flat.dtype)
+        s = scale[part]  # per pixel (M,), folded into the values, not the 8 corners
+        srcs = [(src if sel is None else src[sel]) * s for src in parts]
+        for a in range(0, flat.shape[1], chunk):
+            z = slice(a, a + chunk)
+            tgt = (flat[:, z] + offset[None, z]).reshape(-1)
+            for src, dst in zip(srcs, targets, strict=True):
+                dst.index_add_(0, tgt, (cw[:, z] * src[None, z]).reshape(-1))
