@@ -18,9 +18,11 @@ import mrcfile
 import numpy as np
 import torch
 
+from tomohet.physics.extract import extract_boxes
+
 __all__ = [
     "ImageSource", "VolumeSource", "ArrayImageSource", "ArrayVolumeSource", "open_mrc",
-    "DataError",
+    "DataError", "ExtractedImageSource",
 ]
 
 
@@ -169,6 +171,63 @@ class ArrayImageSource(ImageSource):
         ok = idx >= 0
         out[ok] = self._array[idx[ok]]
         return torch.from_numpy(out)
+
+
+class ExtractedImageSource(ImageSource):
+    """Particle boxes cut on the fly from tilt images; no particle stacks on disk.
+
+    Image ``i`` is the ``box`` x ``box`` box centred at ``centre_px[i]`` (x, y; float
+    tilt-image pixels, see :mod:`tomohet.physics.extract`) of frame ``frame[i]`` of
+    ``files[file_index[i]]`` (a tilt-series stack, or a single 2D tilt image). The files
+    are memory-mapped; only the windows are read. Box pixels outside the tilt image hold
+    that tilt image's mean.
+    """
+
+    def __init__(self, files: Sequence[str], file_index: np.ndarray, frame: np.ndarray,
+                 box: int, centre_px: np.ndarray) -> None:
+        super().__init__(files, file_index, frame, box)
+        self.centre_px = np.asarray(centre_px, dtype=np.float64).reshape(-1, 2)
+        if len(self.centre_px) != len(self.frame):
+            raise ValueError(f"{len(self.centre_px)} centres for {len(self.frame)} images")
+        self._means: dict[tuple[int, int], float] = {}
+
+    def _tilt(self, fi: int, frame: int) -> np.ndarray:
+        data = self._cache.get(self.files[fi])
+        stack = data if data.ndim == 3 else data[None]
+        if frame >= stack.shape[0]:
+            raise DataError(f"{self.files[fi]}: tilt image {frame + 1} requested but the "
+                            f"tilt series has {stack.shape[0]}")
+        return stack[frame]
+
+    def check(self) -> None:
+        """Open every tilt series once: existence and frame counts are verified."""
+        for fi in np.unique(self.file_index):
+            self._tilt(int(fi), int(self.frame[self.file_index == fi].max()))
+
+    def tilt_mean(self, fi: int, frame: int) -> float:
+        """Mean of one tilt image (the fill value outside it), computed once."""
+        key = (int(fi), int(frame))
+        if key not in self._means:
+            self._means[key] = float(np.mean(self._tilt(*key), dtype=np.float64))
+        return self._means[key]
+
+    def read(self, indices: np.ndarray | Sequence[int]) -> torch.Tensor:
+        """Boxes ``indices`` as float32 (len, D, D); index -1 gives a zero image."""
+        idx = np.asarray(indices, dtype=np.int64)
+        out = torch.zeros((len(idx), self.box, self.box), dtype=torch.float32)
+        pos = np.nonzero(idx >= 0)[0]
+        if len(pos):
+            keys = self.file_index[idx[pos]] * (int(self.frame.max()) + 1) + self.frame[idx[pos]]
+            for key in np.unique(keys):
+                sel = pos[keys == key]
+                fi, frame = int(self.file_index[idx[sel[0]]]), int(self.frame[idx[sel[0]]])
+                boxes, _ = extract_boxes(self._tilt(fi, frame), self.centre_px[idx[sel]],
+                                         self.box, fill=self.tilt_mean(fi, frame))
+                if not torch.isfinite(boxes).all():
+                    raise DataError(f"{self.files[fi]}: tilt image {frame + 1} has NaN/inf "
+                                    "inside a particle box")
+                out[torch.from_numpy(sel)] = boxes
+        return out
 
 
 class VolumeSource:

@@ -44,6 +44,7 @@ def read_particles(
     pixel_size_A: float | None = None,
     volumes: VolumeSpec = None,
     datadir: str | os.PathLike[str] | None = None,
+    extract: bool | None = None,
 ) -> TiltSeriesParticles | SubtomogramParticles:
     """Read a particle set in any supported flavour.
 
@@ -62,6 +63,10 @@ def read_particles(
         datadir: folder of the image / volume / CTF files named in the star when their
             paths are relative to another folder (``--datadir`` of tomoDRGN and cryoDRGN);
             tried before the star's folder, see :func:`tomohet.io.common.resolve_files`.
+        extract: RELION 5 only: cut each particle's boxes from the tilt series on the fly
+            (``rlnTomoTiltSeriesName`` / ``rlnMicrographName``, memory-mapped, no files
+            written; :mod:`tomohet.io.extract`). Default: when the particles star has no
+            ``rlnImageName`` (no 2D stacks). ``False`` requires the stacks.
 
     Returns:
         TiltSeriesParticles for 2D tilt-series formats, SubtomogramParticles for 3D ones.
@@ -77,17 +82,22 @@ def read_particles(
     folder = None if datadir is None else Path(datadir)
     ov = Overrides(ctf_premultiplied, dose_weighted, pixel_size_A, datadir=folder)
     kind = detect_format(p) if fmt in ("auto", None) else fmt
-    particles = _read(p, kind, fmt, tomograms, volumes if volumes is not None else folder, ov)
+    if extract and kind != "relion5":
+        raise DataError(f"{p}: on-the-fly extraction reads RELION 5 particles + tomograms "
+                        f"stars; this file is {kind}")
+    particles = _read(p, kind, fmt, tomograms, volumes if volumes is not None else folder, ov,
+                      extract)
     fill_conservation(particles)
     return particles
 
 
 def _read(p: Path, kind: str, fmt: str, tomograms: str | os.PathLike[str] | None,
-          volumes: VolumeSpec, ov: Overrides) -> TiltSeriesParticles | SubtomogramParticles:
+          volumes: VolumeSpec, ov: Overrides, extract: bool | None = None,
+          ) -> TiltSeriesParticles | SubtomogramParticles:
     if kind == "relion5":
         from tomohet.io.relion5 import read_relion5
 
-        return read_relion5(p, tomograms=_opt_path(tomograms), overrides=ov)
+        return read_relion5(p, tomograms=_opt_path(tomograms), overrides=ov, extract=extract)
     if kind == "warp":
         from tomohet.io.warp import read_warp
 

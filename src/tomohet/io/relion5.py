@@ -30,6 +30,7 @@ import torch
 from tomohet.data.particles import Optics, SubtomogramParticles, TiltSeriesParticles
 from tomohet.data.sources import DataError, ImageSource
 from tomohet.io.common import Overrides, optics_value, resolve_files
+from tomohet.io.extract import DROP_REASON, extraction_source
 from tomohet.io.mrc import mrc_info
 from tomohet.io.relion_geometry import particle_geometry
 from tomohet.io.star import (
@@ -292,12 +293,14 @@ def _default_names(tomo: list[str]) -> list[str]:
 
 
 def read_relion5(path: str | Path, tomograms: str | Path | None = None,
-                 overrides: Overrides | None = None,
+                 overrides: Overrides | None = None, extract: bool | None = None,
                  ) -> TiltSeriesParticles | SubtomogramParticles:
     """Read a RELION 5 optimisation set or particles star (+ tomograms star).
 
     A particles star with ``rlnTomoSubTomosAre2DStacks 0`` holds 3D subtomograms and is
-    read by :func:`tomohet.io.relion4.read_relion4`.
+    read by :func:`tomohet.io.relion4.read_relion4`. ``extract``: cut the particle boxes
+    from the tilt series on the fly (:mod:`tomohet.io.extract`) instead of reading 2D
+    stacks; default (None) when the particles have no ``rlnImageName``.
     """
     ppath, tpath, blocks = _inputs(Path(path), tomograms)
     ov = overrides or Overrides()
@@ -331,8 +334,24 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
     du, dv = _defocus_offsets(parts, ppath, frames, t_max)
     arrays["defocus_u_A"] += du
     arrays["defocus_v_A"] += dv
-    images, image_index, optics.box = _images(parts, ppath, vis, frames, optics.box, tomo,
-                                              optics.pixel_size_A, ov.datadir)
+    report = None
+    images: ImageSource
+    if extract or (extract is None and "rlnImageName" not in parts.columns):
+        if not np.isfinite(optics.pixel_size_A):
+            optics.pixel_size_A = float(pix_ts[0])
+        try:
+            images, image_index, vis, report = extraction_source(
+                infos, tomo, pos + np.einsum("nij,nj->ni", a_sub, origin), vis, optics.box,
+                optics.pixel_size_A, pix_ts, ov.datadir, ppath)
+        except DataError as exc:
+            if extract:
+                raise
+            raise DataError(f"{ppath}: data_particles has no rlnImageName (2D stacks), and "
+                            f"extracting the particles from the tilt series failed: {exc}"
+                            ) from exc
+    else:
+        images, image_index, optics.box = _images(parts, ppath, vis, frames, optics.box,
+                                                  tomo, optics.pixel_size_A, ov.datadir)
     ov.apply(optics)
     used = {t: infos[t] for t in dict.fromkeys(tomo)}
     meta = {
@@ -347,8 +366,25 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
     }
     names = strings(parts, "rlnTomoParticleName", ppath, "particles") \
         if "rlnTomoParticleName" in parts.columns else _default_names(tomo)
-    return TiltSeriesParticles(
+    out = TiltSeriesParticles(
         names=names, tomo_names=tomo, position_A=pos, rotation=rotation,
         visible=vis, image_index=image_index, images=images, optics=optics,
         table=parts, meta=meta, **arrays,
     )
+    return out if report is None else _extracted(out, report)
+
+
+def _extracted(p: TiltSeriesParticles, report: dict) -> TiltSeriesParticles:
+    """Extraction report in ``meta``; particles left without an image are dropped."""
+    keep = np.nonzero(p.visible.any(axis=1))[0]
+    if len(keep) == 0:
+        raise DataError(f"{p.meta['source']}: on-the-fly extraction: no particle box centre "
+                        "lies inside its tilt images (wrong coordinates or projections?)")
+    lost = p.n_particles - len(keep)
+    out = p.subset(keep) if lost else p
+    out.meta = dict(p.meta, extraction=report, images_read=int(out.visible.sum()),
+                    images_from="tilt series (on-the-fly extraction)")
+    out.meta.pop("subset_of", None)
+    if lost:
+        out.meta["dropped"] = {DROP_REASON: lost}
+    return out

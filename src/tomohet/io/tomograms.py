@@ -71,6 +71,10 @@ class TiltSeriesInfo:
     from_angles: bool = False
     # (2,) x, y size of the tilt images (tilt-series stack header), None if unknown
     image_size_px: np.ndarray | None = None
+    # the star file holding the per-tilt rows (relative tilt image names resolve from it)
+    tilts_path: Path | None = None
+    # the tomograms star holding the data_global row
+    star_path: Path | None = None
 
     @property
     def n_frames(self) -> int:
@@ -202,6 +206,7 @@ def _tilt_info(df: pd.DataFrame, path: Path, block: str, grow: dict[str, Any],
         dose_e_per_A2=dose, tilt_deg=np.asarray(tilt, dtype=np.float64), ctf_scale=scale,
         global_row=grow, tilts=df.reset_index(drop=True),
         from_angles="rlnTomoProjX" not in df.columns, image_size_px=image_px,
+        tilts_path=path, star_path=star,
     )
 
 
