@@ -35,6 +35,8 @@ tr.error{background:#fbeaea}.scroll{overflow-x:auto}
 figure{display:inline-block;margin:6px;vertical-align:top;border:1px solid #eee;padding:4px}
 figcaption{font-size:11px;color:#555;max-width:480px}
 img{max-width:100%}pre{background:#fbeaea;padding:6px;white-space:pre-wrap;font-size:11px}
+details{margin:0.3em 0 1em}summary{cursor:pointer;font-size:12px;color:#336}
+th[colspan]{background:#e4e8f0;text-align:center}
 """
 
 
@@ -50,15 +52,25 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-def _table(df: pd.DataFrame) -> str:
-    hidden = ("py_peak_MB", "rss_growth_MB", "rss_max_MB", "gpu_peak_MB")
-    cols = [c for c in df.columns if c not in hidden]
-    def label(c: str) -> str:
-        if c.endswith("_frac_oracle") and c[: -len("_frac_oracle")] in METRIC_LABELS:
-            return f"{METRIC_LABELS[c[: -len('_frac_oracle')]]} / oracle"
-        return METRIC_LABELS.get(c, c)
+# the leaderboard's main table: (group heading, columns); every other column is in the
+# "all columns" table that opens on demand
+_GROUPS: list[tuple[str, tuple[str, ...]]] = [
+    ("run", ("method", "dataset", "status")),
+    ("discrete", ("ari", "nmi", "pop_err_max")),
+    ("vs oracle", ("ari_frac_oracle", "fsc_auc_frac_oracle")),
+    ("continuous", ("rank_corr", "neigh_sim")),
+    ("maps", ("fsc_auc", "fsc_res_A")),
+    ("cost", ("wall_s", "peak_mem_MB")),
+]
 
-    head = "".join(f"<th>{html.escape(label(c))}</th>" for c in cols)
+
+def _label(c: str) -> str:
+    if c.endswith("_frac_oracle") and c[: -len("_frac_oracle")] in METRIC_LABELS:
+        return f"{METRIC_LABELS[c[: -len('_frac_oracle')]]} / oracle"
+    return METRIC_LABELS.get(c, c)
+
+
+def _rows_html(df: pd.DataFrame, cols: list[str]) -> str:
     body = []
     for _, r in df.iterrows():
         cls = "oracle" if r.get("method") == "oracle" else (
@@ -67,8 +79,33 @@ def _table(df: pd.DataFrame) -> str:
             f'<td class="{"t" if isinstance(r[c], str) else ""}">{_fmt(r[c])}</td>'
             for c in cols)
         body.append(f'<tr class="{cls}">{cells}</tr>')
-    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+    return "".join(body)
+
+
+def _table(df: pd.DataFrame) -> str:
+    """The leaderboard: grouped headline columns that fit the page (a column with no
+    value in any row is left out), then every column in a table that opens on demand."""
+    def has(c: str) -> bool:
+        return c in df.columns and bool(df[c].notna().any()) and not (
+            c == "status" and (df[c] == "ok").all())
+
+    groups = [(g, [c for c in cols if has(c)]) for g, cols in _GROUPS]
+    groups = [(g, cols) for g, cols in groups if cols]
+    main = [c for _, cols in groups for c in cols]
+    top = "".join(f'<th colspan="{len(cols)}">{html.escape(g)}</th>' for g, cols in groups)
+    head = "".join(f"<th>{html.escape(_label(c))}</th>" for c in main)
+    table = (f"<table><thead><tr>{top}</tr><tr>{head}</tr></thead>"
+             f"<tbody>{_rows_html(df, main)}</tbody></table>")
+    rest = [c for c in df.columns if c not in main]
+    if not rest:
+        return table
+    every = list(dict.fromkeys(["method", "dataset", *rest]))
+    every = [c for c in every if c in df.columns]
+    head_all = "".join(f"<th>{html.escape(_label(c))}</th>" for c in every)
+    return (table + f"<details><summary>All {len(df.columns)} columns (accuracy, "
+            "population errors, fractions of the oracle, resources, errors)</summary>"
+            f'<div class="scroll"><table><thead><tr>{head_all}</tr></thead>'
+            f"<tbody>{_rows_html(df, every)}</tbody></table></div></details>")
 
 
 def _matched_class_volumes(run: MethodRun, ds: BenchDataset

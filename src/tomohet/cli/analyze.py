@@ -47,6 +47,25 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def percent(fraction: float) -> str:
+    """A fraction of variance as a percentage that never rounds a real share to 0% or
+    100%: ``0.9996`` -> ``"99.96%"``, ``0.0031`` -> ``"0.31%"``, ``0.25`` -> ``"25%"``."""
+    pct = 100.0 * float(fraction)
+    if not np.isfinite(pct):
+        return "n/a"
+    if 0.0 < pct < 1.0:  # two significant digits
+        return f"{pct:.{1 - int(np.floor(np.log10(pct)))}f}%"
+    if 99.0 < pct < 100.0:  # as many decimals as keep it below 100
+        return f"{pct:.{max(1, int(np.ceil(-np.log10(100.0 - pct))))}f}%"
+    return f"{pct:.0f}%" if abs(pct - round(pct)) < 0.05 else f"{pct:.1f}%"
+
+
+def explained_line(explained: np.ndarray) -> str:
+    """``explained variance per PC: PC1 71%, PC2 24%, ...`` over every component."""
+    parts = [f"PC{i + 1} {percent(f)}" for i, f in enumerate(np.asarray(explained))]
+    return "explained variance per PC: " + ", ".join(parts)
+
+
 def _row(table: pd.DataFrame, key: str) -> int:
     names = table["particle"].astype(str)
     hit = np.nonzero((names == key).to_numpy())[0]
@@ -88,13 +107,17 @@ def _analyse(args: argparse.Namespace, run: Path, out: Path) -> list[tuple[str, 
     gm = L.gmm_clusters(z, args.k, args.seed)
     write_assignments_csv(out / "assignments.csv", names, labels=km.labels)
     write_assignments_csv(out / "assignments_gmm.csv", names, labels=gm.labels)
-    pc_axes = (f"PC1 ({100 * p.explained[0]:.0f}%)", f"PC2 ({100 * p.explained[1]:.0f}%)")
+    every = L.pca(z, z.shape[1])  # all components: the explained variance of each
+    print(explained_line(every.explained))
+    pc_axes = (f"PC1 ({percent(every.explained[0])})", f"PC2 ({percent(every.explained[1])})"
+               if len(every.explained) > 1 else "PC2 (none)")
     figs = [scatter_figure(p.coords, km.labels, "PCA, k-means clusters", pc_axes),
             scatter_figure(emb, km.labels, f"{kind.upper()}, k-means clusters"),
             scatter_figure(p.coords, gm.labels, "PCA, GMM clusters", pc_axes)]
     skipped = int((~ok).sum())
     note = (f"<p>{int(ok.sum())} particles with a latent"
             + (f"; {skipped} skipped (NaN latent, label -1)" if skipped else "") + "</p>")
+    note += f"<p>{html.escape(explained_line(every.explained))}</p>"
     sections.append(("Latent space", note + "".join(img(f) for f in figs)))
     for cl in (km, gm):
         sizes = np.bincount(cl.labels[cl.labels >= 0], minlength=len(cl.centres))
