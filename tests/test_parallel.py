@@ -42,6 +42,14 @@ def _fit_all(out: Path) -> None:
     ml.fit(particles)
     res["ml2d_post"] = ml.predict_proba()
     res["ml2d_vol"] = ml.class_volumes_.numpy()
+    if parallel.world() > 1:  # stopped after 2 iterations, then resumed to 4 by all ranks
+        part = str(out / "ml_resume")
+        ML2D(n_classes=2, n_iter=2, min_iter=4, batch_size=8, random_state=0,
+             progress=False, checkpoint_dir=part).fit(particles)
+        resumed = ML2D(n_classes=2, n_iter=4, min_iter=4, batch_size=8, random_state=0,
+                       progress=False, checkpoint_dir=part).fit(particles)
+        res["ml2d_resumed_post"] = resumed.predict_proba()
+        _check_reductions(out)
     shc = SHC(n_classes=2, n_iter=4, n_runs=1, batch_size=8, random_state=1, progress=False)
     res["shc_labels"] = shc.fit(particles).predict()
     block, parallel.ROW_BLOCK = parallel.ROW_BLOCK, 8  # several row blocks per rank
@@ -54,6 +62,23 @@ def _fit_all(out: Path) -> None:
     if parallel.is_main():
         for key, value in res.items():
             np.save(out / f"{key}_{parallel.world()}.npy", np.asarray(value))
+
+
+def _check_reductions(out: Path) -> None:
+    """Sums over ranks against values computed here; this rank's rows and blocks."""
+    r = parallel.rank()
+    x = torch.full((3,), 0.1 * (r + 1), dtype=torch.float32)
+    c = torch.tensor([1 + 2j, 3 - 1j]) * (r + 1)
+    a = np.arange(4, dtype=np.float64) * (r + 1)
+    i = torch.tensor([r, 10], dtype=torch.int64)
+    parallel.all_reduce_sum([x, c, a, i])
+    if parallel.is_main():
+        np.save(out / "red_x.npy", x.numpy())
+        np.save(out / "red_c.npy", c.numpy())
+        np.save(out / "red_a.npy", a)
+        np.save(out / "red_i.npy", i.numpy())
+    np.save(out / f"red_rows_{r}.npy", parallel.owned_rows(10, block=3))
+    np.save(out / f"red_shard_{r}.npy", np.asarray(parallel.shard(list(range(5)))))
 
 
 def _rank(out: Path) -> None:
@@ -120,29 +145,7 @@ def test_checkpoint_written_by_rank_zero(results):
         np.testing.assert_allclose(state.posteriors, results[f"ml2d_post_{world}"])
 
 
-# ---------------------------------------------------------------- reductions
-
-def _reduce_rank(out: Path) -> None:
-    assert parallel.init_from_env()
-    try:
-        r = parallel.rank()
-        x = torch.full((3,), 0.1 * (r + 1), dtype=torch.float32)
-        c = torch.tensor([1 + 2j, 3 - 1j]) * (r + 1)
-        a = np.arange(4, dtype=np.float64) * (r + 1)
-        i = torch.tensor([r, 10], dtype=torch.int64)
-        parallel.all_reduce_sum([x, c, a, i])
-        rows = parallel.owned_rows(10, block=3)
-        shard = parallel.shard(list(range(5)))
-        if parallel.is_main():
-            np.save(out / "x.npy", x.numpy())
-            np.save(out / "c.npy", c.numpy())
-            np.save(out / "a.npy", a)
-            np.save(out / "i.npy", i.numpy())
-        np.save(out / f"rows_{r}.npy", rows)
-        np.save(out / f"shard_{r}.npy", np.asarray(shard))
-    finally:
-        parallel.shutdown()
-
+# ---------------------------------------------------------------- reductions, failures
 
 def _hang_rank(out: Path) -> None:
     assert parallel.init_from_env()
@@ -155,17 +158,24 @@ def _hang_rank(out: Path) -> None:
     os._exit(0)  # the group is broken: leave without tearing it down
 
 
-def test_reductions_and_shards(tmp_path):
-    parallel.spawn(_reduce_rank, 2, (tmp_path,), timeout_s=60)
-    np.testing.assert_allclose(np.load(tmp_path / "x.npy"), np.float32(0.1) + np.float32(0.2))
-    np.testing.assert_allclose(np.load(tmp_path / "c.npy"), [3 + 6j, 9 - 3j])
-    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), np.arange(4) * 3.0)
-    np.testing.assert_array_equal(np.load(tmp_path / "i.npy"), [1, 20])
+def test_reductions_and_shards(results):
+    folder = results["_dir"]
+    assert isinstance(folder, Path)
+    np.testing.assert_allclose(np.load(folder / "red_x.npy"), np.float32(0.1) + np.float32(0.2))
+    np.testing.assert_allclose(np.load(folder / "red_c.npy"), [3 + 6j, 9 - 3j])
+    np.testing.assert_allclose(np.load(folder / "red_a.npy"), np.arange(4) * 3.0)
+    np.testing.assert_array_equal(np.load(folder / "red_i.npy"), [1, 20])
     # blocks of 3 rows alternate between the ranks; together every row exactly once
-    np.testing.assert_array_equal(np.load(tmp_path / "rows_0.npy"), [0, 1, 2, 6, 7, 8])
-    np.testing.assert_array_equal(np.load(tmp_path / "rows_1.npy"), [3, 4, 5, 9])
-    np.testing.assert_array_equal(np.load(tmp_path / "shard_0.npy"), [0, 2, 4])
-    np.testing.assert_array_equal(np.load(tmp_path / "shard_1.npy"), [1, 3])
+    np.testing.assert_array_equal(np.load(folder / "red_rows_0.npy"), [0, 1, 2, 6, 7, 8])
+    np.testing.assert_array_equal(np.load(folder / "red_rows_1.npy"), [3, 4, 5, 9])
+    np.testing.assert_array_equal(np.load(folder / "red_shard_0.npy"), [0, 2, 4])
+    np.testing.assert_array_equal(np.load(folder / "red_shard_1.npy"), [1, 3])
+
+
+def test_resumed_two_rank_run_equals_straight_run(results):
+    """2 ranks stopped after 2 of 4 iterations (rank 0's checkpoint), then resumed."""
+    np.testing.assert_allclose(results["ml2d_resumed_post_2"], results["ml2d_post_2"],
+                               atol=1e-6)
 
 
 def test_one_rank_is_a_no_op():

@@ -20,6 +20,8 @@ the default) and NAME-realistic (SNR 0.02). Outputs: particle files (first forma
 --out, others in --out/FORMAT/), truth.csv, state_XX.mrc, simulation.json.
 """
 
+FORMATS_DEFAULT = "relion5,warp"
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -31,13 +33,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog=EXAMPLE, formatter_class=HelpFormatter)
     p.add_argument("--preset", default="demo", help="preset name (see --list)")
     p.add_argument("--out", help="output folder (required unless --list)")
-    p.add_argument("--n-particles", type=int, default=None, help="override particle count")
+    p.add_argument("--n-particles", "--n", type=int, default=None,
+                   help="override particle count")
+    p.add_argument("--fast", action="store_true",
+                   help="large sets: box 32 unless --box, RELION 5 only unless --formats, "
+                   "images rendered in batches into a memory-mapped file (never all in "
+                   "memory), e.g. tomohet simulate --n 100000 --fast --out big/")
     p.add_argument("--box", type=int, default=None,
                    help="override box size (pixel size rescaled to keep the field of view)")
     p.add_argument("--snr", type=float, default=None, help="override SNR at 0 degrees")
     p.add_argument("--seed", type=int, default=None,
                    help="random seed (default: the preset's or config's, 0)")
-    p.add_argument("--formats", default="relion5,warp",
+    p.add_argument("--formats", default=FORMATS_DEFAULT,
                    help="comma-separated particle formats to write ('' for none)")
     p.add_argument("--subtomograms", action="store_true",
                    help="also write subtomograms and 3D CTF volumes")
@@ -60,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise SystemExit("tomohet simulate: error: --out is required")
-    overrides = {k: v for k, v in (("n_particles", args.n_particles), ("box", args.box),
+    box = 32 if args.fast and args.box is None else args.box
+    overrides = {k: v for k, v in (("n_particles", args.n_particles), ("box", box),
                                    ("snr", args.snr)) if v is not None}
     if args.config:
         with open(args.config) as fh:
@@ -70,10 +78,18 @@ def run(args: argparse.Namespace) -> int:
         config = get_preset(args.preset, **overrides)
     out = prepare_out_dir(args.out)
     t0 = time.perf_counter()
-    ds = simulate(config, seed=args.seed, progress=not args.no_progress)
+    stack_file = out / ".images_tmp.npy" if args.fast else None
+    ds = simulate(config, seed=args.seed, progress=not args.no_progress,
+                  stack_file=stack_file)
+    if args.fast and args.formats == FORMATS_DEFAULT:
+        args.formats = "relion5"
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    written = ds.write(out, formats=formats, subtomograms=args.subtomograms,
-                       progress=not args.no_progress)
+    try:
+        written = ds.write(out, formats=formats, subtomograms=args.subtomograms,
+                           progress=not args.no_progress)
+    finally:
+        if stack_file is not None:  # the stacks are written: the rendering buffer goes
+            stack_file.unlink(missing_ok=True)
     counts = ds.truth["state_name"].value_counts().to_dict()
     print(f"{ds.particles.n_particles} particles ({counts}), "
           f"{int(ds.particles.visible.sum())} tilt images, SNR {config.snr:g} -> {out} "

@@ -19,6 +19,8 @@ batch size.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -110,13 +112,19 @@ def _calibrate_sigma0(model, acq: TrueAcquisition, config: SimulationConfig) -> 
 
 
 def _render_all(model, acq: TrueAcquisition, config: SimulationConfig, sigma0: float,
-                rng: np.random.Generator, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy visible images (V, D, D) float32 and the image index (N, T), -1 if missing."""
+                rng: np.random.Generator, progress: bool, stack_file: str | Path | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy visible images (V, D, D) float32 and the image index (N, T), -1 if missing.
+
+    ``stack_file``: the images go to that memory-mapped ``.npy``, one batch at a time,
+    instead of an array in memory (for sets larger than RAM)."""
     n, t = acq.visible.shape
     d = config.box
     image_index = np.full((n, t), -1, dtype=np.int64)
     image_index[acq.visible] = np.arange(int(acq.visible.sum()))
-    stack = np.zeros((int(acq.visible.sum()), d, d), dtype=np.float32)
+    shape = (int(acq.visible.sum()), d, d)
+    stack = (np.zeros(shape, dtype=np.float32) if stack_file is None else
+             np.lib.format.open_memmap(stack_file, mode="w+", dtype=np.float32, shape=shape))
     seeds = np.asarray(rng.integers(0, 2**62, n), dtype=np.int64)
     sigma = torch.as_tensor(noise_sigma(sigma0, acq.tilt_deg[0]), dtype=torch.float32)
     bar = tqdm(total=n, desc="simulating", unit="ptcl", disable=not progress)
@@ -203,9 +211,11 @@ def _particles(acq: TrueAcquisition, config: SimulationConfig, stack: np.ndarray
 
 def simulate(config: SimulationConfig, seed: int | None = None,
              model: HeterogeneityModel | None = None,
-             progress: bool = False) -> SimulatedDataset:
+             progress: bool = False, stack_file: str | Path | None = None) -> SimulatedDataset:
     """Simulate a data set. ``seed`` overrides ``config.seed``; ``model`` replaces the one
-    built from ``config.structure`` (it must use the config's box and pixel size)."""
+    built from ``config.structure`` (it must use the config's box and pixel size);
+    ``stack_file``: images rendered into that memory-mapped ``.npy`` (see
+    :func:`_render_all`), same values."""
     if seed is not None:
         config = config.replace(seed=int(seed))
     if model is None:
@@ -215,7 +225,8 @@ def simulate(config: SimulationConfig, seed: int | None = None,
     rngs = _streams(config.seed)
     acq = _true_acquisition(config, model, rngs)
     sigma0 = _calibrate_sigma0(model, acq, config)
-    stack, image_index = _render_all(model, acq, config, sigma0, rngs["noise"], progress)
+    stack, image_index = _render_all(model, acq, config, sigma0, rngs["noise"], progress,
+                                     stack_file)
     particles = _particles(acq, config, stack, image_index, rngs)
     truth = truth_table(acq, model, particles)
     return SimulatedDataset(particles=particles, truth=truth,

@@ -1,0 +1,139 @@
+"""Scale-out figures (issue 17): one ml2d EM iteration on 1..R gloo ranks, and peak
+memory of one EM pass and one VAE epoch on a set read from disk.
+
+    python benchmarks/bench_parallel.py iteration DATA.star --ranks 1,2 [--k 4]
+    python benchmarks/bench_parallel.py memory DATA.star --what em|vae
+
+``DATA``: any particle file ``tomohet`` reads, e.g. written by
+``tomohet simulate --n 20000 --fast --out big/`` (images stay on disk, memory-mapped).
+``iteration``: R ranks spawned on this machine (:func:`tomohet.parallel.spawn`, one
+torch thread each), each reading the set; the classes start from keyed random subsets
+(reconstruct + noise passes, themselves sharded); the time is one E+M pass and the M-step
+maps, between barriers, and the largest posterior difference against the first rank
+count is printed. ``memory``: in this process, peak resident size
+(:func:`tomohet.bench.memory.measure`) over the pass or epoch, and before it.
+Prints a JSON line per run; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tomohet import parallel
+from tomohet.bench.memory import measure
+from tomohet.data.keys import half_sets, keyed_order
+from tomohet.methods.em import EMConfig, EMEngine, EMState
+
+
+def _rss_MB() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _engine_and_state(path: str, k: int, batch_size: int):
+    from tomohet.io import read_particles
+
+    particles = read_particles(path)
+    n = particles.n_particles
+    engine = EMEngine(particles, EMConfig(n_classes=k, batch_size=batch_size), np.arange(n))
+    halves = half_sets(particles.names, particles.tomo_names, 0, particles.table)
+    labels = np.empty(n, dtype=np.int64)
+    labels[keyed_order(particles.names, particles.tomo_names, 0, "bench-init")] = \
+        np.arange(n) % k
+    weights = np.eye(k)[labels]
+    vols, curves, _ = engine.volumes_from(engine.reconstruct_pass(weights, None, halves))
+    noise = engine.noise_pass(vols.mean(0, keepdim=True), np.zeros(n, dtype=np.int64))
+    state = EMState(volumes=vols, priors=torch.full((k,), 1 / k), sigma2=noise.sigma2,
+                    posteriors=weights, fsc=curves)
+    return particles, engine, state, halves
+
+
+def _iteration_rank(path: str, k: int, batch_size: int, out: str) -> None:
+    torch.set_num_threads(1)
+    parallel.init_from_env()
+    try:
+        t0 = time.perf_counter()
+        particles, engine, state, halves = _engine_and_state(path, k, batch_size)
+        t_setup = time.perf_counter() - t0
+        parallel.barrier()
+        t0 = time.perf_counter()
+        bp, _, post, _ = engine.em_pass(state, halves)
+        engine.volumes_from(bp)
+        parallel.barrier()
+        wall = time.perf_counter() - t0
+        if parallel.is_main():
+            np.save(Path(out) / f"post_{parallel.world()}.npy", post)
+            print(json.dumps({"ranks": parallel.world(), "particles": particles.n_particles,
+                              "box": particles.optics.box, "classes": k,
+                              "iteration_s": round(wall, 2), "setup_s": round(t_setup, 2),
+                              "threads_per_rank": 1}), flush=True)
+    finally:
+        parallel.shutdown()
+
+
+def iteration(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as out:
+        counts = [int(r) for r in args.ranks.split(",")]
+        for r in counts:
+            if r == 1:
+                _iteration_rank(args.data, args.k, args.batch_size, out)
+            else:
+                parallel.spawn(_iteration_rank, r, (args.data, args.k, args.batch_size, out))
+        first = np.load(Path(out) / f"post_{counts[0]}.npy")
+        for r in counts[1:]:
+            other = np.load(Path(out) / f"post_{r}.npy")
+            same = bool((first.argmax(1) == other.argmax(1)).all())
+            print(f"ranks {counts[0]} vs {r}: max |posterior difference| "
+                  f"{np.abs(first - other).max():.2e}, same assignment: {same}")
+
+
+def memory(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    before = _rss_MB()
+    if args.what == "em":
+        particles, engine, state, halves = _engine_and_state(args.data, args.k,
+                                                             args.batch_size)
+        start = _rss_MB()
+        with measure() as stats:
+            engine.em_pass(state, halves)
+    else:
+        from tomohet.io import read_particles
+        from tomohet.methods.vae import TiltVAEMethod
+
+        particles = read_particles(args.data)
+        start = _rss_MB()
+        vae = TiltVAEMethod(n_epochs=1, zdim=8, n_tilts=10, progress=False, random_state=0)
+        with measure() as stats:
+            vae.fit(particles)  # cache + consensus + one epoch
+    print(json.dumps({"what": args.what, "particles": particles.n_particles,
+                      "tilts": int(particles.visible.shape[1]), "box": particles.optics.box,
+                      "rss_at_import_MB": round(before), "rss_before_MB": round(start),
+                      "rss_peak_MB": round(stats["rss_max_MB"]),
+                      "rss_growth_MB": round(stats["rss_growth_MB"]),
+                      "wall_s": round(stats["wall_s"], 1)}), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=("iteration", "memory"))
+    ap.add_argument("data")
+    ap.add_argument("--ranks", default="1,2", help="rank counts, comma-separated")
+    ap.add_argument("--what", choices=("em", "vae"), default="em")
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    iteration(args) if args.mode == "iteration" else memory(args)
+
+
+if __name__ == "__main__":
+    main()
