@@ -27,7 +27,7 @@ from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 from tomohet.physics.fourier import soft_sphere_mask
 
 __all__ = ["HeterogeneityMethod", "REGISTRY", "register", "ParticleSet", "default_mask_radius_px",
-           "default_mask", "resolve_device", "seed_of", "check_random_state"]
+           "default_mask", "resolve_device", "seed_of", "check_random_state", "NotFittedError"]
 
 ParticleSet = TiltSeriesParticles | SubtomogramParticles
 
@@ -90,6 +90,11 @@ def check_random_state(random_state: int | np.integer | np.random.Generator | No
     return np.random.default_rng(seed_of(random_state) + offset)
 
 
+class NotFittedError(ValueError, AttributeError):
+    """An output of a method asked for before ``fit`` (scikit-learn's contract: a
+    ValueError and an AttributeError)."""
+
+
 def register(cls: type[HeterogeneityMethod]) -> type[HeterogeneityMethod]:
     """Class decorator adding a method to :data:`REGISTRY` under ``cls.name``."""
     if not getattr(cls, "name", None):
@@ -150,6 +155,22 @@ class HeterogeneityMethod:
             raise TypeError(
                 f"{self.name} needs {self.input_kind} input, got {type(particles).__name__}"
             )
+
+    def _fitted_output(self, attr: str, particles: ParticleSet | None) -> np.ndarray:
+        """A copy of the per-particle fitted array ``attr`` (e.g. ``labels_``, ``latent_``).
+
+        The contract of every ``predict``/``predict_proba``/``transform``: no argument (or
+        the fitted set itself) gives the outputs of the particles ``fit`` saw; before fit
+        -> :class:`NotFittedError`; a set of another size -> ValueError (tomohet methods
+        do not embed new particles: fit on the set you want).
+        """
+        value = vars(self).get(attr)
+        if value is None:
+            raise NotFittedError(f"{self.name} is not fitted yet: call fit(particles) first")
+        if particles is not None and particles.n_particles != len(value):
+            raise ValueError(f"{self.name}: fitted on {len(value)} particles, got "
+                             f"{particles.n_particles}; outputs exist only for the fitted set")
+        return value.copy()
 
     # -- the interface
     def fit(self, particles: ParticleSet) -> HeterogeneityMethod:

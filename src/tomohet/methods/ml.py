@@ -192,7 +192,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         plain = EMEngine(particles, cfg, keep, ref_mask, progress=bar.update)
         mode = "auto" if _is_auto(self.focus_mask) else focus
         setup = discover_with(plain, self.n_classes, mode, self.init, halves, self._seed())
-        self.discovery_, self._setup = setup.discovery, setup
+        self.discovery_, self.setup_ = setup.discovery, setup
         self.focus_mask_ = None if setup.focus is None else setup.focus.cpu()
         engine = setup.engine
         ckpt = Path(self.checkpoint_dir) / f"{self.name}_state.npz" if self.checkpoint_dir else None
@@ -206,7 +206,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         candidates = []
         # a start from discovery's components is the one run: random restarts beat it on
         # evidence after a few iterations and won (ladder m10 box 32: ARI 0.45 vs 0.54)
-        n_restarts = 1 if self._setup.from_components else max(self.n_restarts, 1)
+        n_restarts = 1 if self.setup_.from_components else max(self.n_restarts, 1)
         for r in range(n_restarts):
             state = self._initialise(engine, particles, keep, halves, seed_offset=r)
             if n_restarts == 1:  # the one run: checkpointed from its first iteration
@@ -221,8 +221,8 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         """Class maps of the final posteriors. After focused classification (signal
         outside the mask subtracted) one more reconstruction of the unsubtracted data,
         so that the maps written are full maps. -> (volumes, fsc, resolution, halves)."""
-        plain = self._setup.plain
-        if self._setup.engine is plain:
+        plain = self.setup_.plain
+        if self.setup_.engine is plain:
             half = plain.last_half_maps
             return state.volumes, state.fsc, state.resolution_A, half
         noise = plain.new_noise()
@@ -237,7 +237,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         The subsets are drawn from the particle names (keyed hash, stream per restart)."""
         k, n = self.n_classes, len(keep)
         labels = self._keyed_split(engine, np.arange(n), k, f"ml-init/{seed_offset}")
-        found = seed_offset == 0 and self._setup.from_components
+        found = seed_offset == 0 and self.setup_.from_components
         if found:  # the first start from the leading components of the residual maps
             labels = self.discovery_.labels
         weights = np.eye(k)[labels]
@@ -299,10 +299,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
 
     # ------------------------------------------------------------------ outputs
     def predict(self, particles: ParticleSet | None = None) -> np.ndarray:
-        if particles is not None and particles.n_particles != len(self.labels_):
-            raise ValueError(f"{self.name}: predict() on new particles is not supported; "
-                             "fit on the set you want classified")
-        return self.labels_.copy()
+        return self._fitted_output("labels_", particles)
 
     def predict_proba(self, particles: ParticleSet | None = None) -> np.ndarray:
         self.predict(particles)

@@ -153,7 +153,7 @@ class SHC(HeterogeneityMethod):
     def _keyed_labels(self, engine: EMEngine, seed: int, stream: str) -> np.ndarray:
         """Balanced random classes drawn from the particle names (keyed hash), or the
         partition from the residual maps' components (``init="components"``)."""
-        setup = getattr(self, "_setup", None)
+        setup = self.setup_
         if setup is not None and setup.from_components and self.discovery_ is not None:
             return self.discovery_.labels.copy()
         order = keyed_order(engine.names, engine.tomo_names, seed, stream)
@@ -286,9 +286,9 @@ class SHC(HeterogeneityMethod):
         self.half_sets_ = halves
         focus = (self.focus_mask if self.focus_mask is None or isinstance(self.focus_mask, str)
                  else load_volume(self.focus_mask))
-        self._setup = discover_with(engine, self.n_classes, focus, self.init, halves, base)
-        self.discovery_, engine = self._setup.discovery, self._setup.engine
-        self.focus_mask_ = None if self._setup.focus is None else self._setup.focus.cpu()
+        self.setup_ = discover_with(engine, self.n_classes, focus, self.init, halves, base)
+        self.discovery_, engine = self.setup_.discovery, self.setup_.engine
+        self.focus_mask_ = None if self.setup_.focus is None else self.setup_.focus.cpu()
         runs, self.history_ = [], []
         for r in range(max(1, self.n_runs)):
             labels, history = self._run(engine, halves, band, seed=base + 7919 * r)
@@ -309,7 +309,7 @@ class SHC(HeterogeneityMethod):
         weights = np.eye(k)[self.labels_] * self.consistent_[:, None]
         if weights.sum() == 0:
             weights = np.eye(k)[self.labels_]
-        plain = self._setup.plain  # full maps, also after focused classification
+        plain = self.setup_.plain  # full maps, also after focused classification
         bp = plain.reconstruct_pass(weights, None, halves)
         self.class_volumes_, self.fsc_, self.resolution_A_ = plain.volumes_from(bp)
         half = plain.last_half_maps
@@ -318,10 +318,11 @@ class SHC(HeterogeneityMethod):
 
     # ------------------------------------------------------------------ outputs
     def predict(self, particles: ParticleSet | None = None) -> np.ndarray:
-        return self.labels_.copy()
+        return self._fitted_output("labels_", particles)
 
     def predict_proba(self, particles: ParticleSet | None = None) -> np.ndarray:
         """Fraction of runs voting for each class. (N, K)."""
+        self.predict(particles)  # the same checks
         k = self.n_classes
         return np.stack([(self.run_labels_ == c).mean(0) for c in range(k)], axis=1)
 

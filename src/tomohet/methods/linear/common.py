@@ -129,8 +129,7 @@ class LinearMethod(HeterogeneityMethod):
 
     # ------------------------------------------------------------------ outputs
     def _check_same(self, particles: ParticleSet | None) -> None:
-        if particles is not None and particles.n_particles != len(self.latent_):
-            raise ValueError(f"{self.name}: only the fitted particles can be transformed")
+        self._fitted_output("latent_", particles)
 
     def transform(self, particles: ParticleSet | None = None) -> np.ndarray:
         self._check_same(particles)

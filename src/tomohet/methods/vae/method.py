@@ -161,10 +161,10 @@ class TiltVAEMethod(HeterogeneityMethod):
         self.kept_ = kept
         self.skipped_ = np.setdiff1d(np.arange(particles.n_particles), kept)
         # identities of the cached particles: every random choice is keyed by them
-        self._ident = ([particles.names[i] for i in kept],
+        self.ident_ = ([particles.names[i] for i in kept],
                        [particles.tomo_names[i] for i in kept])
         table = particles.table.iloc[kept] if len(particles.table) else None
-        self._halves = half_sets(*self._ident, seed=self.seed, table=table)
+        self.halves_ = half_sets(*self.ident_, seed=self.seed, table=table)
         cache = build_cache(particles, kept, slots, self.max_resolution_A,
                             device=dev).to(dev)
         self.pixel_size_A_ = float(particles.optics.pixel_size_A)
@@ -189,7 +189,7 @@ class TiltVAEMethod(HeterogeneityMethod):
             self.reference_ = dict(ck.get("extra", {}).get("reference", {}))
             return model, opt, int(ck["epoch"]), list(ck["history"]), ck["mu"].cpu()
         model = TiltVAE(self.model_config(box)).to(dev)
-        self.reference_ = T.prepare_model(model, cache, dev, self._halves)
+        self.reference_ = T.prepare_model(model, cache, dev, self.halves_)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         return model, opt, 0, [], None
 
@@ -206,8 +206,8 @@ class TiltVAEMethod(HeterogeneityMethod):
                 stats = T.train_epoch(model, opt, cache, epoch, seed=self.seed,
                                       batch_size=int(self.batch_size),
                                       n_tilts=self._train_tilts(), beta=self._beta(epoch),
-                                      amp=amp, progress=update, names=self._ident[0],
-                                      tomo_names=self._ident[1])
+                                      amp=amp, progress=update, names=self.ident_[0],
+                                      tomo_names=self.ident_[1])
             finally:
                 close()
             t_enc = time.perf_counter()
@@ -247,10 +247,7 @@ class TiltVAEMethod(HeterogeneityMethod):
 
     # ------------------------------------------------------------ outputs
     def transform(self, particles: ParticleSet | None = None) -> np.ndarray:
-        if particles is not None:
-            raise NotImplementedError(f"{self.name}: transform of new particles is not "
-                                      "supported; fit on the full set")
-        return self.latent_.copy()
+        return self._fitted_output("latent_", particles)
 
     def _z_for(self, index: np.ndarray) -> torch.Tensor:
         z = self.latent_[np.asarray(index)]
