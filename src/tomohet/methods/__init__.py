@@ -13,6 +13,7 @@ def load_all() -> dict[str, type[HeterogeneityMethod]]:
     """Import the modules that register the built-in methods -> :data:`REGISTRY`."""
     import tomohet.methods.linear  # noqa: F401  (wmdpca, ccmatrix, multiscale, ppca2d)
     import tomohet.methods.ml  # noqa: F401  (ml2d, ml3d, occupancy)
+    import tomohet.methods.nma  # noqa: F401
     import tomohet.methods.shc  # noqa: F401
     import tomohet.methods.vae  # noqa: F401  (vae, vae-et)
 
