@@ -23,7 +23,8 @@ from tomohet.bench.records import MethodRun
 from tomohet.bench.scoring import METRIC_LABELS, scoring_mask
 from tomohet.io.atomic import atomic_write_text
 
-__all__ = ["write_report", "render_report", "tree_section", "mapback_section", "render_page"]
+__all__ = ["write_report", "render_report", "tree_section", "mapback_section", "render_page",
+           "append_sections"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;
@@ -334,3 +335,12 @@ def render_page(title: str, sections: Sequence[str]) -> str:
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>" + "\n".join(sections) + "</body></html>\n")
+
+
+def append_sections(path: str | Path, sections: Sequence[str]) -> Path:
+    """Insert ready HTML ``sections`` at the end of the report at ``path`` (atomically)."""
+    p = Path(path)
+    text = p.read_text()
+    cut = text.rindex("</body>")
+    atomic_write_text(p, text[:cut] + "\n".join(sections) + text[cut:])
+    return p

@@ -103,8 +103,11 @@ def _check_outputs(run: MethodRun, n: int) -> None:
 
 
 def run_method(name: str, ds: BenchDataset, seed: int = 0, device: torch.device | None = None,
-               fsc_particles: int = 128, params: dict[str, Any] | None = None) -> MethodRun:
-    """Fit registered method ``name`` on ``ds`` and collect outputs; never raises."""
+               fsc_particles: int = 128, params: dict[str, Any] | None = None,
+               save_to: Path | None = None) -> MethodRun:
+    """Fit registered method ``name`` on ``ds`` and collect outputs; never raises.
+    ``save_to``: a folder for the method's own outputs (``model.save``: maps, star,
+    assignments or latent)."""
     from tomohet.methods import REGISTRY
 
     cls = REGISTRY[name]
@@ -140,6 +143,11 @@ def run_method(name: str, ds: BenchDataset, seed: int = 0, device: torch.device 
                 run.examples = (vols[:4], ds.true_volumes(idx[:4]).float())
         except Exception as exc:  # the other scores still stand
             run.warnings.append(f"no per-particle FSC: {type(exc).__name__}: {exc}")
+        if save_to is not None:
+            try:
+                model.save(save_to, ds.particles)
+            except Exception as exc:  # the scores still stand
+                run.warnings.append(f"outputs not saved: {type(exc).__name__}: {exc}")
     return run
 
 
@@ -181,12 +189,15 @@ def run_bench(
     report: bool = True,
     log: Callable[[str], None] | None = print,
     params: dict[str, dict[str, Any]] | None = None,
+    keep_outputs: bool = False,
 ) -> pd.DataFrame:
     """Benchmark ``methods`` (plus the oracle) on ``datasets``; write leaderboard + report.
 
     -> the leaderboard DataFrame (one row per method x data set), also written to
     ``out_dir/leaderboard.csv`` / ``.json``; ``out_dir/report.html`` with ``report``.
     ``params`` maps a method name to parameters replacing its ``bench_params``.
+    ``keep_outputs``: each method's own outputs in ``out_dir/<method>`` (one data set) or
+    ``out_dir/<data set>/<method>``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,8 +210,10 @@ def run_bench(
             ds_runs.append(run_oracle_row(ds, seed, device, n_grid=oracle_grid))
         for name in names:
             say(f"[bench] {ds.name:<16} {name:<12} fitting ...")
+            keep = (out / name if len(datasets) == 1 else out / ds.name / name
+                    ) if keep_outputs else None
             ds_runs.append(run_method(name, ds, seed, device,
-                                       params=(params or {}).get(name)))
+                                       params=(params or {}).get(name), save_to=keep))
         for run in ds_runs:
             score_run(run, ds, seed)
         ref = next((r.scores for r in ds_runs if r.method == "oracle" and not r.error), None)
