@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--preset", default="discrete-easy")
     ap.add_argument("--margin", type=int, default=4, help="current_size_margin (shells)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--paths", default="dense,compact,current-size",
+                    help="comma-separated subset of dense, compact, current-size")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = simulate(get_preset(args.preset, n_particles=args.n, box=args.box,
@@ -35,8 +37,10 @@ def main() -> None:
     truth = ds.truth["state"].to_numpy()
     k = len(np.unique(truth))
     original = ML2D._config
-    paths = [("dense", False, None), ("compact", True, None),
-             (f"current-size-{args.margin}", True, args.margin)]
+    chosen = args.paths.split(",")
+    paths = [(name, compact, margin) for name, compact, margin in (
+        ("dense", False, None), ("compact", True, None),
+        ("current-size", True, args.margin)) if name in chosen]
     try:
         for name, compact, margin in paths:
             def config(self, device, compact=compact, margin=margin):
@@ -48,7 +52,8 @@ def main() -> None:
             t0 = time.perf_counter()
             m = ML2D(n_classes=k, random_state=0, progress=False).fit(ds.particles)
             print(json.dumps({
-                "path": name, "preset": args.preset, "n": args.n, "box": args.box, "K": k,
+                "path": name, "margin": margin, "preset": args.preset, "n": args.n,
+                "box": args.box, "K": k,
                 "ari": round(adjusted_rand_score(truth, m.predict()), 4),
                 "iterations": len(m.history_),
                 "seconds": round(time.perf_counter() - t0, 1)}), flush=True)

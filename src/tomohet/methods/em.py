@@ -344,8 +344,8 @@ class EMEngine:
             ll = log_likelihoods_compact(cb, model, noise)  # (B, K)
         evidence = torch.logsumexp(ll + log_prior, dim=-1)
         post = tempered_posteriors(ll, log_prior, max_top)
-        kmap = post.argmax(-1)[cb.particle]  # (M,)
-        pick = model[kmap, torch.arange(model.shape[1], device=model.device)]
+        kmap = post.argmax(-1).index_select(0, cb.particle)  # (M,)
+        pick = model.T.gather(1, kmap[:, None])[:, 0]  # each pixel's most probable class
         resid = cb.data - cb.transfer * pick
         self._tick("likelihood", t0)
         return post, evidence.sum(), resid.real**2 + resid.imag**2
