@@ -56,7 +56,8 @@ from tomohet.io.validate import (
 )
 from tomohet.physics.ctf import depth_defocus_offset_A
 
-__all__ = ["read_relion5", "find_tomograms_star", "DEFOCUS_OFFSET_COLS", "is_optimisation_set"]
+__all__ = ["read_relion5", "find_tomograms_star", "DEFOCUS_OFFSET_COLS", "is_optimisation_set",
+           "default_names"]
 
 DEFOCUS_OFFSET_COLS = ("tomohetDefocusUOffsetAngst", "tomohetDefocusVOffsetAngst")
 
@@ -282,7 +283,7 @@ def _check_duplicates(parts: pd.DataFrame, path: Path) -> None:
     check_half_sets(parts, path, "particles")
 
 
-def _default_names(tomo: list[str]) -> list[str]:
+def default_names(tomo: list[str]) -> list[str]:
     """RELION's names for unnamed particles: ``<tomogram>/<1-based count in tomogram>``."""
     count: dict[str, int] = {}
     out = []
@@ -310,7 +311,10 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
             "general", 0, 1) == 0:
         from tomohet.io.relion4 import read_relion4
 
-        return read_relion4(ppath, tomograms=tpath, overrides=ov)
+        sub = read_relion4(ppath, tomograms=tpath, overrides=ov)
+        sub.meta.update(particles_path=str(ppath),
+                        tomograms_path=None if tpath is None else str(tpath))
+        return sub
     if tpath is None:
         raise DataError(f"{ppath}: no tomograms star found next to it; pass tomograms=")
     _, parts = find_block(blocks, ppath, ("particles",), ("rlnTomoName",))
@@ -365,7 +369,7 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
                       for t, i in used.items()},
     }
     names = strings(parts, "rlnTomoParticleName", ppath, "particles") \
-        if "rlnTomoParticleName" in parts.columns else _default_names(tomo)
+        if "rlnTomoParticleName" in parts.columns else default_names(tomo)
     out = TiltSeriesParticles(
         names=names, tomo_names=tomo, position_A=pos, rotation=rotation,
         visible=vis, image_index=image_index, images=images, optics=optics,
