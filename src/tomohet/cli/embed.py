@@ -26,6 +26,7 @@ EXAMPLE = """examples:
   tomohet embed ccmatrix subtomos.star --lowpass 25 --cluster ward --k 3 --out cc/
   tomohet embed multiscale run_optimisation_set.star --scales 8,14,21 --out ms/
   tomohet embed ppca2d run_optimisation_set.star --components 2 --iter 10 --out ppca/
+  tomohet embed nma run_optimisation_set.star --model atoms.pdb --modes 6 --out nma/
 """
 
 METHODS = {
@@ -33,6 +34,7 @@ METHODS = {
     "ccmatrix": "constrained cross-correlation matrix, eigen-decomposed (Dynamo style)",
     "multiscale": "difference SVD at several length scales, concatenated (emClarity style)",
     "ppca2d": "mean + eigenvolumes fitted by EM on the 2D tilt images (probabilistic PCA)",
+    "nma": "normal-mode amplitudes fitted through each wedge (HEMNMA-3D / MDTOMO style)",
 }
 
 
@@ -87,6 +89,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             m.add_argument("--highpass", type=float, default=None, help="high-pass (A)")
             m.add_argument("--max-memory", type=float, default=4.0,
                            help="GB the N x N matrices may take; larger sets are refused")
+        if name == "nma":
+            m.add_argument("--model", default=None,
+                           help="atomic model (PDB/mmCIF; several models: an ensemble whose "
+                           "principal components are the basis); None: pseudo-atoms")
+            m.add_argument("--modes", type=int, default=6, help="number of modes")
+            m.add_argument("--map-frame", action="store_true",
+                           help="model coordinates are in the map frame (origin at the box "
+                           "corner); default: centre of mass at the box centre")
+            m.add_argument("--lowpass", type=float, default=None,
+                           help="finest detail fitted (A); None: 5 pixels")
+            m.add_argument("--prior-sd", type=float, default=5.0,
+                           help="prior SD of each mode amplitude (A RMS)")
         if name == "ppca2d":
             m.add_argument("--iter", type=int, default=10, help="EM iterations")
             m.add_argument("--max-resolution", type=float, default=None,
@@ -114,6 +128,9 @@ def method_params(args: argparse.Namespace) -> dict[str, Any]:
                       normalise=args.normalise, max_memory_GB=args.max_memory)
         if args.method == "wmdpca":
             params["lowpass_A"] = args.lowpass
+    elif args.method == "nma":
+        params.update(model=args.model, n_modes=args.modes, centre_model=not args.map_frame,
+                      lowpass_A=args.lowpass, prior_sd_A=args.prior_sd)
     elif args.method == "ccmatrix":
         params.update(lowpass_A=args.lowpass, highpass_A=args.highpass,
                       max_memory_GB=args.max_memory)

@@ -78,7 +78,7 @@ def read_atom_models(path: str | os.PathLike[str]) -> AtomModels:
             for res in ch:
                 polymer = res.het_flag != "H"  # ATOM records
                 for atom in res:
-                    key = (ch.name, int(res.seqid.num), atom.name)
+                    key = (ch.name, int(res.seqid.num or 0), atom.name)
                     if key in coords:
                         continue
                     coords[key] = atom.pos.tolist()
@@ -110,7 +110,7 @@ def write_multimodel_pdb(path: str | os.PathLike[str], frames_A: np.ndarray,
 
     st = gemmi.Structure()
     for f, xyz in enumerate(np.asarray(frames_A, dtype=np.float64)):
-        model = gemmi.Model(str(f + 1))
+        model = gemmi.Model(f + 1)
         chains: dict[str, gemmi.Chain] = {}
         last: tuple[str, int] | None = None
         residue = None

@@ -70,17 +70,16 @@ class BeadModel:
 
     def __init__(self, basis: DeformationBasis, pixel_size_A: float, resolution_A: float,
                  data: FitData, device: torch.device) -> None:
-        f32 = dict(dtype=torch.float32, device=device)
         self.px = pixel_size_A
-        self.beads = torch.as_tensor(basis.beads_A, **f32)
-        self.modes = torch.as_tensor(basis.modes, **f32)
-        self.weight = torch.as_tensor(basis.weight / basis.weight.sum(), **f32)
+        self.beads = torch.as_tensor(basis.beads_A, dtype=torch.float32, device=device)
+        self.modes = torch.as_tensor(basis.modes, dtype=torch.float32, device=device)
+        self.weight = torch.as_tensor(basis.weight / basis.weight.sum(), dtype=torch.float32, device=device)
         sig = np.sqrt((0.225 * resolution_A) ** 2 + basis.sigma_A**2)
-        self.sigma_px = torch.as_tensor(sig / pixel_size_A, **f32)
+        self.sigma_px = torch.as_tensor(sig / pixel_size_A, dtype=torch.float32, device=device)
         self.freq = data.freq
         rg = np.sqrt((basis.weight[:, None] * basis.beads_A**2).sum() / basis.weight.sum())
         self.rg_A = float(max(rg, pixel_size_A))
-        self.scale = torch.ones(int(data.shell.max()) + 1, **f32)
+        self.scale = torch.ones(int(data.shell.max()) + 1, dtype=torch.float32, device=device)
         self.shell = data.shell
 
     @property
