@@ -129,3 +129,88 @@ def test_run_summary_says_no_heterogeneity_plainly():
     assert summary["heterogeneity_found"]
     assert NO_HETEROGENEITY not in summary["statement"].lower()
     assert summary["discovery"]["region"] == "local"
+
+
+# ---------------------------------------------------------------- calibrated detection
+def test_gaussian_lowpass_matches_a_periodic_gaussian_filter():
+    from scipy import ndimage
+
+    from tomohet.methods.detection import gaussian_lowpass
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn((2, 16, 16, 16), generator=g)
+    out = gaussian_lowpass(maps, 1.5).double().numpy()
+    ref = np.stack([ndimage.gaussian_filter(m.double().numpy(), 1.5, mode="wrap",
+                                            truncate=8.0) for m in maps])
+    np.testing.assert_allclose(out, ref, atol=2e-3 * np.abs(ref).max())
+    assert gaussian_lowpass(maps, 0.0) is maps
+
+
+def test_half_variances_and_split_matrix_against_numpy():
+    from tomohet.methods.detection import _half_variances, split_matrix
+
+    keys = np.array([[0b1011, 1], [0b0110, 0], [2**63 + 1, 2], [5, 3]], dtype=np.uint64)
+    s = split_matrix(keys, 66)
+    assert s.shape == (66, 4)
+    np.testing.assert_array_equal(s[:4, 0], [1, 1, 0, 1])  # bits of 0b1011, low first
+    np.testing.assert_array_equal(s[:4, 1], [0, 1, 1, 0])
+    assert s[63, 2] and not s[63, 0]  # bit 63 of word 0
+    np.testing.assert_array_equal(s[64:, 2], [0, 1])  # word 1 of particle 2: 0b10
+    np.testing.assert_array_equal(s[64:, 3], [1, 1])
+    x = torch.randn((40, 7), generator=torch.Generator().manual_seed(1)).double()
+    w = torch.as_tensor(np.random.default_rng(0).random((3, 40)) < 0.5).double()
+    va, vb = _half_variances(x, w)
+    for b in range(3):
+        a = w[b].numpy() > 0
+        np.testing.assert_allclose(va[b].numpy(), x.numpy()[a].var(0, ddof=1), rtol=1e-9)
+        np.testing.assert_allclose(vb[b].numpy(), x.numpy()[~a].var(0, ddof=1), rtol=1e-9)
+
+
+def _noise(n, d, seed):
+    """Spatially correlated noise maps (the residual maps' noise is low-passed)."""
+    from tomohet.methods.detection import gaussian_lowpass
+
+    g = torch.Generator().manual_seed(seed)
+    return gaussian_lowpass(torch.randn((n, d, d, d), generator=g), 0.6)
+
+
+def _splits(n, seed, b=99):
+    from tomohet.methods.detection import split_matrix
+
+    rng = np.random.default_rng(seed)
+    return split_matrix(rng.integers(0, 2**63, size=(n, 2)).astype(np.uint64), b)
+
+
+def test_detect_finds_a_weak_blob_the_voxel_threshold_misses():
+    """A coherent blob present in half the particles at an amplitude where the unsmoothed
+    z-map stays under the old fixed threshold (focus_from_variance finds nothing) is
+    significant in the scale space (z 6.4 at 1.5 voxels vs 3.3 unsmoothed when written),
+    and the region covers it."""
+    from tomohet.methods.detection import detect
+    from tomohet.methods.discovery import region_from
+
+    n, d = 300, 16
+    noise = torch.randn((n, d, d, d), generator=torch.Generator().manual_seed(11))
+    present = torch.as_tensor(np.arange(n) % 2 == 0)
+    z, y, x = _coords(d)
+    bump = 0.35 * torch.exp(-((x - 3) ** 2 + (y + 2) ** 2 + z**2) / (2 * 1.5**2)).float()
+    maps = noise + present[:, None, None, None] * bump
+    assert focus_from_variance(variance_map(maps)[1]) is None
+    det = detect(maps, _splits(n, 0), alpha=0.01)
+    assert det.significant and det.p_value <= 0.01
+    region, focus, scale = region_from(det)
+    assert region == "local" and focus is not None and scale > 0
+    w = bump**2
+    assert float((focus * w).sum() / w.sum()) > 0.7
+    assert float(focus.mean()) < 0.1
+
+
+def test_detect_false_positive_rate_on_one_state_data_is_low():
+    """Noise only (no heterogeneity), 20 data sets: at alpha 0.01 at most one is
+    declared (the half-split null is close to calibrated: measured 7 of 60 at alpha 0.05,
+    1 of 60 at 0.01 when written)."""
+    from tomohet.methods.detection import detect
+
+    flagged = [detect(_noise(200, 12, s), _splits(200, s), alpha=0.01).significant
+               for s in range(20)]
+    assert sum(flagged) <= 1

@@ -11,15 +11,22 @@ This module finds that region from the data alone and proposes a first partition
    the consensus model), noise-whitened and back-projected into the reference frame
    (``sum_t H^* w r``, the same linear operator for every voxel), low-passed by Fourier
    cropping to a small grid: (N, d, d, d).
-2. :func:`variance_map` -- the voxel variance of those maps over particles. Noise adds a
-   spatially stationary floor (removed per radial shell, which also removes radially
-   symmetric effects); heterogeneity adds ``p (1 - p) |B Delta|^2`` where the component
-   sits. -> an excess map in units of its own robust spread (a z-map).
-3. :func:`focus_from_variance` -- the voxels whose excess is significant, dilated, smoothed
-   and brought back to the full box: the automatic focus mask (None when nothing
-   exceeds the noise: "no heterogeneity found above noise").
-4. :func:`component_labels` -- the residual maps inside that mask, their leading K - 1
-   principal components, and k-means with K clusters: an initial partition.
+2. :func:`tomohet.methods.detection.detect` -- is there heterogeneity above noise? The
+   voxel variance of those maps over particles, low-passed at a few scales (a component
+   is a coherent blob), as an excess over the noise floor per radial shell in units of
+   its robust spread (a z-map per scale), tested against half-split nulls: the maximum
+   over voxels and scales of ``(ratio_A - ratio_B) / 2`` for random halves of the
+   particles (drawn from their names), which has the noise of the statistic but none of
+   the heterogeneity. The threshold is their ``1 - alpha`` quantile: about ``alpha`` of
+   data sets without heterogeneity show anything. (:func:`variance_map` is the
+   unsmoothed z-map alone.)
+3. :func:`focus_from_variance` -- the significant region at the finest scale where the
+   peak is significant, extended to the connected voxels above ``extend`` x the
+   threshold, dilated, smoothed and brought back to the full box: the automatic focus
+   mask (None when nothing is significant: "no heterogeneity found above noise").
+4. :func:`component_labels` -- the residual maps (low-passed at that scale) inside that
+   mask, their leading K - 1 principal components, and k-means with K clusters: an
+   initial partition.
 
 All functions are pure (tensors in, tensors out) except :func:`residual_maps`, which
 reads the particles through an :class:`~tomohet.methods.em.EMEngine`.
@@ -35,6 +42,8 @@ import torch
 from scipy import ndimage
 from sklearn.cluster import KMeans
 
+from tomohet.data.keys import particle_keys
+from tomohet.methods.detection import SCALES, Detection, detect, gaussian_lowpass, split_matrix
 from tomohet.physics.forward import NoiseModel, model_transforms
 from tomohet.physics.projection import Backprojector
 from tomohet.physics.reconstruction import backproject
@@ -44,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Discovery", "small_box_for", "crop_to_small", "residual_maps", "variance_map",
            "focus_from_variance", "upsample_mask", "component_labels", "discover",
-           "Setup", "discover_with"]
+           "Setup", "discover_with", "null_splits"]
 
 
 def small_box_for(box: int, pixel_size_A: float, resolution_A: float) -> int:
@@ -124,28 +133,36 @@ def variance_map(maps: torch.Tensor, radius: float | None = None
 
 
 def focus_from_variance(z: torch.Tensor, threshold: float = 4.0, min_voxels: int = 2,
-                        dilate: int = 2, max_fraction: float = 0.3) -> torch.Tensor | None:
+                        dilate: int = 2, max_fraction: float = 0.3,
+                        extend: float | None = None) -> torch.Tensor | None:
     """The significant-excess region of a z-map as a soft mask on the same grid.
 
     Voxels with z > ``threshold`` in connected clusters of at least ``min_voxels`` or
     peaking at z >= 2 ``threshold`` (a small component on a coarse grid covers 1-3
     voxels: on the 10% / 6% ladder cell at box 32, 36 A voxels, component B is 3 voxels
-    peaking at z 5.3; discovery's partition ARI rose from 0.29 to 0.54 with it), dilated
-    by ``dilate`` voxels, edges smoothed (Gaussian, sd 0.7 voxel). None when no
-    cluster is significant, or when the region would exceed ``max_fraction`` of the box
-    (a whole-box difference: nothing to focus on). (d, d, d) -> (d, d, d) in [0, 1].
+    peaking at z 5.3; discovery's partition ARI rose from 0.29 to 0.54 with it); with
+    ``extend``, each such cluster grows to the connected voxels above ``extend`` x
+    ``threshold`` (hysteresis: a calibrated threshold finds the peak, the region around
+    it is weaker). Then dilated by ``dilate`` voxels, edges smoothed (Gaussian, sd 0.7
+    voxel). None when no cluster is significant, or when the region would exceed
+    ``max_fraction`` of the box (a whole-box difference: nothing to focus on).
+    (d, d, d) -> (d, d, d) in [0, 1].
     """
-    hot = (z > threshold).numpy()
+    zn = z.numpy()
+    hot = zn > threshold
     lab, n = ndimage.label(hot)
     if n == 0:
         return None
     idx = np.arange(1, n + 1)
     sizes = ndimage.sum_labels(hot, lab, index=idx)
-    peaks = ndimage.maximum(z.numpy(), lab, index=idx)
+    peaks = ndimage.maximum(zn, lab, index=idx)
     strong = (sizes >= min_voxels) | (np.asarray(peaks) >= 2 * threshold)
     keep = np.isin(lab, idx[strong])
     if not keep.any():
         return None
+    if extend is not None:
+        grown, _ = ndimage.label(zn > extend * threshold)
+        keep = np.isin(grown, np.unique(grown[keep]))
     if dilate > 0:
         keep = ndimage.binary_dilation(keep, iterations=dilate)
     if keep.mean() > max_fraction:
@@ -194,11 +211,13 @@ def component_labels(maps: torch.Tensor, mask: torch.Tensor | None, k: int,
 @dataclass
 class Discovery:
     """What :func:`discover` found. ``focus`` (D, D, D) or None; ``labels`` (N,) initial
-    classes; ``z`` (d, d, d) the excess-variance z-map; ``variance`` (d, d, d);
-    ``small_box`` d; ``pixel_size_A`` of the small grid; ``region``: ``"local"`` (a
-    focus mask), ``"large"`` (significant excess over more than ``max_fraction`` of the
-    box: whole-subunit differences, nothing to focus on) or ``"none"`` (nothing above
-    noise: "no heterogeneity found above noise")."""
+    classes; ``z`` (d, d, d) the excess-variance z-map (the largest over scales);
+    ``variance`` (d, d, d); ``small_box`` d; ``pixel_size_A`` of the small grid;
+    ``region``: ``"local"`` (a focus mask), ``"large"`` (significant excess over more
+    than ``max_fraction`` of the box: whole-subunit differences, nothing to focus on) or
+    ``"none"`` (nothing above noise: "no heterogeneity found above noise");
+    ``threshold`` the calibrated threshold on ``z``; ``p_value`` of its peak (None when
+    not tested); ``scale`` the low-pass (voxels) the mask and partition come from."""
 
     focus: torch.Tensor | None
     labels: np.ndarray
@@ -207,6 +226,9 @@ class Discovery:
     small_box: int
     pixel_size_A: float
     region: str = "local"
+    threshold: float = 4.0
+    p_value: float | None = None
+    scale: float = 0.0
 
     @property
     def max_z(self) -> float:
@@ -216,29 +238,57 @@ class Discovery:
         """Plain facts for a run's summary.json."""
         frac = None if self.focus is None else float(self.focus.mean())
         return {"region": self.region, "max_z": round(self.max_z, 2),
+                "threshold": round(self.threshold, 2),
+                "p_value": None if self.p_value is None else round(self.p_value, 4),
+                "scale_voxels": self.scale,
                 "focus_fraction_of_box": frac, "small_box": self.small_box,
                 "small_pixel_size_A": self.pixel_size_A}
 
 
+def null_splits(names, tomo_names, seed: int, n_splits: int) -> np.ndarray:
+    """(n_splits, N) random halves of the particles for the null of
+    :func:`~tomohet.methods.detection.detect`, drawn from their names (keyed hash,
+    64 splits per key word), so that they do not depend on row order."""
+    words = [particle_keys(names, tomo_names, seed, f"discovery-null/{w}")
+             for w in range((n_splits + 63) // 64)]
+    return split_matrix(np.stack(words, axis=1), n_splits)
+
+
+def region_from(det: Detection, extend: float = 0.6, max_fraction: float = 0.3
+                ) -> tuple[str, torch.Tensor | None, float]:
+    """Region, focus mask (small grid) and scale from a detection: ``"none"`` when not
+    significant; else the mask of the finest scale whose peak is significant (the best
+    localised), grown to ``extend`` x threshold; ``"large"`` when it exceeds
+    ``max_fraction`` of the box."""
+    if not det.significant:
+        return "none", None, 0.0
+    peaks = det.z_scales.reshape(len(det.scales), -1).max(1).values
+    i = int(np.nonzero((peaks > det.threshold).numpy())[0][0])
+    focus = focus_from_variance(det.z_scales[i], det.threshold, min_voxels=1,
+                                max_fraction=max_fraction, extend=extend)
+    return ("local" if focus is not None else "large"), focus, float(det.scales[i])
+
+
 def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
-             resolution_A: float | None = None, threshold: float = 4.0,
-             seed: int = 0) -> Discovery:
+             resolution_A: float | None = None, alpha: float = 0.01, n_null: int = 99,
+             scales: tuple[float, ...] = SCALES, seed: int = 0) -> Discovery:
     """Automatic focus mask and initial partition (see the module doc).
 
-    ``resolution_A`` of the residual maps: default 4 pixels (at least 8 voxels across).
+    ``resolution_A`` of the residual maps: default 4 pixels (at least 8 voxels across);
+    ``alpha`` the false-positive rate of the test on data without heterogeneity,
+    ``n_null`` half splits for its null.
     """
     box, px = engine.box, engine.px
     small = small_box_for(box, px, resolution_A or 4.0 * px)
     maps = residual_maps(engine, consensus, noise, small)
-    var, z = variance_map(maps)
-    focus_small = focus_from_variance(z, threshold)
-    region = "local"
-    if focus_small is None:
-        region = "none" if focus_from_variance(z, threshold, max_fraction=1.0) is None \
-            else "large"
-    labels = component_labels(maps, focus_small, k, engine.order, seed)
+    splits = null_splits(engine.names, engine.tomo_names, seed, n_null)
+    det = detect(maps, splits, scales, alpha)
+    region, focus_small, scale = region_from(det)
+    labels = component_labels(gaussian_lowpass(maps, scale), focus_small, k, engine.order,
+                              seed)
     focus = None if focus_small is None else upsample_mask(focus_small, box)
-    return Discovery(focus, labels, z, var, small, px * box / small, region)
+    return Discovery(focus, labels, det.z, det.variance, small, px * box / small, region,
+                     det.threshold, det.p_value, scale)
 
 
 @dataclass

@@ -1,0 +1,182 @@
+"""Is there heterogeneity above noise, and where? A calibrated test on residual maps.
+
+:mod:`tomohet.methods.discovery` back-projects each particle's residual against the
+consensus into a small grid (N maps). Where a component comes and goes, those maps vary
+more than noise. This module turns that into a test whose false-positive rate is set by
+the data, not by a fixed z threshold:
+
+1. **Scale space.** The component's difference is a coherent blob, so low-passing the maps
+   (a Gaussian of sd ``s`` voxels, the matched filter for a blob of that size) before
+   taking the voxel variance raises its excess by up to the square root of the voxels it
+   covers, where smoothing the *variance* map would not (the excess sits in few voxels of
+   the unsmoothed map). Scales ``(0, 0.75, 1.5)`` voxels by default; on the box-48 ladder
+   at SNR 0.05 the peak z rose from 4.6 to 7.5-8.7.
+2. **Excess-variance z per scale** (as :func:`~tomohet.methods.discovery.variance_map`):
+   variance over particles / its median in the same radial shell - 1, in units of its
+   robust spread over voxels.
+3. **Half-split null.** For a split of the particles into halves A and B, the field
+   ``(ratio_A - ratio_B) / 2`` has the sampling noise of the full-data ratio (same
+   spatial correlation, same scale) but no heterogeneity (it is in both halves alike).
+   Its z-field's maximum over voxels and scales, over ``B`` random splits drawn from the
+   particle names, is the null distribution of the statistic ``T`` = the maximum of the
+   observed z over voxels and scales. The threshold is its ``1 - alpha`` quantile, which
+   controls the chance of declaring anything on data with no heterogeneity (family-wise,
+   over voxels and scales) at about ``alpha``; ``p`` = (1 + #{null >= T}) / (B + 1).
+
+All functions are pure: tensors in, tensors out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["SCALES", "Detection", "gaussian_lowpass", "shell_floor", "robust_z",
+           "split_matrix", "detect"]
+
+SCALES = (0.0, 0.75, 1.5)
+
+
+def _shell_index(small: int) -> torch.Tensor:
+    c = torch.arange(small, dtype=torch.float32) - small // 2
+    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
+    return torch.round(torch.sqrt(x**2 + y**2 + z**2)).long()
+
+
+def gaussian_lowpass(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Maps (N, d, d, d) convolved (periodically) with a Gaussian of sd ``sigma`` voxels,
+    as a product with its transform ``exp(-2 pi^2 sigma^2 |k|^2)``. sigma 0: unchanged."""
+    if sigma <= 0:
+        return maps
+    d = maps.shape[-1]
+    f = torch.fft.fftfreq(d, dtype=torch.float64)
+    kz, ky, kx = torch.meshgrid(f, f, f, indexing="ij")
+    g = torch.exp(-2.0 * np.pi**2 * sigma**2 * (kx**2 + ky**2 + kz**2)).to(torch.complex64)
+    ft = torch.fft.fftn(maps.float(), dim=(-3, -2, -1)) * g
+    return torch.fft.ifftn(ft, dim=(-3, -2, -1)).real
+
+
+def shell_floor(var: torch.Tensor, inside: torch.Tensor, median_only: bool = False
+                ) -> torch.Tensor:
+    """The noise floor of a variance map: the median of the voxels inside at the same
+    (rounded) radius, per voxel (1 outside ``inside``; ``median_only``: the shell medians
+    of any field, 0 outside, not clamped)."""
+    shell = _shell_index(var.shape[-1])
+    floor = torch.zeros_like(var) if median_only else torch.ones_like(var)
+    for s in torch.unique(shell[inside]).tolist():
+        sel = (shell == s) & inside
+        med = var[sel].median()
+        floor[sel] = med if median_only else med.clamp_min(1e-30)
+    return floor
+
+
+def robust_z(field: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """(field - median) / (1.4826 MAD) over the voxels inside; 0 outside."""
+    vals = field[inside]
+    med = vals.median()
+    mad = (vals - med).abs().median().clamp_min(1e-12) * 1.4826
+    return torch.where(inside, (field - med) / mad, torch.zeros_like(field))
+
+
+def split_matrix(keys: np.ndarray, n_splits: int) -> np.ndarray:
+    """(n_splits, N) bool halves from per-particle 64-bit keys (N, W) uint64: split b is
+    bit ``b % 64`` of word ``b // 64`` (random, independent halves; not balanced)."""
+    keys = np.atleast_2d(np.asarray(keys, dtype=np.uint64).T).T
+    if n_splits > 64 * keys.shape[1]:
+        raise ValueError(f"{n_splits} splits need {n_splits // 64 + 1} key words, "
+                         f"got {keys.shape[1]}")
+    b = np.arange(n_splits)
+    words = keys[:, b // 64]
+    return ((words >> (b % 64).astype(np.uint64)) & np.uint64(1)).astype(bool).T
+
+
+@dataclass
+class Detection:
+    """What :func:`detect` found: ``z`` (d, d, d) the largest z over scales per voxel;
+    ``z_scales`` (S, d, d, d); ``variance`` (d, d, d) of the unsmoothed maps;
+    ``statistic`` T (max of ``z``); ``null`` (B,) the half-split maxima; ``threshold``
+    their ``1 - alpha`` quantile; ``p_value``; ``best_scale`` the scale of the peak."""
+
+    z: torch.Tensor
+    z_scales: torch.Tensor
+    variance: torch.Tensor
+    statistic: float
+    null: np.ndarray
+    threshold: float
+    p_value: float
+    scales: tuple[float, ...]
+    best_scale: float
+
+    @property
+    def significant(self) -> bool:
+        return self.statistic > self.threshold
+
+
+def _cube_root(ratio: torch.Tensor) -> torch.Tensor:
+    """Wilson-Hilferty: the cube root of a chi-square / dof is close to normal (a
+    variance ratio's right tail is longer than its left; the half-split difference is
+    symmetric, so the two are compared after this transform)."""
+    return ratio.clamp_min(0.0) ** (1.0 / 3.0)
+
+
+def _null_maxima(fields: torch.Tensor, inside: torch.Tensor) -> np.ndarray:
+    """Max over voxels inside of each field (B, V), centred per shell (as the observed
+    ratio is, by its floor) and in units of its robust spread: the batched
+    ``robust_z(f - shell medians of f)``. -> (B,)."""
+    shell = _shell_index(inside.shape[-1]).reshape(-1)
+    ins = inside.reshape(-1)
+    f = fields[:, ins]
+    sh = shell[ins]
+    out = torch.empty_like(f)
+    for s in torch.unique(sh).tolist():
+        sel = sh == s
+        out[:, sel] = f[:, sel] - f[:, sel].median(1, keepdim=True).values
+    med = out.median(1, keepdim=True).values
+    mad = (out - med).abs().median(1, keepdim=True).values.clamp_min(1e-12) * 1.4826
+    return ((out - med) / mad).max(1).values.numpy()
+
+
+def _half_variances(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Variances over the particles of each half: x (N, V), w (B, N) 0/1 -> (B, V) x2."""
+    na = w.sum(1, keepdim=True).clamp_min(2)
+    nb = (x.shape[0] - w.sum(1, keepdim=True)).clamp_min(2)
+    s1, s2 = x.sum(0), (x * x).sum(0)
+    s1a, s2a = w @ x, w @ (x * x)
+    va = (s2a - s1a**2 / na) / (na - 1)
+    vb = ((s2 - s2a) - (s1 - s1a) ** 2 / nb) / (nb - 1)
+    return va, vb
+
+
+def detect(maps: torch.Tensor, splits: np.ndarray, scales: tuple[float, ...] = SCALES,
+           alpha: float = 0.01, radius: float | None = None) -> Detection:
+    """The calibrated excess-variance test (module doc).
+
+    maps (N, d, d, d); splits (B, N) bool, the half A of each null split (drawn from the
+    particle names by the caller); ``radius`` of the search sphere (default d/2 - 1).
+    """
+    n, d = maps.shape[0], maps.shape[-1]
+    inside = _shell_index(d) <= (d / 2 - 1 if radius is None else radius)
+    w = torch.as_tensor(np.asarray(splits), dtype=torch.float64)
+    null = np.full(w.shape[0], -np.inf)
+    zs, var0 = [], None
+    for s in scales:
+        x = gaussian_lowpass(maps, s).reshape(n, -1).double()
+        var = x.var(0, unbiased=True).reshape(d, d, d)
+        var0 = var.float() if var0 is None else var0
+        floor = shell_floor(var, inside)
+        zs.append(robust_z(_cube_root(var / floor), inside).float())
+        va, vb = _half_variances(x, w)
+        if len(null):
+            half_diff = (_cube_root(va / floor.reshape(1, -1))
+                         - _cube_root(vb / floor.reshape(1, -1))) / 2.0
+            null = np.maximum(null, _null_maxima(half_diff, inside))
+    z_scales = torch.stack(zs)
+    z = z_scales.max(0).values
+    stat = float(z.max())
+    thr = float(np.quantile(null, 1.0 - alpha)) if len(null) else float("inf")
+    p = float((1 + np.sum(null >= stat)) / (len(null) + 1))
+    best = float(scales[int(z_scales.reshape(len(scales), -1).max(1).values.argmax())])
+    assert var0 is not None
+    return Detection(z, z_scales, var0, stat, null, thr, p, tuple(scales), best)
