@@ -185,7 +185,8 @@ def run_summary(discovery: Any, half_volumes: torch.Tensor | None, pixel_size_A:
         out["statement"] = (
             f"{NO_HETEROGENEITY[0].upper()}{NO_HETEROGENEITY[1:]}: the residuals against "
             "the consensus vary nowhere more than noise (largest excess-variance z = "
-            f"{discovery.max_z:.1f}, threshold 4).")
+            f"{discovery.max_z:.1f}, threshold "
+            f"{getattr(discovery, 'threshold', 4.0):.1f}).")
     elif equal:
         assert ev is not None
         out["statement"] = ev.summary()
