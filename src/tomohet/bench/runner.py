@@ -115,7 +115,10 @@ def run_method(name: str, ds: BenchDataset, seed: int = 0, device: torch.device 
     model = None
     with measure(device) as stats:
         try:
-            model = cls(**_method_params(cls, seed, device, ds.n_states, params))
+            from tomohet.bench.models import dataset_params
+
+            given = {**dataset_params(ds, cls._param_names()), **(params or {})}
+            model = cls(**_method_params(cls, seed, device, ds.n_states, given))
             model.fit(ds.particles)
             run.labels = _optional(model.predict)
             kept = getattr(model, "consistent_", None)  # e.g. SHC consistency cleaning

@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("analyze", "tomohet.cli.analyze"),
     ("bench", "tomohet.cli.bench"),
     ("evaluate", "tomohet.cli.evaluate"),
+    ("ensemble", "tomohet.cli.ensemble"),
     ("select", "tomohet.cli.select"),
     ("tree", "tomohet.cli.tree"),
     ("mapback", "tomohet.cli.mapback"),
