@@ -36,7 +36,7 @@ def _assert_stopped_by_the_rule(m, n_iter: int) -> None:
     its = [h["iteration"] for h in m.history_]
     assert its == list(range(1, len(its) + 1))
     # a start from discovery's components is not annealed (issue 12); random starts are
-    annealed = 0 if m._setup.from_components else m.anneal_iters
+    annealed = 0 if m.setup_.from_components else m.anneal_iters
     done = [h["iteration"] for h in m.history_
             if h["iteration"] > annealed and h["iteration"] >= m.min_iter
             and h["changed_fraction"] < m.tol and not h.get("revived")]
