@@ -84,7 +84,7 @@ def run_from(m: ML2D, parts, focus: torch.Tensor | None, labels: np.ndarray | st
                                                   consensus)
     z = torch.zeros((8, 8, 8))
     found = disc.Discovery(focus, init, z, z, 8, 1.0, "local")
-    m._setup = disc.Setup(engine, plain, found, True, focus)
+    m.setup_ = disc.Setup(engine, plain, found, True, focus)
     m.discovery_ = found
     state = m._initialise(engine, parts, keep, halves, 0)
     state = m._iterate(engine, state, halves, n_iter, None)
