@@ -30,7 +30,7 @@ def _data():
 
 def _fit_all(out: Path) -> None:
     """Fit every method on the shared small set; rank 0 writes the results as .npy."""
-    from tomohet.methods.linear import WMDPCA
+    from tomohet.methods.linear import PPCA2D, WMDPCA
     from tomohet.methods.ml import ML2D
     from tomohet.methods.shc import SHC
     from tomohet.methods.vae import TiltVAEMethod
@@ -56,6 +56,8 @@ def _fit_all(out: Path) -> None:
     try:
         res["wmdpca"] = WMDPCA(n_components=2, cluster=None, progress=False,
                                random_state=0).fit(particles).transform()
+        res["ppca2d"] = PPCA2D(n_components=2, n_iter=3, batch_size=8, cluster=None,
+                               progress=False, random_state=0).fit(particles).transform()
     finally:
         parallel.ROW_BLOCK = block
     res["vae"] = TiltVAEMethod(**VAE).fit(particles).transform()
@@ -121,6 +123,11 @@ def test_wmdpca_two_ranks_equal_one(results):
     one, two = results["wmdpca_1"], results["wmdpca_2"]
     scale = np.abs(one).max()
     np.testing.assert_allclose(two, one, atol=1e-4 * scale)
+
+
+def test_ppca2d_two_ranks_equal_one(results):
+    one, two = results["ppca2d_1"], results["ppca2d_2"]
+    np.testing.assert_allclose(two, one, atol=1e-4 * np.abs(one).max())
 
 
 def test_vae_two_ranks_within_training_noise(results):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tomohet import parallel
 from tomohet.data.particles import TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch
 from tomohet.methods.base import ParticleSet, default_mask, register
@@ -97,7 +98,9 @@ class PPCA2D(LinearMethod):
         means = np.zeros((particles.n_particles, k1 - 1))
         total_ll = 0.0
         eye = torch.eye(k1 - 1, device=device)
-        for batch in particles.batches(self.batch_size, device):
+        # this rank's row blocks (tomohet.parallel; all rows on one rank)
+        mine = parallel.owned_rows(particles.n_particles)
+        for batch in particles.batches(self.batch_size, device, index=mine):
             prep = prepare_batch(batch, particles.optics, self.max_resolution_A)
             pred = model_transforms(proj, prep) * prep.transfer  # (K1, B, T, D, Dh)
             inv = prep.mask.float() * noise.herm / 2 / (
@@ -127,6 +130,9 @@ class PPCA2D(LinearMethod):
             _scatter(grid_a, plan, sec, use_values=False)
             means[batch.index] = m.cpu().numpy()
             bar.update(len(batch.index))
+        ll = np.array([total_ll])
+        parallel.all_reduce_sum([grid_a, grid_b, means, noise._sum, noise._count, ll])
+        total_ll = float(ll[0])
         noise.update()
         return grid_a, grid_b, means, total_ll
 
