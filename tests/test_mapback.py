@@ -191,3 +191,34 @@ def test_mapback_bad_input(run_folder, tmp_path, capsys):
                  str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err
     assert "one_tomogram.star" in err and "rlnTomoName" in err
+
+
+def test_mapback_of_a_latent_run_colours_by_z0(run_folder, tmp_path):
+    """An embed-style run (latent.csv, mean.mrc): every particle gets the mean map, its
+    colour follows z0 (viridis, monotone in z0) and the star carries the latent columns."""
+    import matplotlib
+
+    root, run, parts = run_folder
+    run3 = tmp_path / "latent_run"
+    run3.mkdir()
+    (run3 / "mean.mrc").write_bytes((run / "class_001.mrc").read_bytes())
+    names = parts["rlnTomoParticleName"].astype(str).to_numpy()
+    z = np.c_[np.linspace(-1, 1, len(names)), np.arange(len(names)) % 3]
+    pd.DataFrame({"particle": names, "z0": z[:, 0], "z1": z[:, 1]}).to_csv(
+        run3 / "latent.csv", index=False)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["command"] = "embed wmdpca"
+    (run3 / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "mb"
+    assert main(["mapback", str(run3), "--from-input", "--out", str(out)]) == 0
+    tomo = parts["rlnTomoName"].iloc[0]
+    text = (out / tomo / f"mapback_{tomo}.cxc").read_text()
+    assert all(p.endswith("mean.mrc") for p, _ in _parse_cxc(text).values())
+    star = starfile.read(out / tomo / f"particles_{tomo}.star").set_index("rlnTomoParticleName")
+    colours = re.findall(r"^volume #\d+ .* color (#[0-9a-f]{6})", text, re.M)
+    order = re.findall(r"^rename #\d+ (\S+)$", text, re.M)
+    z0 = star.loc[order, "tomohetLatent0"].to_numpy()
+    assert np.allclose(np.sort(star["tomohetLatent1"].unique()), [0, 1, 2])
+    # viridis goes from dark blue-purple to yellow: its green channel rises with z0
+    green = np.array([matplotlib.colors.to_rgb(c)[1] for c in colours])
+    assert np.all(np.diff(green[np.argsort(z0)]) >= -1e-9) and green.max() > green.min()
