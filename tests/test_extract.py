@@ -58,13 +58,14 @@ def _image(t: dict, f: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The analytic tilt image ``f`` of tomogram ``t`` at pixel coordinates x, y."""
     out = np.full(np.broadcast(x, y).shape, 0.5)
     rot = t["proj"][f, :3, :3]
+    scale = t.get("bin", 1.0)  # binned boxes: the same particle in box pixels
     for c, ang, o in zip(t["coord"], t["angles"], t["origin"], strict=True):
         a = relion_to_matrix(*ang)
         true_px = (c - a @ o) / PIX + SIZE / 2.0  # A_subtomo = I: position = coord - A o
         centre = (t["proj"][f] @ np.append(true_px, 1.0))[:2]
         for b in BLOBS:
-            p = centre + (rot @ a @ b)[:2]
-            out += np.exp(-((x - p[0]) ** 2 + (y - p[1]) ** 2) / (2 * SIGMA**2))
+            p = centre + (rot @ a @ b)[:2] * scale
+            out += np.exp(-((x - p[0]) ** 2 + (y - p[1]) ** 2) / (2 * (SIGMA * scale)**2))
     return out
 
 
@@ -72,8 +73,9 @@ def _box_of(t: dict, f: int, n: int) -> np.ndarray:
     """The written-out 2D stack image: the analytic image around the projected coordinate
     (before the origin shift), box pixel B//2 at that point."""
     c = (t["proj"][f] @ np.append(t["coord"][n] / PIX + SIZE / 2.0, 1.0))[:2]
-    j, i = np.mgrid[0:BOX, 0:BOX].astype(float)
-    return _image(t, f, c[0] - BOX // 2 + i, c[1] - BOX // 2 + j)
+    box, step = t.get("box", BOX), t.get("bin", 1.0)
+    j, i = np.mgrid[0:box, 0:box].astype(float)
+    return _image(t, f, c[0] + (i - box // 2) * step, c[1] + (j - box // 2) * step)
 
 
 def _write_set(folder: Path, tomos: list[dict], stacks: bool, layout: str = "stack",
@@ -115,12 +117,13 @@ def _write_set(folder: Path, tomos: list[dict], stacks: bool, layout: str = "sta
             if stacks:
                 stack = np.stack([_box_of(t, k, n) for k in range(f)]).astype(np.float32)
                 name = f"stacks/{t['name']}_{n + 1:03d}.mrcs"
-                write_mrc(folder / name, stack, PIX, stack=True)
+                write_mrc(folder / name, stack, PIX * t.get("bin", 1.0), stack=True)
                 row["rlnImageName"] = name
             rows.append(row)
     write_star(folder / "tomograms.star", {"global": pd.DataFrame(glob), **blocks})
     optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
-                           "rlnImagePixelSize": [PIX], "rlnImageSize": [BOX],
+                           "rlnImagePixelSize": [PIX * tomos[0].get("bin", 1.0)],
+                           "rlnImageSize": [tomos[0].get("box", BOX)],
                            "rlnTomoTiltSeriesPixelSize": [PIX], "rlnImageDimensionality": [2],
                            "rlnVoltage": [300.0], "rlnSphericalAberration": [2.7],
                            "rlnAmplitudeContrast": [0.07]})
@@ -163,6 +166,23 @@ def test_cut_windows_pads_with_fill_and_reports_crossing():
     assert np.array_equal(win[2][:2, :3], img[18:20, 27:30])
     boxes, crossed = extract_boxes(img, np.array([[10.0, 8.0]]), 6)  # integer: a plain slice
     assert not crossed[0] and np.allclose(boxes[0].numpy(), img[5:11, 7:13], atol=1e-3)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.6, 2.0])
+def test_extract_boxes_sample_a_gaussian_at_the_box_pixels(scale):
+    """A Gaussian wide enough to be band-limited at the box pixel: every box pixel equals
+    the analytic value at its position (sub-pixel centre, binning by Fourier cropping)."""
+    j, i = np.mgrid[0:120, 0:120].astype(float)
+    c, sig = np.array([57.3, 61.6]), 2.0 * scale
+    img = np.exp(-((i - c[0]) ** 2 + (j - c[1]) ** 2) / (2 * sig**2))
+    centres = np.array([c, c + [0.5, -0.25]])
+    boxes, crossed = extract_boxes(img, centres, 16, scale=scale, fill=0.0)
+    jj, ii = np.mgrid[0:16, 0:16].astype(float)
+    for b, d in zip(boxes.numpy(), centres - c, strict=True):
+        x, y = (ii - 8) * scale + d[0], (jj - 8) * scale + d[1]
+        want = np.exp(-(x**2 + y**2) / (2 * sig**2))
+        assert np.abs(b - want).max() < 1e-4
+    assert not crossed.any()
 
 
 # ------------------------------------------------------------------- reader round trip
@@ -241,13 +261,27 @@ def test_missing_tilt_series_names_the_field(tmp_path):
         read_particles(opt)
 
 
-def test_extraction_needs_the_tilt_series_pixel_size(tmp_path):
-    opt = _write_set(tmp_path, _tomograms(6, 2, edge=False), False)
-    text = (tmp_path / "particles.star").read_text()
-    lines = text.splitlines()
-    # the optics row: rlnImagePixelSize 10 -> 20 (binned boxes are not supported)
-    i = next(k for k, ln in enumerate(lines) if ln.strip().startswith("1\topticsGroup1"))
-    lines[i] = lines[i].replace("\t10\t", "\t20\t", 1)
-    (tmp_path / "particles.star").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match="rlnImagePixelSize"):
-        read_particles(opt)
+@pytest.mark.parametrize("binning", [2.0, 1.6])
+def test_binned_boxes_from_unbinned_tilt_series(tmp_path, binning):
+    """Boxes with a coarser pixel (Fourier cropping) against stacks sampled at that pixel."""
+    tomos = _tomograms(8, 3, edge=False)
+    for t in tomos:
+        t.update(bin=binning, box=16)
+    stacks = read_particles(_write_set(tmp_path / "stacks", tomos, True))
+    fly = read_particles(_write_set(tmp_path / "fly", tomos, False))
+    assert fly.optics.pixel_size_A == pytest.approx(PIX * binning)
+    assert fly.optics.box == 16 and fly.meta["extraction"]["binning"] == pytest.approx(binning)
+    assert fly.meta["extraction"]["images_padded"] == 0
+    np.testing.assert_allclose(fly.shift_A, stacks.shift_A)
+    a = stacks.batch(np.arange(stacks.n_particles)).images.numpy()
+    b = fly.batch(np.arange(fly.n_particles)).images.numpy()
+    vis = np.nonzero(fly.visible)
+    assert min(_corr(a[i, t], b[i, t]) for i, t in zip(*vis, strict=True)) > 0.99
+
+
+def test_box_pixel_finer_than_tilt_series_is_refused(tmp_path):
+    tomos = _tomograms(6, 2, edge=False)
+    for t in tomos:
+        t.update(bin=0.5)
+    with pytest.raises(DataError, match="rlnImagePixelSize 5 A is finer"):
+        read_particles(_write_set(tmp_path, tomos, False))

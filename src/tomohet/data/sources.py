@@ -180,12 +180,14 @@ class ExtractedImageSource(ImageSource):
     tilt-image pixels, see :mod:`tomohet.physics.extract`) of frame ``frame[i]`` of
     ``files[file_index[i]]`` (a tilt-series stack, or a single 2D tilt image). The files
     are memory-mapped; only the windows are read. Box pixels outside the tilt image hold
-    that tilt image's mean.
+    that tilt image's mean. ``scale``: box pixel size in tilt-image pixels (binned
+    boxes from unbinned tilt series are Fourier-cropped).
     """
 
     def __init__(self, files: Sequence[str], file_index: np.ndarray, frame: np.ndarray,
-                 box: int, centre_px: np.ndarray) -> None:
+                 box: int, centre_px: np.ndarray, scale: float = 1.0) -> None:
         super().__init__(files, file_index, frame, box)
+        self.scale = float(scale)
         self.centre_px = np.asarray(centre_px, dtype=np.float64).reshape(-1, 2)
         if len(self.centre_px) != len(self.frame):
             raise ValueError(f"{len(self.centre_px)} centres for {len(self.frame)} images")
@@ -222,7 +224,8 @@ class ExtractedImageSource(ImageSource):
                 sel = pos[keys == key]
                 fi, frame = int(self.file_index[idx[sel[0]]]), int(self.frame[idx[sel[0]]])
                 boxes, _ = extract_boxes(self._tilt(fi, frame), self.centre_px[idx[sel]],
-                                         self.box, fill=self.tilt_mean(fi, frame))
+                                         self.box, fill=self.tilt_mean(fi, frame),
+                                         scale=self.scale)
                 if not torch.isfinite(boxes).all():
                     raise DataError(f"{self.files[fi]}: tilt image {frame + 1} has NaN/inf "
                                     "inside a particle box")

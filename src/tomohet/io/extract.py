@@ -10,8 +10,10 @@ A RELION 5 particles star without 2D particle stacks (no ``rlnImageName``, or
   next to the star that holds them, in its parent folders, then the working folder
   (``--datadir`` first when given).
 * The tilt images must be ``rlnTomoSizeX`` x ``rlnTomoSizeY`` pixels (the tomograms
-  star's size, in tilt-series pixels), and the box pixel (``rlnImagePixelSize``) must be
-  the tilt-series pixel: anything else is a DataError naming the file and the field.
+  star's size, in tilt-series pixels): anything else is a DataError naming the file and
+  the field. A box pixel (``rlnImagePixelSize``) coarser than the tilt-series pixel
+  (binned particles) is made by Fourier cropping (:mod:`tomohet.physics.extract`); a
+  finer one is refused.
 * Box centre of particle ``n`` in tilt row ``f``: ``(P_f @ [x_n, 1])[:2]`` with ``P_f``
   the RELION 5 projection (tomogram pixel -> tilt-image pixel, :mod:`tomohet.io.tomograms`)
   and ``x_n`` the particle's coordinate in tomogram pixels *before* its origin shift
@@ -36,7 +38,7 @@ from tomohet.io.mrc import mrc_info
 from tomohet.io.star import resolve_path, strings
 from tomohet.io.tomograms import TiltSeriesInfo
 from tomohet.io.validate import warn_pixel_mismatch
-from tomohet.physics.extract import split_centres
+from tomohet.physics.extract import box_crosses
 
 __all__ = ["tilt_images", "box_centres", "extraction_source", "DROP_REASON"]
 
@@ -141,10 +143,16 @@ def extraction_source(infos: dict[str, TiltSeriesInfo], tomo: list[str], coord_A
     if box <= 0:
         raise DataError(f"{path}: on-the-fly extraction needs the box size: rlnImageSize "
                         "in data_optics")
-    if np.abs(pix_ts / pixel_A - 1.0).max() > 1e-3:
-        raise DataError(f"{path}: rlnImagePixelSize {pixel_A:g} A differs from the tilt-series "
-                        f"pixel size {float(pix_ts[0]):g} A; on-the-fly extraction cuts boxes "
-                        "at the tilt-series pixel size")
+    if np.abs(pix_ts / pix_ts[0] - 1.0).max() > 1e-6:
+        raise DataError(f"{path}: tomograms differ in rlnTomoTiltSeriesPixelSize; on-the-fly "
+                        "extraction needs one tilt-series pixel size")
+    scale = float(pixel_A / pix_ts[0])
+    if abs(scale - 1.0) < 1e-3:
+        scale = 1.0
+    elif scale < 1.0:
+        raise DataError(f"{path}: rlnImagePixelSize {pixel_A:g} A is finer than the tilt-series "
+                        f"pixel size {float(pix_ts[0]):g} A; on-the-fly extraction bins, it "
+                        "does not upsample")
     vis = vis.copy()
     n, t = vis.shape
     centres = np.zeros((n, t, 2))
@@ -170,9 +178,7 @@ def extraction_source(infos: dict[str, TiltSeriesInfo], tomo: list[str], coord_A
         frame_of[idx, :f] = frames
         inside = (c[..., 0] >= 0) & (c[..., 0] <= w - 1) & (c[..., 1] >= 0) & \
             (c[..., 1] <= h - 1)
-        corner, _ = split_centres(c.reshape(-1, 2), box)
-        corner = corner.reshape(len(idx), f, 2)
-        crosses = (corner < 0).any(-1) | (corner[..., 0] + box > w) | (corner[..., 1] + box > h)
+        crosses = box_crosses(c.reshape(-1, 2), box, (w, h), scale).reshape(len(idx), f)
         sub = vis[idx, :f]
         outside += int((sub & ~inside).sum())
         padded += int((sub & inside & crosses).sum())
@@ -181,8 +187,9 @@ def extraction_source(infos: dict[str, TiltSeriesInfo], tomo: list[str], coord_A
     image_index = np.full(vis.shape, -1, dtype=np.int64)
     image_index[n_idx, t_idx] = np.arange(len(n_idx))
     source = ExtractedImageSource(files, file_of[n_idx, t_idx],
-                                  frame_of[n_idx, t_idx], box, centres[n_idx, t_idx])
-    report = {"tilt_series": series, "images_padded": padded, "images_outside": outside}
+                                  frame_of[n_idx, t_idx], box, centres[n_idx, t_idx], scale)
+    report = {"tilt_series": series, "images_padded": padded, "images_outside": outside,
+              "binning": scale}
     if padded or outside:
         warnings.warn(f"{path}: on-the-fly extraction: {padded} boxes reach outside their "
                       f"tilt image (padded with the image mean), {outside} box centres lie "
