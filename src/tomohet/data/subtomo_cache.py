@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tomohet import parallel
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 from tomohet.data.prepare import reconstruct_subtomograms
 from tomohet.data.sources import ArrayVolumeSource
@@ -36,11 +37,20 @@ def subtomograms_from_tilts(
     folder = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="tomohet_subtomo_"))
     folder.mkdir(parents=True, exist_ok=True)
     vol_path, w_path = folder / "subtomograms.npy", folder / "subtomo_weights.npy"
-    vols = np.lib.format.open_memmap(vol_path, mode="w+", dtype=np.float32, shape=(n, d, d, d))
-    wts = np.lib.format.open_memmap(w_path, mode="w+", dtype=np.float32,
+    # several ranks (tomohet.parallel) share a given cache folder: rank 0 creates the
+    # files, each rank fills its own row blocks; without a folder each rank fills its own
+    shared = cache_dir is not None and parallel.world() > 1
+    mode = "r+" if shared and not parallel.is_main() else "w+"
+    if shared and mode == "r+":
+        parallel.barrier()  # rank 0 has created the files
+    vols = np.lib.format.open_memmap(vol_path, mode=mode, dtype=np.float32, shape=(n, d, d, d))
+    wts = np.lib.format.open_memmap(w_path, mode=mode, dtype=np.float32,
                                     shape=(n, d, d, d // 2 + 1))
+    if shared and mode == "w+":
+        parallel.barrier()
+    rows = parallel.owned_rows(n) if shared else None
     bar = tqdm(total=n, desc="subtomograms", unit="ptcl", disable=not progress, leave=False)
-    for batch in particles.batches(batch_size, device):
+    for batch in particles.batches(batch_size, device, index=rows):
         data, weight = reconstruct_subtomograms(batch, particles.optics)
         vols[batch.index] = ft_to_volume(data, d).cpu().numpy()
         wts[batch.index] = weight.cpu().numpy()
@@ -48,6 +58,8 @@ def subtomograms_from_tilts(
     bar.close()
     vols.flush()
     wts.flush()
+    if shared:
+        parallel.barrier()  # every rank's rows are on disk
     optics = replace(particles.optics, ctf_premultiplied=True)
     return SubtomogramParticles(
         names=list(particles.names), tomo_names=list(particles.tomo_names),
