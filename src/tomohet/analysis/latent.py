@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tomohet.methods import clustering
+
 __all__ = ["PCAResult", "finite_rows", "pca", "umap_embedding", "kmeans_clusters",
            "gmm_clusters", "Clusters", "pc_trajectory", "latent_path", "nearest_on_data"]
 
@@ -92,35 +94,18 @@ def nearest_on_data(z: np.ndarray, points: np.ndarray) -> np.ndarray:
     return ok[d.argmin(1)]
 
 
-def _labels_full(n: int, ok: np.ndarray, lab: np.ndarray) -> np.ndarray:
-    out = np.full(n, -1, dtype=np.int64)
-    out[ok] = lab
-    return out
-
-
 def kmeans_clusters(z: np.ndarray, k: int, seed: int = 0) -> Clusters:
-    """k-means (10 seeded restarts) of the finite rows."""
-    from sklearn.cluster import KMeans
-
-    z = np.asarray(z, dtype=float)
-    ok = finite_rows(z)
-    k = max(1, min(k, int(ok.sum())))
-    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(z[ok])
-    return Clusters(_labels_full(len(z), ok, km.labels_), km.cluster_centers_,
-                    nearest_on_data(z, km.cluster_centers_), "kmeans")
+    """k-means (10 seeded restarts) of the finite rows
+    (:func:`tomohet.methods.clustering.kmeans`)."""
+    fit = clustering.kmeans(z, k, seed, n_init=10)
+    return Clusters(fit.labels, fit.centres, nearest_on_data(z, fit.centres), "kmeans")
 
 
 def gmm_clusters(z: np.ndarray, k: int, seed: int = 0) -> Clusters:
-    """Gaussian mixture (full covariances, seeded) of the finite rows."""
-    from sklearn.mixture import GaussianMixture
-
-    z = np.asarray(z, dtype=float)
-    ok = finite_rows(z)
-    k = max(1, min(k, int(ok.sum())))
-    gm = GaussianMixture(n_components=k, covariance_type="full", random_state=seed,
-                         n_init=2, reg_covar=1e-5).fit(z[ok])
-    return Clusters(_labels_full(len(z), ok, gm.predict(z[ok])), gm.means_,
-                    nearest_on_data(z, gm.means_), "gmm")
+    """Gaussian mixture (full covariances, seeded, light regularisation) of the finite
+    rows (:func:`tomohet.methods.clustering.gmm`)."""
+    fit = clustering.gmm(z, k, seed, n_init=2, reg_covar=1e-5)
+    return Clusters(fit.labels, fit.centres, nearest_on_data(z, fit.centres), "gmm")
 
 
 def pc_trajectory(result: PCAResult, pc: int, n_points: int = 10,

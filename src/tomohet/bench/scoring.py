@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 
 from tomohet import metrics
+from tomohet.methods.clustering import kmeans
 from tomohet.physics.fourier import soft_sphere_mask
 
 if TYPE_CHECKING:
@@ -47,12 +47,6 @@ def scoring_mask(box: int) -> torch.Tensor:
     return soft_sphere_mask(box, max(box / 2 - 3, box / 4), edge_px=2.0)
 
 
-def _kmeans_labels(latent: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k-means (seeded) of a (N, Z) latent into k clusters -> (N,) labels."""
-    z = metrics.latent.as_2d(latent, "latent")
-    return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(z)
-
-
 def score_outputs(
     states: np.ndarray | None,
     coords: np.ndarray | None,
@@ -71,7 +65,8 @@ def score_outputs(
     if n_states > 1:
         lab, source = labels, "labels"
         if lab is None and latent is not None:
-            lab, source = _kmeans_labels(latent, n_states, seed), "kmeans"
+            z = metrics.latent.as_2d(latent, "latent")
+            lab, source = kmeans(z, n_states, seed, n_init=4).labels, "kmeans"
         if lab is not None:
             lab = np.asarray(lab)
             pe = metrics.population_error(states, lab)

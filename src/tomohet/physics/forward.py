@@ -90,26 +90,76 @@ class NoiseModel:
         return self.sigma2[g][..., self.shell]
 
     def accumulate(self, residual_power: torch.Tensor, prep: PreparedBatch) -> None:
-        """Add ``|X - model|^2 / M^2`` samples (B, T, D, Dh) to the running estimate."""
+        """Add ``|X - model|^2`` samples (B, T, D, Dh) of a prepared batch (divided by its
+        ``M^2`` here) to the running estimate."""
         g = prep.group.clamp_max(self.sigma2.shape[0] - 1)
         w = prep.mask.float() * self.herm
-        g = g.reshape(*g.shape, *([1] * self.shell.ndim))
-        flat = (g * self.n_shells + self.shell).expand(w.shape).reshape(-1)
-        scaled = (residual_power / prep.premult_power.clamp_min(1e-6)) * w
-        self._sum.view(-1).index_add_(0, flat, scaled.reshape(-1))
-        self._count.view(-1).index_add_(0, flat, w.reshape(-1))
+        g = g.reshape(*g.shape, *([1] * self.shell.ndim)).expand(w.shape)
+        self.accumulate_samples(residual_power.reshape(-1), self.shell.expand(w.shape),
+                                w.reshape(-1), g.reshape(-1), prep.premult_power.expand(w.shape))
 
-    def update(self, floor: float = 1e-8) -> None:
-        """Replace sigma2 by the accumulated mean; shells without data keep neighbours'."""
+    def accumulate_samples(self, residual_power: torch.Tensor, shell: torch.Tensor,
+                           weight: torch.Tensor, group: torch.Tensor | None = None,
+                           premult_power: torch.Tensor | None = None) -> None:
+        """Add flat samples to the running estimate (any shapes, all the same size).
+
+        residual_power ``|X - model|^2``; shell: radial index ``round(|k| D)`` (clamped to
+        the corner shell); weight: the sample's Hermitian multiplicity times any mask;
+        group: tilt group (None: group 0); premult_power: ``M^2`` of premultiplied data
+        (None: 1). Each sample adds ``weight * residual_power / M^2``.
+        """
+        n_g = self.sigma2.shape[0]
+        shell = shell.reshape(-1).clamp_max(self.n_shells - 1)
+        if group is not None:
+            shell = group.reshape(-1).clamp_max(n_g - 1) * self.n_shells + shell
+        w = weight.reshape(-1).to(self._sum.dtype)
+        r = residual_power.reshape(-1).to(self._sum.dtype)
+        if premult_power is not None:
+            r = r / premult_power.reshape(-1).clamp_min(1e-6)
+        self._sum.view(-1).index_add_(0, shell, r * w)
+        self._count.view(-1).index_add_(0, shell, w)
+
+    def update(self, floor: float = 1e-8, fill: str = "keep") -> None:
+        """Replace sigma2 by the accumulated mean.
+
+        A group without data in a shell borrows the mean over groups; a shell without data
+        in any group either keeps its previous value (``fill="keep"``: the EM engine's
+        masks are fixed, so such shells never count) or is interpolated linearly between
+        the nearest shells with data (``fill="interpolate"``: a single estimate with no
+        previous value, as the VAE's).
+        """
         ok = self._count > 0
-        new = torch.where(ok, self._sum / self._count.clamp_min(1), self.sigma2)
+        new = torch.where(ok, self._sum / self._count.clamp_min(1), self.sigma2 * 2)
         # groups without any data in a shell borrow the mean over groups
         shell_mean = (self._sum.sum(0) / self._count.sum(0).clamp_min(1))[None].expand_as(new)
-        new = torch.where(ok, new, torch.where(self._count.sum(0) > 0, shell_mean, new))
+        has = self._count.sum(0) > 0
+        new = torch.where(ok, new, torch.where(has, shell_mean, new))
+        if fill not in ("keep", "interpolate"):
+            raise ValueError(f"fill must be 'keep' or 'interpolate', got {fill!r}")
+        if fill == "interpolate" and bool(has.any()):
+            idx = torch.arange(self.n_shells, device=new.device, dtype=new.dtype)
+            known = idx[has]
+            hi = torch.searchsorted(known, idx).clamp_max(len(known) - 1)  # first >= i
+            lo = (hi - (known[hi] > idx).long()).clamp_min(0)  # last <= i (or first)
+            span = known[hi] - known[lo]
+            frac = torch.where(span > 0, (idx - known[lo]) / span.clamp_min(1), 0.0)
+            vals = new[:, has]
+            interp = vals[:, lo] + (vals[:, hi] - vals[:, lo]) * frac
+            new = torch.where(has[None], new, interp)
         # complex Gaussian: E|n|^2 = 2 sigma^2 per real component; store E|n|^2 / 2
         self.sigma2 = (new / 2).clamp_min(floor)
         self._sum.zero_()
         self._count.zero_()
+
+    @property
+    def has_samples(self) -> bool:
+        """Whether any sample was accumulated since the last :meth:`update`."""
+        return bool((self._count > 0).any())
+
+    def shell_power(self, group: int = 0) -> torch.Tensor:
+        """``E|n|^2`` per shell of one group (S,): twice :attr:`sigma2` (which holds the
+        power per real component)."""
+        return 2 * self.sigma2[group]
 
     def initialise_from(self, other: NoiseModel) -> None:
         self.sigma2 = other.sigma2.clone()

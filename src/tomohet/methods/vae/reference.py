@@ -18,6 +18,7 @@ import torch
 
 from tomohet.methods.base import default_mask
 from tomohet.methods.vae.data import FourierCache, all_tilts
+from tomohet.physics.forward import NoiseModel
 from tomohet.physics.fourier import radial_shell_index, volume_to_ft
 from tomohet.physics.projection import Backprojector, VolumeProjector, scatter_plan
 from tomohet.physics.reconstruction import gold_standard_maps
@@ -60,28 +61,24 @@ def consensus_volume(cache: FourierCache, device: torch.device, halves: np.ndarr
 
 def noise_power(cache: FourierCache, v0: VolumeProjector, device: torch.device,
                 batch: int = 256) -> torch.Tensor:
-    """Mean ``|X - H V0|^2 / M^2`` per 2D shell -> (D//2 + 2,), gaps filled from
-    neighbours (``M^2`` the noise scale of premultiplied data, else 1)."""
-    n_sh = cache.box // 2 + 2
-    total = torch.zeros(n_sh, dtype=torch.float64, device=device)
-    cnt = torch.zeros(n_sh, dtype=torch.float64, device=device)
+    """``E|X - H V0|^2 / M^2`` per 2D shell -> (D//2 + 2,) (``M^2`` the premultiplication
+    power of premultiplied data, else 1).
+
+    Measured by the shared :class:`tomohet.physics.forward.NoiseModel` (one group: the
+    loss's cos(tilt) weight already carries the tilt dependence), with each sample's
+    Hermitian multiplicity as its weight, as the likelihood counts it; shells without
+    samples are interpolated from their neighbours.
+    """
+    noise = NoiseModel(cache.box, 1, device)
     for _rows, pb in iterate_all(cache, batch):
-        pred = v0.sample(pb.freq)[0] * pb.transfer
-        r = pb.data - pred
-        sh = pb.shell.clamp_max(n_sh - 1)
-        r2 = r.real**2 + r.imag**2
-        if pb.premult_power is not None:
-            r2 = r2 / pb.premult_power.clamp_min(1e-6)
-        total.index_add_(0, sh, r2.double())
-        cnt.index_add_(0, sh, torch.ones_like(sh, dtype=torch.float64))
-    power = (total / cnt.clamp_min(1)).float().cpu()
-    good = (cnt > 0).cpu()
-    if not bool(good.any()):
-        return torch.ones(n_sh)
-    idx = np.arange(n_sh)
-    filled = np.interp(idx, idx[good.numpy()], power[good].numpy())
-    return torch.as_tensor(filled, dtype=torch.float32).clamp_min(float(power[good].max())
-                                                                  * 1e-6)
+        r = pb.data - v0.sample(pb.freq)[0] * pb.transfer
+        noise.accumulate_samples(r.real**2 + r.imag**2, pb.shell, pb.herm,
+                                 premult_power=pb.premult_power)
+    if not noise.has_samples:
+        return torch.ones(noise.n_shells)
+    noise.update(floor=0.0, fill="interpolate")
+    power = noise.shell_power().float().cpu()
+    return power.clamp_min(float(power.max()) * 1e-6)
 
 
 def radial_envelope(volume: torch.Tensor, floor: float = 0.02) -> torch.Tensor:
