@@ -36,13 +36,14 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # rank of each top-level subpackage; equal ranks are siblings (no imports between them)
 LAYERS: dict[str, int] = {
     "": 0,  # tomohet/__init__.py
+    "parallel": 0,  # process groups and reductions: imports no tomohet module
     "physics": 1,
     "data": 2,
     "io": 3,
     "methods": 4, "sim": 4,
     "metrics": 5, "analysis": 5,
     "bench": 6,
-    "cli": 7,
+    "cli": 7, "__main__": 7,
 }
 # outside the documented chain: below everything (parallel: the torch.distributed group,
 # shards and reductions, imports no tomohet module) and above everything (__main__)
