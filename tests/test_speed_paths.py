@@ -59,14 +59,15 @@ def test_trilinear_corners_interpolate_a_linear_function_exactly():
     g = torch.Generator().manual_seed(0)
     pts = torch.rand(500, 3, generator=g) * (p + 1) - 1  # some off the grid
     flat, cw = trilinear_corners(pts, p)
+    assert flat.shape == cw.shape == (500, 8)
     x, y, z = flat % p, (flat // p) % p, flat // (p * p)
     f = (1.0 * x + 2.0 * y - 3.0 * z).float()
     inside = ((pts >= 0) & (pts <= p - 1)).all(1)
-    val = (f * cw).sum(0)
+    val = (f * cw).sum(1)
     expect = pts[:, 0] + 2 * pts[:, 1] - 3 * pts[:, 2]
     torch.testing.assert_close(val[inside], expect[inside], atol=1e-4, rtol=1e-5)
-    assert torch.allclose(cw.sum(0)[inside], torch.ones(int(inside.sum())))
-    assert (cw >= 0).all() and (cw.sum(0) <= 1 + 1e-6).all()
+    assert torch.allclose(cw.sum(1)[inside], torch.ones(int(inside.sum())))
+    assert (cw >= 0).all() and (cw.sum(1) <= 1 + 1e-6).all()
 
 
 @pytest.mark.parametrize("max_res", [None, 30.0])

@@ -43,8 +43,8 @@ class CompactBatch:
 
     image (M,): image index ``b * T + t``; particle (M,): ``b``; pixel (M,): flat index in
     the (D, D//2+1) rfft image; data, transfer (M,) complex; premult_power (M,); group (M,)
-    noise group; flat (8, M) corner indices into the fftshifted padded grid and
-    corner_w (8, M) trilinear weights (0 for corners off the grid, and for every corner
+    noise group; flat (M, 8) corner indices into the fftshifted padded grid and
+    corner_w (M, 8) trilinear weights (0 for corners off the grid, and for every corner
     of a pixel past Nyquist: projected as 0); half (M,) 0.5 on the
     kx = 0 column (its mate is in the input too), 0 where the pixel is not inserted
     (rotated frequency at or past Nyquist, as in the dense path), else 1.
@@ -66,24 +66,24 @@ class CompactBatch:
 
 
 def trilinear_corners(coords: torch.Tensor, padded: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Corner flat indices (8, M) and weights (8, M) of points (M, 3) in padded-grid index
+    """Corner flat indices (M, 8) and weights (M, 8) of points (M, 3) in padded-grid index
     units (x, y, z) on a ``padded``^3 grid (flat index ``(z * P + y) * P + x``); corners
-    off the grid get index 0 and weight 0."""
+    off the grid get index 0 and weight 0. Corner ``4 oz + 2 oy + ox`` (x fastest)."""
     p = padded
-    base = coords.T.floor()  # (3, M), rows x, y, z
-    frac = coords.T - base
+    base = coords.floor()
+    frac = coords - base
     b = base.int()
-    # per axis: index and weight of the lower (0) and upper (1) neighbour, (2, 3, M); a
+    # per axis: index and weight of the lower (0) and upper (1) neighbour, (M, 3, 2); a
     # neighbour off the grid gets weight 0 and a clamped (harmless) index
-    idx = torch.stack([b.clamp(0, p - 1), (b + 1).clamp(0, p - 1)])
-    wts = torch.stack([(1 - frac) * ((b >= 0) & (b < p)), frac * ((b >= -1) & (b < p - 1))])
+    idx = torch.stack([b.clamp(0, p - 1), (b + 1).clamp(0, p - 1)], dim=-1)
+    wts = torch.stack([(1 - frac) * ((b >= 0) & (b < p)), frac * ((b >= -1) & (b < p - 1))],
+                      dim=-1)
     idx[:, 1] *= p
     idx[:, 2] *= p * p
-    # corner (oz, oy, ox) at 4 oz + 2 oy + ox: x fastest, then y, then z (one broadcast
-    # op each instead of 8 stacked products)
-    flat = idx[:, None, None, 2] + idx[None, :, None, 1] + idx[None, None, :, 0]
-    corner_w = wts[:, None, None, 2] * wts[None, :, None, 1] * wts[None, None, :, 0]
-    return flat.reshape(8, -1), corner_w.reshape(8, -1)
+    # one broadcast op each instead of 8 stacked products: (M, 2z, 2y, 2x)
+    flat = idx[:, 2, :, None, None] + idx[:, 1, None, :, None] + idx[:, 0, None, None, :]
+    corner_w = wts[:, 2, :, None, None] * wts[:, 1, None, :, None] * wts[:, 0, None, None, :]
+    return flat.reshape(-1, 8), corner_w.reshape(-1, 8)
 
 
 def compact_batch(prep: PreparedBatch, padded: int, n_groups: int,
@@ -114,8 +114,8 @@ def compact_batch(prep: PreparedBatch, padded: int, n_groups: int,
     rot = (prep.rotation if rotation is None else rotation).reshape(n_img, 9)
     rot = rot.to(dev, torch.float32)
     m = image.shape[0]
-    flat = torch.empty((8, m), dtype=torch.int32, device=dev)
-    corner_w = torch.empty((8, m), device=dev)
+    flat = torch.empty((m, 8), dtype=torch.int32, device=dev)
+    corner_w = torch.empty((m, 8), device=dev)
     half = torch.empty(m, device=dev)
     for a in range(0, m, chunk):
         z = slice(a, a + chunk)
@@ -125,7 +125,7 @@ def compact_batch(prep: PreparedBatch, padded: int, n_groups: int,
         if not tilt:
             k3 = k3 + k[:, 2:3] * r[:, 6:9]
         fl, cw = trilinear_corners(k3 * padded + padded // 2, padded)
-        flat[:, z], corner_w[:, z] = fl, cw * (k.norm(dim=-1) <= 0.5)
+        flat[z], corner_w[z] = fl, cw * (k.norm(dim=-1) <= 0.5)[:, None]
         # inserted: inside Nyquist, by the rotated frequency's norm as the dense path
         # decides (the same rounding for tilt images at |k| = 1/2); the kx = 0 plane at
         # half weight (its mate is in the input too)
@@ -154,22 +154,17 @@ class CompactProjector:
 
 
 def project_compact(projector: VolumeProjector | CompactProjector,
-                    cb: CompactBatch, chunk: int = 16384) -> torch.Tensor:
+                    cb: CompactBatch) -> torch.Tensor:
     """Model transforms of every volume at the kept pixels -> complex (K, M): the
     trilinear interpolation of :meth:`~tomohet.physics.projection.VolumeProjector.slices`
     (``grid_sample``, align_corners, zeros outside) with the batch's plan."""
     if isinstance(projector, VolumeProjector):
         projector = CompactProjector(projector)
     table, k = projector.table, projector.n_volumes
-    m = cb.flat.shape[1]
-    out = torch.empty((m, 2 * k), device=table.device)
-    # 8 row gathers of 2K floats each, accumulated in place; in chunks that keep the
-    # gathered rows in cache (1.5x faster on CPU than whole-batch temporaries)
-    for s in range(0, m, chunk):
-        flat, cw, o = cb.flat[:, s : s + chunk], cb.corner_w[:, s : s + chunk], out[s : s + chunk]
-        torch.mul(table.index_select(0, flat[0]), cw[0][:, None], out=o)
-        for c in range(1, 8):
-            o.addcmul_(table.index_select(0, flat[c]), cw[c][:, None])
+    # the weighted sum of 8 gathered rows per pixel is exactly an embedding bag (sum mode
+    # with per-sample weights): one fused kernel, ~4x faster on CPU than grid_sample
+    out = torch.nn.functional.embedding_bag(cb.flat, table, per_sample_weights=cb.corner_w,
+                                            mode="sum")  # (M, 2K)
     return torch.view_as_complex(out.view(-1, k, 2)).T
 
 
@@ -250,7 +245,7 @@ def insert_compact(sums: CompactSums, cb: CompactBatch, class_weights: torch.Ten
     """Insert the kept pixels once each (no Friedel mates) into ``sums``, every particle
     into the volumes of ``class_weights`` (V, B) where its weight exceeds ``min_weight``
     (as :meth:`~tomohet.physics.projection.Backprojector.insert_plan`). Pixels are
-    scattered ``chunk`` at a time: the (8, chunk) temporaries stay in cache (2x faster
+    scattered ``chunk`` at a time: the (chunk, 8) temporaries stay in cache (2x faster
     on CPU than whole-batch ones)."""
     w = cb.half / cb.premult_power.clamp_min(1e-6)
     if noise is not None:
@@ -272,15 +267,15 @@ def insert_compact(sums: CompactSums, cb: CompactBatch, class_weights: torch.Ten
         vol, scale = ranked[r], vw[ranked[r], items] * has
         sel = None if bool(has.all()) else has[cb.particle].nonzero(as_tuple=True)[0]
         part = cb.particle if sel is None else cb.particle[sel]
-        flat = cb.flat if sel is None else cb.flat[:, sel]
-        cw = cb.corner_w if sel is None else cb.corner_w[:, sel]
+        flat = cb.flat if sel is None else cb.flat[sel]
+        cw = cb.corner_w if sel is None else cb.corner_w[sel]
         if wide:
             flat = flat.long()
         offset = (vol.index_select(0, part) * p3).to(flat.dtype)
         s = scale.index_select(0, part)  # per pixel (M,), folded into the values
         srcs = [(src if sel is None else src[sel]) * s for src in parts]
-        for a in range(0, flat.shape[1], chunk):
+        for a in range(0, flat.shape[0], chunk):
             z = slice(a, a + chunk)
-            tgt = (flat[:, z] + offset[None, z]).reshape(-1)
+            tgt = (flat[z] + offset[z, None]).reshape(-1)
             for src, dst in zip(srcs, targets, strict=True):
-                dst.index_add_(0, tgt, (cw[:, z] * src[None, z]).reshape(-1))
+                dst.index_add_(0, tgt, (cw[z] * src[z, None]).reshape(-1))
