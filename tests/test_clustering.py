@@ -77,3 +77,24 @@ def test_same_seed_same_labels():
     for fit in (clustering.kmeans, clustering.gmm):
         a, b = fit(z, 3, seed=11), fit(z, 3, seed=11)
         assert np.array_equal(a.labels, b.labels)
+
+
+def test_discovery_components_cluster_as_direct_kmeans():
+    """discovery.component_labels: k-means (10 restarts, seeded) of the leading K - 1
+    principal components, run on the rows in the given order."""
+    import torch
+
+    from tomohet.methods.discovery import component_labels
+
+    rng = np.random.default_rng(5)
+    maps = torch.as_tensor(rng.normal(size=(40, 4, 4, 4)))
+    maps[::2, 1, 1, 1] += 3.0
+    order = rng.permutation(40)
+    got = component_labels(maps, None, 3, order, seed=2)
+    x = maps.reshape(40, -1).double()
+    x = x - x.mean(0, keepdim=True)
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    feats = (u[:, :2] * s[:2]).numpy()
+    want = np.empty(40, dtype=np.int64)
+    want[order] = KMeans(n_clusters=3, n_init=10, random_state=2).fit(feats[order]).labels_
+    np.testing.assert_array_equal(got, want)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 
 from tomohet.bench.datasets import BenchDataset, ParticleSet
 from tomohet.data.particles import TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
+from tomohet.methods.clustering import kmeans
 from tomohet.physics.forward import NoiseModel, PreparedBatch, log_likelihoods, model_transforms
 from tomohet.physics.projection import VolumeProjector
 
@@ -163,8 +163,7 @@ def oracle_grid(ds: BenchDataset, n_grid: int = 12, seed: int = 0
         sel = np.nonzero(states == s)[0]
         pts = np.unique(coords[sel], axis=0)
         if len(pts) > n_grid:
-            km = KMeans(n_clusters=n_grid, n_init=3, random_state=seed).fit(coords[sel])
-            pts = km.cluster_centers_
+            pts = kmeans(coords[sel], n_grid, seed, n_init=3).centres
         pts = pts[np.lexsort(pts.T[::-1])]
         d = np.linalg.norm(coords[sel][:, None, :] - pts[None], axis=-1)
         nearest[sel] = len(gs) + d.argmin(1)

@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from scipy import ndimage
-from sklearn.cluster import KMeans
 
 from tomohet.data.keys import particle_keys
+from tomohet.methods.clustering import kmeans
 from tomohet.methods.detection import SCALES, Detection, detect, gaussian_lowpass, split_matrix
 from tomohet.physics.forward import NoiseModel, model_transforms
 from tomohet.physics.projection import Backprojector
@@ -202,9 +202,8 @@ def component_labels(maps: torch.Tensor, mask: torch.Tensor | None, k: int,
     r = max(1, min(k - 1, x.shape[1], n - 1))
     u, s, _ = torch.linalg.svd(x, full_matrices=False)
     feats = (u[:, :r] * s[:r]).numpy()
-    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(feats[order])
     labels = np.empty(n, dtype=np.int64)
-    labels[order] = km.labels_
+    labels[order] = kmeans(feats[order], k, seed, n_init=10).labels
     return labels
 
 
