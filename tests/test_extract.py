@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from io_cases import assert_same
 
 from tomohet.cli.info import conservation
 from tomohet.data.sources import DataError
-from tomohet.io import read_particles
+from tomohet.io import read_particles, write_particles
 from tomohet.io.conventions import relion_projection_matrix, relion_to_matrix
 from tomohet.io.extract import DROP_REASON
 from tomohet.io.mrc import write_mrc
@@ -206,6 +207,19 @@ def test_on_the_fly_equals_written_stacks(tmp_path, layout):
     idx = fly.image_index[fly.visible][::-1]
     one = np.stack([fly.images.read([i]).numpy()[0] for i in idx[:6]])
     assert np.array_equal(one, fly.images.read(idx).numpy()[:6])
+
+
+@pytest.mark.parametrize("fmt", ["relion5", "warp"])
+def test_extracted_set_written_elsewhere_reads_back(tmp_path, fmt):
+    """RELION 5 output keeps extracting on the fly (no rlnImageName; tilt series named by
+    absolute paths); Warp output, which needs stacks, gets the extracted boxes."""
+    fly = read_particles(_write_set(tmp_path / "in", _tomograms(9, 3, edge=False), False,
+                                    "micrograph_at"))
+    written = write_particles(fly, tmp_path / "out" / "particles.star", fmt=fmt)
+    assert any(p.suffix == ".mrcs" for p in written) == (fmt == "warp")
+    back = read_particles(written[-1])
+    assert ("extraction" in back.meta) == (fmt == "relion5")
+    assert_same(fly, back)
 
 
 def test_extract_flag_reads_tilt_series_even_with_stacks(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from tomohet.data.particles import Optics, SubtomogramParticles, TiltSeriesParticles
-from tomohet.data.sources import ArrayImageSource, DataError, ImageSource
+from tomohet.data.sources import ArrayImageSource, DataError, ExtractedImageSource, ImageSource
 from tomohet.io.star import numeric
 
 __all__ = [
@@ -168,8 +168,9 @@ def first_rows(table: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def file_images(source: ImageSource) -> bool:
-    """True when images live in files on disk (not an in-memory array)."""
-    return not isinstance(source, ArrayImageSource) and all(
+    """True when images are frames of files on disk (not an in-memory array, not boxes
+    cut from tilt series on the fly)."""
+    return not isinstance(source, ArrayImageSource | ExtractedImageSource) and all(
         not f.startswith("<") for f in source.files)
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from tomohet.data.particles import TiltSeriesParticles
-from tomohet.data.sources import DataError
+from tomohet.data.sources import DataError, ExtractedImageSource
 from tomohet.io.common import file_images, first_rows, merge_extra, relative_name
 from tomohet.io.conventions import matrix_to_relion, relion_to_matrix
 from tomohet.io.mrc import write_mrc
@@ -120,6 +120,8 @@ def _tomogram(p: TiltSeriesParticles, name: str, idx: np.ndarray, path: Path,
         ctf_scale=p.ctf_scale[idx[ref], cols], global_row=grow,
         tilts=raw.tilts.iloc[:f] if raw is not None else pd.DataFrame(),
         from_angles=raw.from_angles if raw is not None else False, image_size_px=image,
+        tilts_path=raw.tilts_path if raw is not None else None,
+        star_path=raw.star_path if raw is not None else None,
     )
 
 
@@ -145,10 +147,13 @@ def _global_row(p: TiltSeriesParticles, name: str) -> dict:
 
 def _stacks(p: TiltSeriesParticles, frames: np.ndarray, ppath: Path,
             stack_dir: Path) -> tuple[list[str], list[Path]]:
-    """rlnImageName of each particle; writes stacks where the images must be re-laid out."""
+    """rlnImageName of each particle; writes stacks where the images must be re-laid out.
+    Boxes cut from the tilt series on the fly get none (they are cut again on reading)."""
     src = p.images
     names: list[str] = []
     written: list[Path] = []
+    if isinstance(src, ExtractedImageSource):
+        return names, written
     on_disk = file_images(src)
     for n in range(p.n_particles):
         f = int(frames[n])
@@ -192,7 +197,10 @@ def _particles_table(p: TiltSeriesParticles, frames: np.ndarray, images: list[st
     ang = matrix_to_relion(np.swapaxes(a_sub, -1, -2) @ p.rotation)
     df["rlnTomoName"] = p.tomo_names
     df["rlnTomoParticleName"] = p.names
-    df["rlnImageName"] = images
+    if images:
+        df["rlnImageName"] = images
+    else:  # on-the-fly extraction: no 2D stacks
+        df = df.drop(columns=["rlnImageName"], errors="ignore")
     df["rlnTomoVisibleFrames"] = [format_vector(p.visible[i, : frames[i]], integer=True)
                                   for i in range(n)]
     for k, a in enumerate("XYZ"):

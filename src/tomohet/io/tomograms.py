@@ -274,6 +274,34 @@ def read_tomograms_star(path: str | Path) -> dict[str, TiltSeriesInfo]:
     return out
 
 
+def _existing(name: Any, star: Path | None) -> str | None:
+    """The absolute path of a tilt image file named in ``star`` (``N@`` prefix and
+    ``:mrc`` suffix kept), or None when it is not there."""
+    text = str(name).strip() if name is not None else ""
+    if not text or star is None:
+        return None
+    prefix, _, rest = text.rpartition("@") if "@" in text else ("", "", text)
+    suffix = ":mrc" if rest.endswith(":mrc") else ""
+    path = resolve_path(rest[: len(rest) - len(suffix)], star,
+                        bases=list(star.resolve().parents)[:3])
+    if not path.is_file():
+        return None
+    return (f"{prefix}@" if prefix else "") + str(path.resolve()) + suffix
+
+
+def _absolute_tilt_images(info: TiltSeriesInfo, row: dict[str, Any],
+                          tilts: pd.DataFrame) -> None:
+    """Tilt-series and tilt-image names that exist become absolute, so that a tomograms
+    star written elsewhere still finds them (on-the-fly extraction reads them)."""
+    ts = _existing(row.get("rlnTomoTiltSeriesName"), info.star_path)
+    if ts is not None:
+        row["rlnTomoTiltSeriesName"] = ts
+    if "rlnMicrographName" in tilts.columns and len(tilts):
+        found = [_existing(v, info.tilts_path) for v in tilts["rlnMicrographName"]]
+        if all(f is not None for f in found):
+            tilts["rlnMicrographName"] = found
+
+
 def tomograms_blocks(infos: list[TiltSeriesInfo]) -> dict[str, pd.DataFrame]:
     """Blocks for :func:`~tomohet.io.star.write_star`: data_global + one block per tomogram.
 
@@ -283,6 +311,7 @@ def tomograms_blocks(infos: list[TiltSeriesInfo]) -> dict[str, pd.DataFrame]:
     = ``int(image size / 2) + shift / pixel size + R @ (x - int(tomogram size / 2))``
     for a tomogram pixel ``x``. A tomogram read from angles whose tilt-series stack was
     not found keeps its angle columns only, so that RELION uses the real image centre.
+    Tilt-series and tilt-image files that exist are named by absolute paths.
     """
     rows = []
     blocks: dict[str, pd.DataFrame] = {}
@@ -302,6 +331,7 @@ def tomograms_blocks(infos: list[TiltSeriesInfo]) -> dict[str, pd.DataFrame]:
         f = info.n_frames
         tilts = info.tilts.copy() if len(info.tilts) == f else pd.DataFrame(index=range(f))
         tilts = tilts.reset_index(drop=True)
+        _absolute_tilt_images(info, row, tilts)
         if info.from_angles and info.image_size_px is None:
             # the image centre int(size / 2) of the tilt series is unknown: RELION builds the
             # matrices itself from the angle columns kept in ``tilts``
