@@ -258,6 +258,8 @@ def test_edge_boxes_padded_and_particle_outside_dropped(tmp_path):
     assert fly.meta["dropped"] == {DROP_REASON: 1}
     cons = conservation(fly)
     assert cons["warning"] is None and cons["rows_in_file"] == 8
+    assert f"{padded} reach past a tilt-image edge" in " ".join(cons["lines"])
+    assert any(DROP_REASON in line for line in cons["lines"])
     images = fly.batch(np.arange(fly.n_particles)).images
     assert torch.isfinite(images).all()
 

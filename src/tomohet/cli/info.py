@@ -78,6 +78,11 @@ def conservation(particles: Any) -> dict[str, Any]:
         lines.append("(the reader did not report its row count; assumed nothing dropped)")
     if "warp_tilt_series_from" in meta:
         lines.append(f"tilt series from: {meta['warp_tilt_series_from']}")
+    if meta.get("extraction"):  # boxes cut from the tilt series (tomohet.io.extract)
+        ext = meta["extraction"]
+        lines.append(f"boxes cut from the tilt series on the fly: {ext['images_padded']} reach "
+                     f"past a tilt-image edge (padded with its mean), {ext['images_outside']} "
+                     "centres outside (not used)")
     missing = rows - kept - sum(dropped.values())
     warning = None
     if missing != 0:
