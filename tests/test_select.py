@@ -183,3 +183,14 @@ def test_run_naming_particles_not_in_its_input(tmp_path, sim, subtomos, capsys):
     assert main(["select", str(run), "--classes", str(cls), "--out",
                  str(tmp_path / "sel")]) == 2
     assert "'999'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["relion5", "dynamo"])
+def test_select_never_overwrites_its_input(tmp_path, sim, subtomos, capsys, kind):
+    data = _data_sets(kind, tmp_path, sim, subtomos)
+    run = _make_run(tmp_path / "run", data, read_particles(data))
+    before = {f: f.read_bytes() for f in data.parent.iterdir() if f.is_file()}
+    assert main(["select", str(run), "--classes", "1", "--out", str(data.parent),
+                 "--force"]) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert {f: f.read_bytes() for f in before} == before

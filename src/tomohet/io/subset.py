@@ -56,6 +56,14 @@ def _rebase(df: pd.DataFrame, star: Path, new: Path, datadir: Path | None) -> pd
     return out
 
 
+def _target(out_dir: Path, source: Path) -> Path:
+    """``out_dir / source.name``, refusing to overwrite the input itself."""
+    out = out_dir / source.name
+    if out.resolve() == source.resolve():
+        raise DataError(f"{out}: is the input file; write the subset to another folder")
+    return out
+
+
 def _check_names(rows: Sequence[str], particles: TiltSeriesParticles | SubtomogramParticles,
                  path: Path) -> None:
     missing = set(particles.names) - set(rows)
@@ -80,7 +88,7 @@ def _relion(p: TiltSeriesParticles | SubtomogramParticles, keep: set[str], out_d
         rows = strings(df, "rlnImageName", ppath, name)
     _check_names(rows, p, ppath)
     mask = np.array([r in keep for r in rows])
-    out = out_dir / ppath.name
+    out = _target(out_dir, ppath)
     sub = _rebase(df[mask].reset_index(drop=True), ppath, out, datadir)
     if "rlnTomoParticleName" not in sub.columns:
         sub["rlnTomoParticleName"] = [r for r, m in zip(rows, mask, strict=True) if m]
@@ -107,7 +115,7 @@ def _warp(p: TiltSeriesParticles, keep: set[str], out_dir: Path,
     owner = list(p.meta["warp_row_particle"])
     _check_names(owner, p, path)
     mask = np.array([o in keep for o in owner])
-    out = out_dir / path.name
+    out = _target(out_dir, path)
     df = loop_blocks(blocks)[same[0]].reset_index(drop=True)
     write_star(out, {**blocks, same[0]: _rebase(df[mask].reset_index(drop=True), path, out,
                                                 datadir)})
@@ -122,7 +130,7 @@ def _stopgap(p: SubtomogramParticles, keep: set[str], out_dir: Path) -> list[Pat
     rows = [str(int(float(v))) for v in df["subtomo_num"]]
     _check_names(rows, p, path)
     mask = np.array([r in keep for r in rows])
-    out = out_dir / path.name
+    out = _target(out_dir, path)
     sel = [i for i, n in enumerate(p.names) if n in keep]
     written = link_volumes([p.volumes.files[i] for i in sel],
                            [out_dir / "subtomograms" / f"subtomo_{p.names[i]}.mrc" for i in sel])
@@ -141,7 +149,7 @@ def _dynamo(p: SubtomogramParticles, keep: set[str], out_dir: Path) -> list[Path
     _check_names(tags, p, path)
     chosen = {i for i, t in zip(data, tags, strict=True) if t in keep}
     text = [ln for i, ln in enumerate(lines) if i not in data or i in chosen]
-    out = out_dir / path.name
+    out = _target(out_dir, path)
     sel = [i for i, n in enumerate(p.names) if n in keep]
     written = link_volumes([p.volumes.files[i] for i in sel],
                            [out_dir / f"particle_{int(p.names[i]):06d}.mrc" for i in sel])
