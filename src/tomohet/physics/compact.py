@@ -70,20 +70,20 @@ def trilinear_corners(coords: torch.Tensor, padded: int) -> tuple[torch.Tensor, 
     units (x, y, z) on a ``padded``^3 grid (flat index ``(z * P + y) * P + x``); corners
     off the grid get index 0 and weight 0. Corner ``4 oz + 2 oy + ox`` (x fastest)."""
     p = padded
-    base = coords.floor()
-    frac = coords - base
+    base = coords.T.floor()  # (3, M), rows x, y, z
+    frac = coords.T - base
     b = base.int()
-    # per axis: index and weight of the lower (0) and upper (1) neighbour, (M, 3, 2); a
+    # per axis: index and weight of the lower (0) and upper (1) neighbour, (2, 3, M); a
     # neighbour off the grid gets weight 0 and a clamped (harmless) index
-    idx = torch.stack([b.clamp(0, p - 1), (b + 1).clamp(0, p - 1)], dim=-1)
-    wts = torch.stack([(1 - frac) * ((b >= 0) & (b < p)), frac * ((b >= -1) & (b < p - 1))],
-                      dim=-1)
+    idx = torch.stack([b.clamp(0, p - 1), (b + 1).clamp(0, p - 1)])
+    wts = torch.stack([(1 - frac) * ((b >= 0) & (b < p)), frac * ((b >= -1) & (b < p - 1))])
     idx[:, 1] *= p
     idx[:, 2] *= p * p
-    # one broadcast op each instead of 8 stacked products: (M, 2z, 2y, 2x)
-    flat = idx[:, 2, :, None, None] + idx[:, 1, None, :, None] + idx[:, 0, None, None, :]
-    corner_w = wts[:, 2, :, None, None] * wts[:, 1, None, :, None] * wts[:, 0, None, None, :]
-    return flat.reshape(-1, 8), corner_w.reshape(-1, 8)
+    # one broadcast op each instead of 8 stacked products, (2z, 2y, 2x, M) with M
+    # innermost (2x faster than building (M, 8) directly), then one transposing copy
+    flat = idx[:, None, None, 2] + idx[None, :, None, 1] + idx[None, None, :, 0]
+    corner_w = wts[:, None, None, 2] * wts[None, :, None, 1] * wts[None, None, :, 0]
+    return flat.reshape(8, -1).T.contiguous(), corner_w.reshape(8, -1).T.contiguous()
 
 
 def compact_batch(prep: PreparedBatch, padded: int, n_groups: int,
