@@ -194,3 +194,19 @@ def test_select_never_overwrites_its_input(tmp_path, sim, subtomos, capsys, kind
                  "--force"]) == 2
     assert "is the input file" in capsys.readouterr().err
     assert {f: f.read_bytes() for f in before} == before
+
+
+def test_optimisation_set_entries_are_kept(tmp_path, sim, subtomos):
+    data = _data_sets("relion5", tmp_path, sim, subtomos)
+    (data.parent / "ref_half1.mrc").write_bytes(b"x" * 2048)
+    values = dict(read_star(data)[""])
+    values.update(rlnTomoReferenceMap1File="ref_half1.mrc", rlnTomoLocalResolution="7.5")
+    write_star(data, {"": values})
+    run = _make_run(tmp_path / "run", data, read_particles(data))
+    out = tmp_path / "deep" / "sel"
+    assert main(["select", str(run), "--classes", "1", "--out", str(out)]) == 0
+    new = read_star(_output(out))[""]
+    assert (out / new["rlnTomoReferenceMap1File"]).resolve() == \
+        (data.parent / "ref_half1.mrc").resolve()
+    assert str(new["rlnTomoLocalResolution"]) == "7.5"
+    assert new["rlnTomoParticlesFile"] == "particles.star"

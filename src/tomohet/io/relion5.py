@@ -313,7 +313,8 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
 
         sub = read_relion4(ppath, tomograms=tpath, overrides=ov)
         sub.meta.update(particles_path=str(ppath),
-                        tomograms_path=None if tpath is None else str(tpath))
+                        tomograms_path=None if tpath is None else str(tpath),
+                        optimisation_set=None if ppath == Path(path) else str(path))
         return sub
     if tpath is None:
         raise DataError(f"{ppath}: no tomograms star found next to it; pass tomograms=")
@@ -362,6 +363,7 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
         "rows_in_file": len(parts), "images_read": int(vis.sum()), "dropped": {},
         "rows_are": "particles",
         "format": "relion5", "source": str(ppath), "particles_path": str(ppath),
+        "optimisation_set": None if ppath == Path(path) else str(path),
         "tomograms_path": str(tpath), "general": general,
         "optics_table": loop_blocks(blocks).get("optics"), "relion5_tomograms": used,
         "tomogram_centres_A": {t: i.centre_px * i.pixel_size_A for t, i in used.items()},

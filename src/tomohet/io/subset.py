@@ -15,7 +15,8 @@ another folder, reads back as the same particles:
 
 Per format: RELION 5 -> ``<stem>.star`` (all blocks, particles filtered) and
 ``<stem>_optimisation_set.star`` naming it and the input's tomograms star (referenced
-where it is, not copied); Warp/tomoDRGN per-tilt star -> the star with the rows of the
+where it is, not copied), with the input optimisation set's other entries (reference
+maps, masks, trajectories) kept; Warp/tomoDRGN per-tilt star -> the star with the rows of the
 selected particles' tilt images; RELION 3.1/4 -> the star; STOPGAP -> the motivelist;
 Dynamo -> the ``.tbl`` (and its ``.columns.json``).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,7 +35,14 @@ from tomohet.data.sources import DataError
 from tomohet.io.atomic import atomic_write_text
 from tomohet.io.common import relative_name, resolve_files
 from tomohet.io.relion5 import default_names
-from tomohet.io.star import find_block, loop_blocks, read_star, strings, write_star
+from tomohet.io.star import (
+    find_block,
+    loop_blocks,
+    read_star,
+    resolve_path,
+    strings,
+    write_star,
+)
 from tomohet.io.stopgap import BLOCK as STOPGAP_BLOCK
 from tomohet.io.stopgap import link_volumes
 
@@ -97,10 +106,33 @@ def _relion(p: TiltSeriesParticles | SubtomogramParticles, keep: set[str], out_d
     tpath = p.meta.get("tomograms_path")
     if p.meta.get("format") == "relion5" and tpath:
         opt = out.with_name(out.stem + "_optimisation_set.star")
-        write_star(opt, {"": {"rlnTomoParticlesFile": out.name,
-                              "rlnTomoTomogramsFile": relative_name(tpath, opt)}})
+        values = _optimisation_entries(p.meta.get("optimisation_set"), opt)
+        values.update(rlnTomoParticlesFile=out.name,
+                      rlnTomoTomogramsFile=relative_name(tpath, opt))
+        write_star(opt, {"": values})
         written.append(opt)
     return written
+
+
+def _optimisation_entries(source: str | None, new: Path) -> dict[str, Any]:
+    """The other entries of the input's optimisation set (reference maps, masks,
+    trajectories...), files among them named relative to ``new``."""
+    if not source:
+        return {}
+    src = Path(source)
+    blocks = read_star(src)
+    values: dict[str, Any] = {}
+    for block in blocks.values():
+        row = block if isinstance(block, dict) else (block.iloc[0].to_dict() if len(block)
+                                                     else {})
+        if "rlnTomoParticlesFile" in row:
+            values = dict(row)
+            break
+    for key, value in values.items():
+        path = resolve_path(str(value), src)
+        if isinstance(value, str) and value.strip() and path.is_file():
+            values[key] = relative_name(path, new)
+    return values
 
 
 def _warp(p: TiltSeriesParticles, keep: set[str], out_dir: Path,
