@@ -27,7 +27,7 @@ from sklearn.metrics import adjusted_rand_score
 from tomohet.bench.datasets import BenchDataset, from_simulated
 from tomohet.bench.oracle import run_oracle
 from tomohet.methods.em import EMEngine, EMState
-from tomohet.physics.projection import reconstruct
+from tomohet.physics.projection import volumes_from_sums
 from tomohet.sim.acquisition import TiltScheme
 from tomohet.sim.config import SimulationConfig
 from tomohet.sim.simulate import simulate
@@ -87,7 +87,7 @@ def _ml_volumes(engine: EMEngine, bp) -> torch.Tensor:
     k = data.shape[0] // 2
     merged_d = data.reshape(k, 2, *data.shape[1:]).sum(1)
     merged_w = weight.reshape(k, 2, *weight.shape[1:]).sum(1)
-    return reconstruct(merged_d, merged_w, engine.box, 1e-3).cpu()
+    return volumes_from_sums(merged_d, merged_w, engine.box, 1e-3).cpu()
 
 
 def em_trace(ds: BenchDataset, volumes: torch.Tensor, n_iter: int, freeze_noise: bool,

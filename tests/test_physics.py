@@ -25,7 +25,12 @@ from tomohet.physics.geometry import (
     tilt_angle_from_matrix,
     tilt_matrix,
 )
-from tomohet.physics.projection import Backprojector, VolumeProjector, project_volumes, reconstruct
+from tomohet.physics.projection import (
+    Backprojector,
+    VolumeProjector,
+    project_volumes,
+    volumes_from_sums,
+)
 
 torch.set_num_threads(1)
 
@@ -253,7 +258,7 @@ def test_odd_box_backprojection_of_analytic_projections():
     slices = image_to_ft(torch.stack([analytic_projection(box, pts, 2.0, r) for r in rot]))
     bp = Backprojector(box, pad=2)
     bp.insert(slices, torch.ones(slices.shape), rot)
-    rec = reconstruct(*bp.grids(), box, 1e-3)[0]
+    rec = volumes_from_sums(*bp.grids(), box, 1e-3)[0]
     assert torch.corrcoef(torch.stack([rec.flatten(), vol.flatten()]))[0, 1] > 0.995
     assert float((_centroid(rec) - _centroid(vol)).abs().max()) < 0.1
 
@@ -301,7 +306,7 @@ def test_project_backproject_round_trip():
     bp = Backprojector(box, pad=2)
     bp.insert(slices, torch.ones(slices.shape), rot)
     data, weight = bp.grids()
-    rec = reconstruct(data, weight, box, 1e-3)[0]
+    rec = volumes_from_sums(data, weight, box, 1e-3)[0]
     corr = torch.corrcoef(torch.stack([rec.flatten(), vol.flatten()]))[0, 1]
     assert corr > 0.999
     assert (rec - vol).abs().max() < 0.03

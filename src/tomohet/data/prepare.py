@@ -22,7 +22,7 @@ from tomohet.physics.fourier import image_to_ft, radial_shell_index, shift_phase
 from tomohet.physics.projection import Backprojector
 from tomohet.physics.reconstruction import backproject
 
-__all__ = ["prepare_batch", "prepare_subtomo_batch", "reconstruct_subtomograms"]
+__all__ = ["prepare_batch", "prepare_subtomo_batch", "backproject_subtomograms"]
 
 
 def prepare_batch(
@@ -97,7 +97,7 @@ def prepare_subtomo_batch(
     )
 
 
-def reconstruct_subtomograms(
+def backproject_subtomograms(
     batch: TiltBatch, optics: Optics
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-particle subtomograms in the tomogram frame from their tilt images.

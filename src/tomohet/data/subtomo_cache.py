@@ -1,7 +1,7 @@
 """Subtomograms reconstructed on the fly from 2D tilt stacks, cached on disk.
 
 Each particle's tilt images are back-projected in the tomogram frame with their CTF and
-exposure filter (:func:`tomohet.data.prepare.reconstruct_subtomograms`). The
+exposure filter (:func:`tomohet.data.prepare.backproject_subtomograms`). The
 result is stored RELION-4 style: CTF-premultiplied real-space volumes and ``sum CTF^2``
 weights in the rfft layout, in memory-mapped ``.npy`` files so large sets stream.
 """
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from tomohet import parallel
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
-from tomohet.data.prepare import reconstruct_subtomograms
+from tomohet.data.prepare import backproject_subtomograms
 from tomohet.data.sources import ArrayVolumeSource
 from tomohet.physics.fourier import ft_to_volume
 
@@ -51,7 +51,7 @@ def subtomograms_from_tilts(
     rows = parallel.owned_rows(n) if shared else None
     bar = tqdm(total=n, desc="subtomograms", unit="ptcl", disable=not progress, leave=False)
     for batch in particles.batches(batch_size, device, index=rows):
-        data, weight = reconstruct_subtomograms(batch, particles.optics)
+        data, weight = backproject_subtomograms(batch, particles.optics)
         vols[batch.index] = ft_to_volume(data, d).cpu().numpy()
         wts[batch.index] = weight.cpu().numpy()
         bar.update(len(batch.index))

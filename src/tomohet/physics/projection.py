@@ -6,7 +6,7 @@ is the volume transform sampled on the plane ``R.T [kx, ky, 0]``. Volumes are ze
 slices are sampled directly at the image's own rfft frequencies: no per-image FFT.
 
 Back-projection inserts rfft-layout slices (and their Friedel mates) into a padded full
-Fourier grid with trilinear weights; :func:`reconstruct` turns the accumulated data and
+Fourier grid with trilinear weights; :func:`volumes_from_sums` turns the accumulated data and
 weights into a real-space volume with a Wiener-like regularised division.
 
 Why not ``torch-fourier-slice``: its ``extract_central_slices_rfft_3d`` samples one volume
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tomohet.physics.fourier import freq_grid_2d
 
 __all__ = [
-    "VolumeProjector", "Backprojector", "reconstruct", "project_volumes", "scatter_plan",
+    "VolumeProjector", "Backprojector", "volumes_from_sums", "project_volumes", "scatter_plan",
     "crop_gridding_corrected",
 ]
 
@@ -328,7 +328,7 @@ class Backprojector:
             for g in self.grids())
 
 
-def reconstruct(
+def volumes_from_sums(
     data: torch.Tensor,
     weight: torch.Tensor,
     box: int,

@@ -21,7 +21,7 @@ import torch
 from tomohet.physics.forward import NoiseModel, PreparedBatch
 from tomohet.physics.fourier import freq_grid_3d
 from tomohet.physics.fsc import fsc
-from tomohet.physics.projection import Backprojector, reconstruct, scatter_plan
+from tomohet.physics.projection import Backprojector, scatter_plan, volumes_from_sums
 
 __all__ = [
     "backproject",
@@ -105,7 +105,7 @@ def wiener_reconstruct(
     """
     data, weight = bp.grids()
     if fsc_curve is None:
-        return reconstruct(data, weight, bp.box, reg)
+        return volumes_from_sums(data, weight, bp.box, reg)
     p, pad = bp.padded, bp.pad
     c = torch.arange(p, device=weight.device) - p // 2
     gz, gy, gx = torch.meshgrid(c, c, c, indexing="ij")
@@ -126,7 +126,7 @@ def wiener_reconstruct(
     # a floor per volume keeps 0/0 away where a volume (or all) received no weight
     top = mean_w.amax(1)
     floor = torch.where(top > 0, 1e-6 * top, torch.ones_like(top))
-    return reconstruct(data, weight, bp.box, reg_vox + floor[:, None, None, None])
+    return volumes_from_sums(data, weight, bp.box, reg_vox + floor[:, None, None, None])
 
 
 @dataclass

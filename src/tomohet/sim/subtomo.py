@@ -1,7 +1,7 @@
 """Subtomograms and 3D CTF volumes from simulated tilt images (optional output).
 
 Each particle's tilt images are back-projected in the tomogram frame by
-``tomohet.data.prepare.reconstruct_subtomograms``: the subtomogram is the
+``tomohet.data.prepare.backproject_subtomograms``: the subtomogram is the
 CTF-premultiplied sum ``sum_t CTF_t X_t`` (real space, ``subtomo_NNNNNN.mrc``) and its
 weight volume ``sum_t CTF_t^2`` in the rfft layout (D, D, D//2+1) (``ctf_NNNNNN.mrc``),
 i.e. RELION 4 pseudo-subtomograms (``ctf_premultiplied=True``). The particle star file
@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
-from tomohet.data.prepare import reconstruct_subtomograms
+from tomohet.data.prepare import backproject_subtomograms
 from tomohet.data.sources import VolumeSource
 from tomohet.io.mrc import write_mrc
 from tomohet.io.writers import write_particles
@@ -36,7 +36,7 @@ def write_subtomograms(particles: TiltSeriesParticles, folder: str | Path,
     n = particles.n_particles
     bar = tqdm(total=n, desc="subtomograms", unit="ptcl", disable=not progress)
     for batch in particles.batches(batch_size):
-        data, weight = reconstruct_subtomograms(batch, particles.optics)
+        data, weight = backproject_subtomograms(batch, particles.optics)
         vols = ft_to_volume(data, box=d).numpy()
         for b, i in enumerate(batch.index):
             v, c = out / f"subtomo_{i:06d}.mrc", out / f"ctf_{i:06d}.mrc"

@@ -33,7 +33,7 @@ from tomohet.physics.fourier import (
     volume_to_ft,
 )
 from tomohet.physics.linalg import inv_spd, solve_spd, symmetric_eigh
-from tomohet.physics.projection import VolumeProjector, reconstruct, scatter_plan
+from tomohet.physics.projection import VolumeProjector, scatter_plan, volumes_from_sums
 
 __all__ = ["PPCA2D"]
 
@@ -159,7 +159,7 @@ class PPCA2D(LinearMethod):
         sol = solve_spd(a + lam, rhs)
         data = sol[..., 0].T.reshape(k1, p, p, p)
         ones = torch.ones(data.shape, device=data.device)
-        return reconstruct(data, ones, box, torch.zeros((), device=data.device))
+        return volumes_from_sums(data, ones, box, torch.zeros((), device=data.device))
 
     # ------------------------------------------------------------------ init + loop
     def _initial(self, particles: TiltSeriesParticles, device: torch.device) -> torch.Tensor:
