@@ -30,12 +30,14 @@ TILTS = np.array([-45.0, -20.0, 0.0, 25.0, 50.0])
 BLOBS = np.array([[3, -2, 2], [-4, 5, -1], [0, 0, -4], [5, 4, 1], [-3, -4, 3]], float)
 
 
-def _projections(seed: int) -> np.ndarray:
+def _projections(seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """RELION 5 projections (F, 4, 4) and the tilt-row angle columns that give them."""
     rng = np.random.default_rng(seed)
     f = len(TILTS)
-    return relion_projection_matrix(rng.uniform(-2, 2, f), TILTS, np.full(f, 4.0),
-                                    rng.uniform(-25, 25, f), rng.uniform(-25, 25, f),
-                                    SIZE, SIZE[:2], PIX)
+    cols = {"rlnTomoXTilt": rng.uniform(-2, 2, f), "rlnTomoYTilt": TILTS,
+            "rlnTomoZRot": np.full(f, 4.0), "rlnTomoXShiftAngst": rng.uniform(-25, 25, f),
+            "rlnTomoYShiftAngst": rng.uniform(-25, 25, f)}
+    return relion_projection_matrix(*cols.values(), SIZE, SIZE[:2], PIX), cols
 
 
 def _tomograms(seed: int, n: int, edge: bool) -> list[dict]:
@@ -47,7 +49,8 @@ def _tomograms(seed: int, n: int, edge: bool) -> list[dict]:
         if edge and k == 0:
             coord[0] = [-440.0, 30.0, 0.0]  # box crosses the left edge in some tilts
             coord[1] = [0.0, 600.0, 0.0]  # outside every tilt image (y > 40 px)
-        out.append({"name": name, "proj": _projections(seed + k),
+        proj, cols = _projections(seed + k)
+        out.append({"name": name, "proj": proj, "angle_cols": cols,
                     "coord": coord, "angles": rng.uniform(-180, 180, (n, 3)),
                     "origin": np.where(rng.random((n, 1)) < 0.5, rng.normal(0, 8, (n, 3)), 0),
                     "visible": (rng.random((n, len(TILTS))) > 0.15) | (np.arange(len(TILTS))
@@ -92,9 +95,12 @@ def _write_set(folder: Path, tomos: list[dict], stacks: bool, layout: str = "sta
         tilts = {"rlnTomoYTilt": TILTS, "rlnDefocusU": np.full(f, 20000.0),
                  "rlnDefocusV": np.full(f, 19000.0), "rlnDefocusAngle": np.full(f, 30.0),
                  "rlnMicrographPreExposure": np.arange(f) * 3.0}
-        for i, col in enumerate(("rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ",
-                                 "rlnTomoProjW")):
-            tilts[col] = [format_vector(t["proj"][k, i]) for k in range(f)]
+        if layout == "angles":  # RELION builds the matrices from the angles
+            tilts.update(t["angle_cols"])
+        else:
+            for i, col in enumerate(("rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ",
+                                     "rlnTomoProjW")):
+                tilts[col] = [format_vector(t["proj"][k, i]) for k in range(f)]
         if layout == "micrograph_at":  # frames stored in reverse order, named per tilt row
             write_mrc(folder / f"{t['name']}_rev.mrcs", series[::-1].copy(), PIX, stack=True)
             tilts["rlnMicrographName"] = [f"{f - k}@{t['name']}_rev.mrcs" for k in range(f)]
@@ -187,7 +193,7 @@ def test_extract_boxes_sample_a_gaussian_at_the_box_pixels(scale):
 
 
 # ------------------------------------------------------------------- reader round trip
-@pytest.mark.parametrize("layout", ["stack", "micrograph_at"])
+@pytest.mark.parametrize("layout", ["stack", "micrograph_at", "angles"])
 def test_on_the_fly_equals_written_stacks(tmp_path, layout):
     tomos = _tomograms(1, 4, edge=False)
     stacks = read_particles(_write_set(tmp_path / "stacks", tomos, True))
