@@ -84,7 +84,8 @@ def _spawn_ranks(n: int, argv: list[str]) -> int:
     try:
         parallel.spawn(_rank_main, n, (argv,))
     except Exception as exc:  # a rank failed: its own error is printed above
-        print(f"tomohet: a rank failed ({one_line(exc)})", file=sys.stderr)
+        print(f"tomohet: a rank failed, every rank stopped ({one_line(exc)}); rerun the "
+              "same command to resume from the last checkpoint", file=sys.stderr)
         return 1
     return 0
 
