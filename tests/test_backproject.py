@@ -12,7 +12,7 @@ from synthetic import make_tilt_set
 from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
 from tomohet.physics.fourier import hermitian_weights_3d
 from tomohet.physics.projection import Backprojector, crop_gridding_corrected
-from tomohet.physics.reconstruction import backproject
+from tomohet.physics.reconstruction import backproject, backproject_samples
 
 torch.set_num_threads(1)
 
@@ -83,3 +83,24 @@ def test_hermitian_weights_of_a_padded_grid(p):
     got = hermitian_weights_3d(p).numpy()
     assert got.shape == (p, p, p // 2 + 1)
     np.testing.assert_array_equal(got, np.broadcast_to(want, got.shape))
+
+
+def test_flat_samples_equal_the_prepared_batch(tilts):
+    """backproject_samples on the masked pixels of a batch (the VAE's layout) inserts what
+    backproject inserts for the batch, particle by particle."""
+    from tomohet.physics.fourier import freq_grid_2d
+
+    prep = prepare_batch(tilts.batch(np.arange(5), "cpu"), tilts.optics)
+    a, b = Backprojector(12, 5, 2), Backprojector(12, 5, 2)
+    backproject(a, prep, volume_index=torch.arange(5))
+    m = prep.mask
+    k2 = freq_grid_2d(12)  # (D, Dh, 2): kx, ky
+    rot = prep.rotation[:, :, None, None].expand(*m.shape, 3, 3)[m]  # (M, 3, 3)
+    kx, ky = k2[..., 0].expand(m.shape)[m], k2[..., 1].expand(m.shape)[m]
+    freqs = kx[:, None] * rot[:, 0] + ky[:, None] * rot[:, 1]
+    particle = torch.arange(5)[:, None, None, None].expand(m.shape)[m]
+    w = 1.0 / prep.premult_power.expand(m.shape)[m]
+    backproject_samples(b, freqs, prep.data[m], prep.transfer.expand(m.shape)[m], w,
+                        kx == 0, particle)
+    torch.testing.assert_close(b.data, a.data, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(b.weight, a.weight, rtol=1e-4, atol=1e-5)

@@ -25,6 +25,7 @@ from tomohet.physics.projection import Backprojector, scatter_plan, volumes_from
 
 __all__ = [
     "backproject",
+    "backproject_samples",
     "wiener_reconstruct",
     "GoldStandardMaps",
     "gold_standard_maps",
@@ -70,6 +71,30 @@ def backproject(
         vidx = volume_index.to(data.device).repeat_interleave(t)
     bp.insert(data.reshape(b * t, d, dh), weight.reshape(b * t, d, dh),
               rot.reshape(b * t, 3, 3), volume_weights=vw, volume_index=vidx)
+
+
+def backproject_samples(
+    bp: Backprojector,
+    freqs: torch.Tensor,
+    data: torch.Tensor,
+    transfer: torch.Tensor,
+    weight: torch.Tensor,
+    mate_in_input: torch.Tensor,
+    volume_index: torch.Tensor | None = None,
+) -> None:
+    """Back-project flat Fourier samples (ragged batches, e.g. the VAE's masked pixels),
+    as :func:`backproject` does a prepared batch.
+
+    freqs (M, 3) cycles/pixel (x, y, z) in the reference frame; data X, transfer H (M,)
+    complex; weight w (M,) per sample (e.g. ``cos(tilt) / M^2``); mate_in_input (M,) bool:
+    samples whose Friedel mate is also among the samples (kx = 0), which carry half
+    weight. Inserts ``H^* X w`` and ``|H|^2 w`` and their mates into volume
+    ``volume_index`` (M,) of each sample (None: the single volume).
+    """
+    vals = transfer.conj() * data * weight
+    wts = (transfer.real**2 + transfer.imag**2) * weight
+    plan = scatter_plan(freqs, vals, wts, mate_in_input, bp.padded)
+    bp.insert_plan(plan, len(vals), volume_index=volume_index)
 
 
 def _insert_subtomograms(

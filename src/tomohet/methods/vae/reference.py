@@ -20,8 +20,8 @@ from tomohet.methods.base import default_mask
 from tomohet.methods.vae.data import FourierCache, all_tilts
 from tomohet.physics.forward import NoiseModel
 from tomohet.physics.fourier import radial_shell_index, volume_to_ft
-from tomohet.physics.projection import Backprojector, VolumeProjector, scatter_plan
-from tomohet.physics.reconstruction import gold_standard_maps
+from tomohet.physics.projection import Backprojector, VolumeProjector
+from tomohet.physics.reconstruction import backproject_samples, gold_standard_maps
 
 __all__ = ["consensus_volume", "noise_power", "radial_envelope", "iterate_all"]
 
@@ -47,12 +47,9 @@ def consensus_volume(cache: FourierCache, device: torch.device, halves: np.ndarr
     bp = Backprojector(box, 2, 2, device)
     dh = box // 2 + 1
     for rows, pb in iterate_all(cache, batch):
-        w = pb.weight()  # cos(tilt) / M^2
-        vals = pb.transfer.conj() * pb.data * w
-        wts = (pb.transfer.real**2 + pb.transfer.imag**2) * w
-        # the plan inserts Friedel mates itself; kx = 0 samples have theirs in the input
-        plan = scatter_plan(pb.freq, vals, wts, (pb.pix % dh) == 0, bp.padded)
-        bp.insert_plan(plan, len(vals), volume_index=halves_t[rows.to(device)][pb.particle])
+        # weights cos(tilt) / M^2; kx = 0 samples have their Friedel mates in the input
+        backproject_samples(bp, pb.freq, pb.data, pb.transfer, pb.weight(),
+                            (pb.pix % dh) == 0, halves_t[rows.to(device)][pb.particle])
     gs = gold_standard_maps(bp)  # half maps -> FSC -> merged, FSC-Wiener-filtered map
     vol, curve = gs.maps[0], gs.fsc[0]
     mask = default_mask(box, device=vol.device)
