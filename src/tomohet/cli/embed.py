@@ -27,6 +27,7 @@ EXAMPLE = """examples:
   tomohet embed multiscale run_optimisation_set.star --scales 8,14,21 --out ms/
   tomohet embed ppca2d run_optimisation_set.star --components 2 --iter 10 --out ppca/
   tomohet embed nma run_optimisation_set.star --model atoms.pdb --modes 6 --out nma/
+  tomohet embed flow run_optimisation_set.star --levels 3,5 --out flow/
 """
 
 METHODS = {
@@ -35,6 +36,7 @@ METHODS = {
     "multiscale": "difference SVD at several length scales, concatenated (emClarity style)",
     "ppca2d": "mean + eigenvolumes fitted by EM on the 2D tilt images (probabilistic PCA)",
     "nma": "normal-mode amplitudes fitted through each wedge (HEMNMA-3D / MDTOMO style)",
+    "flow": "dense displacement fields against the same-wedge average (TomoFlow style)",
 }
 
 
@@ -101,6 +103,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                            help="finest detail fitted (A); None: 5 pixels")
             m.add_argument("--prior-sd", type=float, default=5.0,
                            help="prior SD of each mode amplitude (A RMS)")
+        if name == "flow":
+            m.add_argument("--lowpass", type=float, default=None,
+                           help="finest detail matched (A); None: 4 pixels")
+            m.add_argument("--levels", default="3,5",
+                           help="control grids, coarse to fine (points per axis)")
+            m.add_argument("--iter", type=int, default=30, help="optimiser steps per level")
+            m.add_argument("--smoothness", type=float, default=0.01,
+                           help="weight of the field's squared gradient")
         if name == "ppca2d":
             m.add_argument("--iter", type=int, default=10, help="EM iterations")
             m.add_argument("--max-resolution", type=float, default=None,
@@ -131,6 +141,9 @@ def method_params(args: argparse.Namespace) -> dict[str, Any]:
     elif args.method == "nma":
         params.update(model=args.model, n_modes=args.modes, centre_model=not args.map_frame,
                       lowpass_A=args.lowpass, prior_sd_A=args.prior_sd)
+    elif args.method == "flow":
+        params.update(lowpass_A=args.lowpass, n_iter=args.iter, smoothness=args.smoothness,
+                      levels=tuple(int(g) for g in args.levels.split(",") if g.strip()))
     elif args.method == "ccmatrix":
         params.update(lowpass_A=args.lowpass, highpass_A=args.highpass,
                       max_memory_GB=args.max_memory)

@@ -11,6 +11,7 @@ __all__ = ["REGISTRY", "HeterogeneityMethod", "get_method", "register", "load_al
 
 def load_all() -> dict[str, type[HeterogeneityMethod]]:
     """Import the modules that register the built-in methods -> :data:`REGISTRY`."""
+    import tomohet.methods.flow  # noqa: F401
     import tomohet.methods.linear  # noqa: F401  (wmdpca, ccmatrix, multiscale, ppca2d)
     import tomohet.methods.ml  # noqa: F401  (ml2d, ml3d, occupancy)
     import tomohet.methods.nma  # noqa: F401
