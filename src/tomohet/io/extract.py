@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tomohet.data.particles import Optics, TiltSeriesParticles
 from tomohet.data.sources import DataError, ExtractedImageSource
 from tomohet.io.common import split_image_names
 from tomohet.io.mrc import mrc_info
@@ -40,7 +41,8 @@ from tomohet.io.tomograms import TiltSeriesInfo
 from tomohet.io.validate import warn_pixel_mismatch
 from tomohet.physics.extract import box_crosses
 
-__all__ = ["tilt_images", "box_centres", "extraction_source", "DROP_REASON"]
+__all__ = ["tilt_images", "box_centres", "extraction_source", "finish_extraction",
+           "DROP_REASON"]
 
 DROP_REASON = "no tilt image holds the particle (on-the-fly extraction)"
 
@@ -125,8 +127,8 @@ def box_centres(projection: np.ndarray, coord_px: np.ndarray) -> np.ndarray:
 
 
 def extraction_source(infos: dict[str, TiltSeriesInfo], tomo: list[str], coord_A: np.ndarray,
-                      vis: np.ndarray, box: int, pixel_A: float, pix_ts: np.ndarray,
-                      datadir: Path | None, path: Path,
+                      vis: np.ndarray, optics: Optics, pix_ts: np.ndarray,
+                      datadir: Path | None, path: Path, forced: bool = False,
                       ) -> tuple[ExtractedImageSource, np.ndarray, np.ndarray, dict]:
     """Lazy boxes for every visible (particle, tilt) image.
 
@@ -134,12 +136,49 @@ def extraction_source(infos: dict[str, TiltSeriesInfo], tomo: list[str], coord_A
         coord_A: (N, 3) particle coordinates before the origin shift, relative to the
             tomogram centre (A).
         vis: (N, T) visible images (rlnTomoVisibleFrames).
+        optics: box and box pixel (``rlnImagePixelSize``; the tilt-series pixel when not
+            given, set here).
         pix_ts: (N,) tilt-series pixel size of each particle (A).
+        forced: extraction was asked for; otherwise (no ``rlnImageName``) an error says
+            that the stacks are missing too.
 
     Returns:
         (source, image_index (N, T), visible (N, T) with the images outside their tilt
         image switched off, report dict).
     """
+    if not np.isfinite(optics.pixel_size_A):
+        optics.pixel_size_A = float(pix_ts[0])
+    try:
+        return _extraction_source(infos, tomo, coord_A, vis, optics.box,
+                                  optics.pixel_size_A, pix_ts, datadir, path)
+    except DataError as exc:
+        if forced:
+            raise
+        raise DataError(f"{path}: data_particles has no rlnImageName (2D stacks), and "
+                        f"extracting the particles from the tilt series failed: {exc}"
+                        ) from exc
+
+
+def finish_extraction(p: TiltSeriesParticles, report: dict) -> TiltSeriesParticles:
+    """Extraction report in ``meta``; particles left without an image are dropped."""
+    keep = np.nonzero(p.visible.any(axis=1))[0]
+    if len(keep) == 0:
+        raise DataError(f"{p.meta['source']}: on-the-fly extraction: no particle box centre "
+                        "lies inside its tilt images (wrong coordinates or projections?)")
+    lost = p.n_particles - len(keep)
+    out = p.subset(keep) if lost else p
+    out.meta = dict(p.meta, extraction=report, images_read=int(out.visible.sum()),
+                    images_from="tilt series (on-the-fly extraction)")
+    out.meta.pop("subset_of", None)
+    if lost:
+        out.meta["dropped"] = {DROP_REASON: lost}
+    return out
+
+
+def _extraction_source(infos: dict[str, TiltSeriesInfo], tomo: list[str],
+                       coord_A: np.ndarray, vis: np.ndarray, box: int, pixel_A: float,
+                       pix_ts: np.ndarray, datadir: Path | None, path: Path,
+                       ) -> tuple[ExtractedImageSource, np.ndarray, np.ndarray, dict]:
     if box <= 0:
         raise DataError(f"{path}: on-the-fly extraction needs the box size: rlnImageSize "
                         "in data_optics")

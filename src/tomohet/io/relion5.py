@@ -30,7 +30,7 @@ import torch
 from tomohet.data.particles import Optics, SubtomogramParticles, TiltSeriesParticles
 from tomohet.data.sources import DataError, ImageSource
 from tomohet.io.common import Overrides, optics_value, resolve_files
-from tomohet.io.extract import DROP_REASON, extraction_source
+from tomohet.io.extract import extraction_source, finish_extraction
 from tomohet.io.mrc import mrc_info
 from tomohet.io.relion_geometry import particle_geometry
 from tomohet.io.star import (
@@ -342,18 +342,9 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
     report = None
     images: ImageSource
     if extract or (extract is None and "rlnImageName" not in parts.columns):
-        if not np.isfinite(optics.pixel_size_A):
-            optics.pixel_size_A = float(pix_ts[0])
-        try:
-            images, image_index, vis, report = extraction_source(
-                infos, tomo, pos + np.einsum("nij,nj->ni", a_sub, origin), vis, optics.box,
-                optics.pixel_size_A, pix_ts, ov.datadir, ppath)
-        except DataError as exc:
-            if extract:
-                raise
-            raise DataError(f"{ppath}: data_particles has no rlnImageName (2D stacks), and "
-                            f"extracting the particles from the tilt series failed: {exc}"
-                            ) from exc
+        images, image_index, vis, report = extraction_source(
+            infos, tomo, pos + np.einsum("nij,nj->ni", a_sub, origin), vis, optics, pix_ts,
+            ov.datadir, ppath, forced=bool(extract))
     else:
         images, image_index, optics.box = _images(parts, ppath, vis, frames, optics.box,
                                                   tomo, optics.pixel_size_A, ov.datadir)
@@ -377,20 +368,4 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
         visible=vis, image_index=image_index, images=images, optics=optics,
         table=parts, meta=meta, **arrays,
     )
-    return out if report is None else _extracted(out, report)
-
-
-def _extracted(p: TiltSeriesParticles, report: dict) -> TiltSeriesParticles:
-    """Extraction report in ``meta``; particles left without an image are dropped."""
-    keep = np.nonzero(p.visible.any(axis=1))[0]
-    if len(keep) == 0:
-        raise DataError(f"{p.meta['source']}: on-the-fly extraction: no particle box centre "
-                        "lies inside its tilt images (wrong coordinates or projections?)")
-    lost = p.n_particles - len(keep)
-    out = p.subset(keep) if lost else p
-    out.meta = dict(p.meta, extraction=report, images_read=int(out.visible.sum()),
-                    images_from="tilt series (on-the-fly extraction)")
-    out.meta.pop("subset_of", None)
-    if lost:
-        out.meta["dropped"] = {DROP_REASON: lost}
-    return out
+    return out if report is None else finish_extraction(out, report)
