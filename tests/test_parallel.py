@@ -202,6 +202,26 @@ def test_dead_rank_stops_the_others_with_a_clear_error(tmp_path):
     assert "rank 0 of 2" in msg and "resume" in msg
 
 
+def _slow_rank(out: Path) -> None:
+    assert parallel.init_from_env()
+    if parallel.rank() == 1:
+        time.sleep(8)  # alive but not taking part: a hang
+        os._exit(0)
+    t0 = time.perf_counter()
+    try:
+        parallel.all_reduce_sum([torch.ones(3)])
+    except parallel.RankFailure as exc:
+        (out / "error.txt").write_text(f"{time.perf_counter() - t0:.3f}\n{exc}")
+    os._exit(0)
+
+
+def test_hanging_rank_stops_the_others_after_the_timeout(tmp_path):
+    parallel.spawn(_slow_rank, 2, (tmp_path,), timeout_s=2)
+    seconds, msg = (tmp_path / "error.txt").read_text().split("\n", 1)
+    assert 1.5 < float(seconds) < 6.0
+    assert "rank 0 of 2" in msg and "resume" in msg
+
+
 def test_bad_timeout_is_refused(monkeypatch):
     monkeypatch.setenv("TOMOHET_DIST_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="TOMOHET_DIST_TIMEOUT"):
