@@ -307,3 +307,30 @@ def test_box_pixel_finer_than_tilt_series_is_refused(tmp_path):
         t.update(bin=0.5)
     with pytest.raises(DataError, match="rlnImagePixelSize 5 A is finer"):
         read_particles(_write_set(tmp_path, tomos, False))
+
+
+def _truncate(folder: Path) -> None:
+    f = folder / "TS_01.mrc"
+    f.write_bytes(f.read_bytes()[:-100])
+
+
+def _drop_frame(folder: Path) -> None:
+    write_mrc(folder / "TS_01.mrc", np.zeros((len(TILTS) - 1, 80, 96), np.float32), PIX,
+              stack=True)
+
+
+def _index_past_end(folder: Path) -> None:
+    text = (folder / "tomograms.star").read_text()
+    (folder / "tomograms.star").write_text(text.replace("1@TS_01_rev.mrcs", "9@TS_01_rev.mrcs"))
+
+
+@pytest.mark.parametrize("layout,spoil,message", [
+    ("stack", _truncate, r"TS_01\.mrc: truncated MRC file"),
+    ("stack", _drop_frame, r"TS_01\.mrc: 4 tilt images but tomogram TS_01 has 5 tilt rows"),
+    ("micrograph_at", _index_past_end, r"TS_01_rev\.mrcs: tilt image 9 is needed"),
+])
+def test_bad_tilt_series_names_file_and_field(tmp_path, layout, spoil, message):
+    opt = _write_set(tmp_path, _tomograms(10, 2, edge=False), False, layout)
+    spoil(tmp_path)
+    with pytest.raises(DataError, match=message):
+        read_particles(opt)

@@ -96,14 +96,14 @@ def _check_files(info: TiltSeriesInfo, files: list[Path], frames: np.ndarray, fi
         head = mrc_info(path)
         h, w = head.shape[-2:]
         count = head.shape[0] if len(head.shape) == 3 else 1
-        top = int(frames[[p == path for p in files]].max())
-        if top >= count:
-            raise DataError(f"{path}: tilt image {top + 1} is needed ({field} of tomogram "
-                            f"{info.name}) but the file holds {count}")
         if field == "rlnTomoTiltSeriesName" and count != info.n_frames:
             raise DataError(f"{path}: {count} tilt images but tomogram {info.name} has "
                             f"{info.n_frames} tilt rows in {info.tilts_path or gstar} "
                             "(rlnTomoTiltSeriesName; frame f must be tilt row f)")
+        top = int(frames[[p == path for p in files]].max())
+        if top >= count:
+            raise DataError(f"{path}: tilt image {top + 1} is needed ({field} of tomogram "
+                            f"{info.name}) but the file holds {count}")
         sx, sy = info.size_px[:2]
         if np.isfinite(sx) and np.isfinite(sy) and (w, h) != (int(sx), int(sy)):
             raise DataError(f"{path}: tilt images are {w}x{h} px but {gstar} gives "
