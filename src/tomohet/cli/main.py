@@ -101,7 +101,12 @@ def _join_group(device: str | None) -> str | None:
         return device
     want = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if want.startswith("cuda") and ":" not in want:
-        want = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise ValueError(f"local rank {local} needs GPU {local}, this machine has "
+                             f"{torch.cuda.device_count()}: start at most that many ranks "
+                             "per machine, or use --device cpu")
+        want = f"cuda:{local}"
     parallel.init_from_env(want)
     return want
 
