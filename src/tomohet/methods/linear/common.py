@@ -34,13 +34,46 @@ from tomohet.methods.outputs import save_continuous
 from tomohet.methods.trajectories import write_component_series
 from tomohet.physics.fourier import ft_to_volume, lowpass_filter, volume_to_ft
 
-__all__ = ["LinearMethod", "load_mask"]
+__all__ = ["LinearMethod", "load_mask", "discovered_focus", "is_auto"]
+
+
+def is_auto(mask: Any) -> bool:
+    """Whether a ``mask`` argument asks for the automatic focus mask (``"auto"``)."""
+    return isinstance(mask, str) and mask == "auto"
+
+
+def discovered_focus(particles: ParticleSet, k: int, seed: int, batch_size: int,
+                     device: torch.device) -> tuple[torch.Tensor | None, Any]:
+    """The automatic focus mask of :mod:`tomohet.methods.discovery` for a linear method.
+
+    Consensus from keyed half sets, noise-whitened residual maps against it, their
+    excess-variance z-map and the significant region (see :func:`~tomohet.methods.
+    discovery.discover_with`). -> (focus (D, D, D) in [0, 1] when the variation is local,
+    else None; the :class:`~tomohet.methods.discovery.Discovery`). None means "use the
+    default mask": whole-subunit differences (region ``"large"``) or nothing found above
+    noise (``"none"``) leave a linear method as it was without ``"auto"``.
+    """
+    from tomohet.data.keys import half_sets
+    from tomohet.methods.discovery import discover_with
+    from tomohet.methods.em import EMConfig, EMEngine
+
+    o, n = particles.optics, particles.n_particles
+    cfg = EMConfig(n_classes=max(2, k), batch_size=batch_size, device=str(device))
+    engine = EMEngine(particles, cfg, np.arange(n),
+                      reference_mask=default_mask(o.box, None, o.pixel_size_A, device))
+    halves = half_sets(particles.names, particles.tomo_names, seed, particles.table)
+    setup = discover_with(engine, max(2, k), "auto", "random", halves, seed)
+    focus = None if setup.focus is None else setup.focus.detach().float().cpu().clamp(0, 1)
+    return focus, setup.discovery
 
 
 def load_mask(mask: Any, box: int, pixel_size_A: float, radius_A: float | None,
               device: torch.device) -> torch.Tensor:
     """A user mask (mrc path or array, region of interest) or the default soft sphere
     (:func:`tomohet.methods.base.default_mask`, radius ``radius_A`` when given) (D, D, D)."""
+    if isinstance(mask, str) and mask == "auto":
+        raise ValueError("mask 'auto' is resolved by the method (discovered_focus), "
+                         "not by load_mask")
     m = load_volume(mask)
     if m is None:
         return default_mask(box, radius_A, pixel_size_A, device)

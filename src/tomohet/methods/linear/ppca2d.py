@@ -17,14 +17,17 @@ components (the model is invariant to that rotation).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from tomohet import parallel
 from tomohet.data.particles import TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch
-from tomohet.methods.base import ParticleSet, default_mask, register
-from tomohet.methods.linear.common import LinearMethod
+from tomohet.io.mrc import load_volume
+from tomohet.methods.base import ParticleSet, default_mask, register, seed_of
+from tomohet.methods.linear.common import LinearMethod, discovered_focus, is_auto
 from tomohet.physics.forward import NoiseModel, PreparedBatch, model_transforms
 from tomohet.physics.fourier import (
     freq_grid_2d,
@@ -65,7 +68,14 @@ def _scatter(grid: torch.Tensor, plan, item_weights: torch.Tensor, use_values: b
 
 @register
 class PPCA2D(LinearMethod):
-    """Mean volume + ``n_components`` eigenvolumes fitted by EM on the 2D tilt images."""
+    """Mean volume + ``n_components`` eigenvolumes fitted by EM on the 2D tilt images.
+
+    ``focus_mask``: None (eigenvolumes anywhere), a (D, D, D) map or mrc path, or
+    ``"auto"`` (:func:`~tomohet.methods.linear.common.discovered_focus`: the region where
+    the residuals against the consensus vary above noise; no restriction when the
+    variation is not local). With a focus the eigenvolumes are multiplied by it after
+    every M-step (the subspace varies only there; the mean is unrestricted).
+    """
 
     name = "ppca2d"
     input_kind = "tilt"
@@ -73,7 +83,8 @@ class PPCA2D(LinearMethod):
 
     def __init__(self, n_components: int = 2, n_iter: int = 10,
                  max_resolution_A: float | None = None, ridge: float = 0.01,
-                 init_scale: float = 0.1, pad: int = 2, cluster: str | None = "gmm",
+                 init_scale: float = 0.1, pad: int = 2, focus_mask: Any = None,
+                 cluster: str | None = "gmm",
                  n_clusters: int | None = None, max_clusters: int = 8, batch_size: int = 32,
                  device: str | None = None, progress: bool = True,
                  random_state: int | None = None) -> None:
@@ -82,6 +93,7 @@ class PPCA2D(LinearMethod):
         self.ridge = ridge
         self.init_scale = init_scale
         self.pad = pad
+        self.focus_mask = focus_mask
         self._common(n_components, cluster, n_clusters, max_clusters, batch_size, device,
                      progress, random_state)
 
@@ -173,11 +185,37 @@ class PPCA2D(LinearMethod):
         lp = lowpass_filter(box, 4 * px, px, 3, device=device)
         rnd = ft_to_volume(volume_to_ft(rnd) * lp, box)
         rnd = rnd * default_mask(box, device=device)
+        if self.focus_mask_ is not None:
+            rnd = rnd * self.focus_mask_.to(device)
         rnd = rnd / rnd.flatten(1).std(1)[:, None, None, None] * mean.std() * self.init_scale
         return torch.cat([mean[None], rnd])
 
+    def _focus(self, particles: TiltSeriesParticles, device: torch.device
+               ) -> torch.Tensor | None:
+        """The eigenvolumes' support (see the class doc); sets ``discovery_``."""
+        self.discovery_: Any = None
+        if self.focus_mask is None:
+            return None
+        if is_auto(self.focus_mask):
+            focus, self.discovery_ = discovered_focus(
+                particles, self.n_clusters or self.n_components + 1,
+                seed_of(self.random_state), self.batch_size, device)
+            return focus
+        if isinstance(self.focus_mask, str) and not self.focus_mask.endswith(".mrc"):
+            raise ValueError(f"ppca2d: focus_mask must be None, 'auto', a map or an mrc "
+                             f"path, got {self.focus_mask!r}")
+        m = load_volume(self.focus_mask)
+        assert m is not None
+        box = particles.optics.box
+        if tuple(m.shape) != (box,) * 3:
+            raise ValueError(f"ppca2d: focus_mask shape {tuple(m.shape)} does not match "
+                             f"box {box}")
+        return m.float().clamp(0, 1)
+
     def _embed(self, particles: ParticleSet, device: torch.device) -> np.ndarray:
         assert isinstance(particles, TiltSeriesParticles)
+        self.focus_mask_ = self._focus(particles, device)
+        focus = None if self.focus_mask_ is None else self.focus_mask_.to(device)
         vols = self._initial(particles, device)
         noise = NoiseModel(particles.optics.box, n_groups=10, device=device)
         bar = self._bar(max(self.n_iter, 1) * particles.n_particles, "EM")
@@ -186,6 +224,8 @@ class PPCA2D(LinearMethod):
         for it in range(max(self.n_iter, 1)):
             grid_a, grid_b, means, ll = self._pass(particles, vols, noise, device, bar)
             vols = self._solve(grid_a, grid_b, particles.optics.box)
+            if focus is not None:
+                vols = torch.cat([vols[:1], vols[1:] * focus])
             self.history_.append({"iteration": it + 1, "log_likelihood": ll})
         bar.close()
         return self._rotate(vols, means)

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tomohet.methods.base import ParticleSet, register
-from tomohet.methods.linear.common import LinearMethod, load_mask
+from tomohet.methods.base import ParticleSet, register, seed_of
+from tomohet.methods.linear.common import LinearMethod, discovered_focus, is_auto, load_mask
 from tomohet.methods.linear.features import (
     FeatureSpec,
     SVDResult,
@@ -81,7 +81,21 @@ class _DifferenceSVD(LinearMethod):
         return float(self.lowpass_A) if self.lowpass_A else DEFAULT_LOWPASS_PX * pixel_size_A
 
     def _mask(self, particles: ParticleSet, device: torch.device) -> torch.Tensor:
+        """The user's mask, the default sphere, or (``mask="auto"``) the discovered focus
+        region (:func:`~tomohet.methods.linear.common.discovered_focus`; the sphere when
+        the variation is not local). Sets ``focus_mask_`` (None unless a focus was used)
+        and ``discovery_`` (None unless ``"auto"``)."""
         o = particles.optics
+        self.focus_mask_: torch.Tensor | None = None
+        self.discovery_: Any = None
+        if is_auto(self.mask):
+            k = self.n_clusters or max(2, self.n_components)
+            focus, self.discovery_ = discovered_focus(
+                particles, k, seed_of(self.random_state), self.batch_size, device)
+            if focus is not None:
+                self.focus_mask_ = focus
+                return focus.to(device)
+            return load_mask(None, o.box, o.pixel_size_A, self.mask_radius_A, device)
         return load_mask(self.mask, o.box, o.pixel_size_A, self.mask_radius_A, device)
 
 

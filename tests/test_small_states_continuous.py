@@ -1,0 +1,89 @@
+"""Issue 12, continuous methods: a ~5%-mass component is found by wmdpca and ppca2d
+when they restrict their features (wmdpca) or eigenvolumes (ppca2d) to the region the
+discovery step finds (``mask="auto"`` / ``focus_mask="auto"``), clustered with k-means at
+K = the number of states."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+from synthetic import blob_volume, make_tilt_set
+
+from tomohet.methods.linear.common import load_mask
+from tomohet.methods.linear.ppca2d import PPCA2D
+from tomohet.methods.linear.wmdpca import WMDPCA
+
+torch.set_num_threads(1)
+
+BOX = 24
+CAP = (8.0, 1.0, -1.0)  # one blob of 21 on the surface: 4.8% of the mass
+
+
+def _complex_points(n: int = 20, seed: int = 4) -> list[tuple[float, float, float]]:
+    """``n`` blob centres filling a ball of radius 6 px (the large constant complex)."""
+    rng = np.random.default_rng(seed)
+    pts: list[tuple[float, float, float]] = []
+    while len(pts) < n:
+        p = rng.uniform(-6, 6, 3)
+        if np.linalg.norm(p) <= 6 and all(np.linalg.norm(p - q) > 2.5 for q in pts):
+            pts.append(tuple(float(v) for v in p))
+    return pts
+
+
+@pytest.fixture(scope="module")
+def small_component():
+    base = _complex_points()
+    vols = torch.stack([blob_volume(BOX, base), blob_volume(BOX, base + [CAP])])
+    labels = np.arange(120) % 2
+    particles, lab, _ = make_tilt_set(n=120, box=BOX, n_tilts=15, snr=0.3, seed=5,
+                                      volumes=vols, labels=labels)
+    return particles, lab
+
+
+def _kmeans_ari(z: np.ndarray, labels: np.ndarray, k: int = 2) -> float:
+    pred = KMeans(n_clusters=k, n_init=4, random_state=0).fit_predict(z)
+    return float(adjusted_rand_score(labels, pred))
+
+
+def _cap_contrast(mask: torch.Tensor) -> tuple[float, float]:
+    """Mask value at the cap's voxel and its mean over the far side of the complex."""
+    c = BOX // 2
+    x, y, z = (int(round(v)) + c for v in CAP)
+    far = mask[:, :, : c - 2].mean()  # x < centre - 2: the side without the cap
+    return float(mask[z, y, x]), float(far)
+
+
+def test_wmdpca_auto_mask_focuses_on_the_component(small_component):
+    particles, labels = small_component
+    m = WMDPCA(n_components=2, mask="auto", cluster=None, random_state=0,
+               progress=False).fit(particles)
+    assert m.discovery_ is not None and m.discovery_.region == "local"
+    assert m.focus_mask_ is not None
+    at_cap, far = _cap_contrast(m.focus_mask_)
+    assert at_cap > 0.5 and far < 0.1
+    assert _kmeans_ari(m.transform(), labels) > 0.9
+
+
+def test_ppca2d_auto_focus_confines_the_eigenvolumes(small_component):
+    particles, labels = small_component
+    m = PPCA2D(n_components=1, n_iter=6, focus_mask="auto", cluster=None, random_state=0,
+               progress=False).fit(particles)
+    assert m.focus_mask_ is not None
+    at_cap, far = _cap_contrast(m.focus_mask_)
+    assert at_cap > 0.5 and far < 0.1
+    assert _kmeans_ari(m.transform(), labels) > 0.9
+    # the fitted eigenvolume lives where the focus is (regression outside it is noise,
+    # the focused fit is not)
+    ev = m.eigenvolumes_[0].abs()
+    inside = m.focus_mask_ > 0.5
+    assert float(ev[inside].mean()) > 3 * float(ev[m.focus_mask_ < 0.01].mean())
+
+
+def test_auto_is_not_a_mask_file():
+    with pytest.raises(ValueError, match="auto"):
+        load_mask("auto", 16, 5.0, None, torch.device("cpu"))
+    with pytest.raises(ValueError, match="focus_mask"):
+        PPCA2D(focus_mask="everywhere")._focus(None, torch.device("cpu"))  # type: ignore[arg-type]
