@@ -21,7 +21,7 @@ from tomohet.io import read_particles, write_particles
 from tomohet.io.conventions import relion_projection_matrix, relion_to_matrix
 from tomohet.io.extract import DROP_REASON
 from tomohet.io.mrc import write_mrc
-from tomohet.io.star import format_vector, write_star
+from tomohet.io.star import format_vector, read_star, write_star
 from tomohet.physics.extract import cut_windows, extract_boxes, subpixel_shift
 
 PIX, BOX, SIGMA = 10.0, 24, 1.6
@@ -334,3 +334,14 @@ def test_bad_tilt_series_names_file_and_field(tmp_path, layout, spoil, message):
     spoil(tmp_path)
     with pytest.raises(DataError, match=message):
         read_particles(opt)
+
+
+def test_extract_refused_for_other_layouts(tmp_path, subtomos):
+    three_d = write_particles(subtomos, tmp_path / "r5" / "p.star", fmt="relion5")[-1]
+    blocks = read_star(three_d)
+    write_star(three_d, {"general": {"rlnTomoSubTomosAre2DStacks": 0}, **blocks})
+    with pytest.raises(DataError, match="rlnTomoSubTomosAre2DStacks is 0"):
+        read_particles(three_d, fmt="relion5", extract=True)
+    dyn = write_particles(subtomos, tmp_path / "dyn" / "p.tbl", fmt="dynamo")[-1]
+    with pytest.raises(DataError, match="this file is dynamo"):
+        read_particles(dyn, extract=True)

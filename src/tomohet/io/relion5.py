@@ -311,6 +311,9 @@ def read_relion5(path: str | Path, tomograms: str | Path | None = None,
             "general", 0, 1) == 0:
         from tomohet.io.relion4 import read_relion4
 
+        if extract:
+            raise DataError(f"{ppath}: rlnTomoSubTomosAre2DStacks is 0 (3D subtomograms); "
+                            "on-the-fly extraction cuts 2D tilt-series particles")
         sub = read_relion4(ppath, tomograms=tpath, overrides=ov)
         sub.meta.update(particles_path=str(ppath),
                         tomograms_path=None if tpath is None else str(tpath),
