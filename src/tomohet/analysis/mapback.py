@@ -153,6 +153,12 @@ def _level(map_path: Path) -> float:
     return float(np.percentile(v, 90))
 
 
+def _quoted(text: object) -> str:
+    """A ChimeraX command argument: quoted when it holds spaces or quotes."""
+    t = str(text)
+    return f'"{t}"' if any(c in t for c in ' "\'\t') else t
+
+
 def cxc_script(frame: TomoFrame, maps: list[Path], colours: list[str],
                matrices: np.ndarray, names: list[str], title: str) -> str:
     """ChimeraX command script: (the tomogram, when known, as model #1), then one copy of
@@ -163,7 +169,7 @@ def cxc_script(frame: TomoFrame, maps: list[Path], colours: list[str],
              "close session"]
     first = 1
     if frame.tomogram_file is not None:
-        lines += [f"open {frame.tomogram_file.resolve()}",
+        lines += [f"open {_quoted(frame.tomogram_file.resolve())}",
                   f"volume #1 voxelSize {frame.tomogram_voxel_A:.6g} originIndex 0,0,0 "
                   "style image"]
         first = 2
@@ -171,10 +177,10 @@ def cxc_script(frame: TomoFrame, maps: list[Path], colours: list[str],
     for n, (m, col, mat) in enumerate(zip(maps, colours, matrices, strict=True)):
         k = first + n
         vals = ",".join(f"{x:.6g}" for x in np.asarray(mat).reshape(-1))
-        lines += [f"open {m.resolve()}",
+        lines += [f"open {_quoted(m.resolve())}",
                   f"volume #{k} originIndex 0,0,0 level {levels[m]:.6g} color {col} "
                   "style surface",
-                  f"rename #{k} {names[n].replace(' ', '_')}",
+                  f"rename #{k} {_quoted(names[n])}",
                   f"view matrix models #{k},{vals}"]
     lines.append("view")
     return "\n".join(lines) + "\n"
