@@ -345,3 +345,16 @@ def test_extract_refused_for_other_layouts(tmp_path, subtomos):
     dyn = write_particles(subtomos, tmp_path / "dyn" / "p.tbl", fmt="dynamo")[-1]
     with pytest.raises(DataError, match="this file is dynamo"):
         read_particles(dyn, extract=True)
+
+
+def test_tilt_series_found_through_datadir(tmp_path):
+    opt = _write_set(tmp_path / "set", _tomograms(12, 2, edge=False), False)
+    (tmp_path / "elsewhere").mkdir()
+    for name in ("TS_01.mrc", "TS_02.mrc"):
+        (tmp_path / "set" / name).rename(tmp_path / "elsewhere" / name)
+    with pytest.raises(DataError, match="rlnTomoTiltSeriesName"):
+        read_particles(opt)
+    fly = read_particles(opt, datadir=tmp_path / "elsewhere")
+    assert set(fly.images.files) == {str(tmp_path / "elsewhere" / n)
+                                     for n in ("TS_01.mrc", "TS_02.mrc")}
+    assert torch.isfinite(fly.batch(np.arange(fly.n_particles)).images).all()
