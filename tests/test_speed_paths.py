@@ -291,3 +291,45 @@ def test_ml3d_posteriors_equal_with_compaction_on_and_off(subtomo_set, monkeypat
     ref = ML3D(**params).fit(subtomo_set)
     np.testing.assert_array_equal(fast.predict(), ref.predict())
     np.testing.assert_allclose(fast.predict_proba(), ref.predict_proba(), atol=2e-3)
+
+
+@pytest.mark.parametrize("fraction", [1e-6, 0.5, 2.0])  # none, some, all batches cached
+def test_geometry_cache_gives_identical_passes(fraction):
+    """Passes with the geometry cache (any budget) equal passes without it, bit for bit:
+    a reconstruction, a pass over every pixel and one under a current-size limit."""
+    from tomohet.methods.em import EMState
+
+    particles, _, vols = make_tilt_set(n=20, box=BOX, n_tilts=5, snr=0.5, seed=9)
+    n = particles.n_particles
+    halves = np.arange(n) % 2
+    g = np.random.default_rng(3)
+    weights = g.dirichlet(np.ones(2), n)
+    fsc = [[1.0] * 6 + [0.0] * (BOX // 2 - 4)] * 2  # limit: shell 6 + margin 2
+    probe = EMEngine(particles, EMConfig(n_classes=2, batch_size=4, cache_geometry_mb=1e3),
+                     np.arange(n))
+    probe.reconstruct_pass(weights, None, halves)  # fills the cache: every batch
+    n_batches = len(probe.batches())
+    assert probe.geometry is not None and len(probe.geometry) == n_batches
+    out = []
+    for mb in (0.0, fraction * probe.geometry.used / 2**20):
+        engine = EMEngine(particles, EMConfig(n_classes=2, batch_size=4, current_size_margin=2,
+                                              cache_geometry_mb=mb), np.arange(n))
+        bp0 = engine.reconstruct_pass(weights, None, halves)
+        noise = engine.noise_pass(vols[:1], np.zeros(n, dtype=np.int64))
+        state = EMState(volumes=vols, priors=torch.full((2,), 0.5), sigma2=noise.sigma2,
+                        posteriors=weights)
+        runs = [engine.em_pass(state, halves)]
+        state.fsc = fsc
+        runs.append(engine.em_pass(state, halves))
+        runs.append(engine.em_pass(state, halves))  # from the cache where it holds it
+        out.append((bp0, runs, engine.geometry))
+    (bp_ref, ref, none), (bp_c, cached, cache) = out
+    assert none is None and cache is not None
+    expect = {1e-6: (0, 0), 0.5: (1, n_batches - 1), 2.0: (n_batches, n_batches)}[fraction]
+    assert expect[0] <= len(cache) <= expect[1]
+    assert torch.equal(bp_c.data, bp_ref.data) and torch.equal(bp_c.weight, bp_ref.weight)
+    for (b1, n1, p1, l1), (b2, n2, p2, l2) in zip(ref, cached, strict=True):
+        assert torch.equal(b1.data, b2.data) and torch.equal(b1.weight, b2.weight)
+        assert torch.equal(n1.sigma2, n2.sigma2)
+        np.testing.assert_array_equal(p1, p2)
+        assert l1 == l2

@@ -22,6 +22,7 @@ import torch
 from tomohet import parallel
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
+from tomohet.methods.em_cache import GeometryCache
 from tomohet.methods.em_state import EMState, particles_fingerprint
 from tomohet.methods.em_steps import batch_order, pose_deltas, tempered_posteriors
 from tomohet.physics.compact import (
@@ -72,8 +73,13 @@ class EMConfig:
     # a local pose search); False = dense reference
     compact: bool = True
     # RELION's current_size: an E/M pass leaves out pixels past the shell where the best
-    # class's FSC first drops below 0.143, plus this many shells (None: every pixel)
-    current_size_margin: int | None = None
+    # class's FSC first drops below 0.143, plus this many shells (None: every pixel).
+    # The first pass (no FSC yet) uses every pixel. Same ARI with and without on the
+    # ladder cells and presets in benchmarks/README.md ("Speed of the EM core").
+    current_size_margin: int | None = 4
+    # MB of compacted batches (pixels, data, trilinear plan) kept across passes
+    # (tomohet.methods.em_cache; compact path only); 0 = rebuild every pass
+    cache_geometry_mb: float = 0.0
 
 
 class EMEngine:
@@ -120,6 +126,9 @@ class EMEngine:
         self._pass_shell: int | None = None  # current_size of the running pass
         self._shells = radial_shell_index(self.box, 2 if self.is_tilt else 3,
                                           device=self.device)
+        # compacted batches kept across passes (EMConfig.cache_geometry_mb)
+        self.geometry = (GeometryCache(config.cache_geometry_mb)
+                         if config.cache_geometry_mb > 0 and self._compact() else None)
 
     def current_shell(self, fsc: list[list[float]]) -> int | None:
         """Highest shell an E/M pass uses with ``current_size_margin`` (None: all): the
@@ -198,15 +207,14 @@ class EMEngine:
         h_all = torch.as_tensor(halves, device=self.device)
         bp, sums = self._accumulators(2 * k)
         for rows in parallel.shard(self.batches()):  # this rank's batches
-            prep = self.prepare(self.index[rows])
             r = torch.as_tensor(rows, device=self.device)
             vw = self._half_weights(w_all[r], h_all[r])
             if sums is not None:
-                insert_compact(sums, compact_batch(prep, sums.padded, self._n_groups(noise)),
-                               vw, noise)
+                cb, _ = self._compact_for(rows, self._n_groups(noise), sums.padded)
+                insert_compact(sums, cb, vw, noise)
             else:
                 assert bp is not None
-                backproject(bp, prep, vw, noise)
+                backproject(bp, self.prepare(self.index[rows]), vw, noise)
             if self.progress:
                 self.progress(len(rows))
         self._reduce_sums(None, sums, bp)
@@ -282,16 +290,11 @@ class EMEngine:
         h_all = torch.as_tensor(halves, device=self.device)
         total_ll = torch.zeros((), dtype=torch.float64, device=self.device)
         for rows in parallel.shard(self.batches()):  # this rank's batches
-            t0 = time.perf_counter()
-            prep = self.prepare(self.index[rows])
             r = torch.as_tensor(rows, device=self.device)
-            self._tick("read_prepare", t0)
             if sums is not None:
-                t0 = time.perf_counter()
-                cb = compact_batch(prep, sums.padded, noise.sigma2.shape[0])
-                self._tick("plan", t0)
+                cb, tilt_w = self._compact_for(rows, noise.sigma2.shape[0], sums.padded)
                 assert table is not None
-                post, ll_tot, resid_c = self._e_step_compact(table, cb, prep, noise,
+                post, ll_tot, resid_c = self._e_step_compact(table, cb, tilt_w, noise,
                                                              log_prior, max_top)
                 t0 = time.perf_counter()
                 post_all[r] = post.double()
@@ -302,6 +305,9 @@ class EMEngine:
                 if self.progress:
                     self.progress(len(rows))
                 continue
+            t0 = time.perf_counter()
+            prep = self.prepare(self.index[rows])
+            self._tick("read_prepare", t0)
             post, ll_tot, best_rot, resid = self._e_step(proj, prep, noise, log_prior,
                                                          max_top)
             t0 = time.perf_counter()
@@ -329,17 +335,43 @@ class EMEngine:
         assert bp is not None
         return bp, new_noise, post_all.cpu().numpy(), float(total_ll)
 
-    def _e_step_compact(self, proj: CompactProjector, cb: CompactBatch, prep: PreparedBatch,
-                        noise: NoiseModel, log_prior: torch.Tensor,
-                        max_top: float | None = None):
+    def _compact_for(self, rows: np.ndarray, n_groups: int, padded: int
+                     ) -> tuple[CompactBatch, torch.Tensor | None]:
+        """The compacted batch of ``rows`` under this pass's shell limit, and its tilt
+        weights with ``per_tilt_weights``: from the geometry cache when it holds it."""
+        def build() -> tuple[CompactBatch, torch.Tensor | None]:
+            t0 = time.perf_counter()
+            prep = self.prepare(self.index[rows])
+            t0 = self._tick("read_prepare", t0)
+            tilt_w = (self._tilt_weights(prep) if self.cfg.per_tilt_weights and self.is_tilt
+                      else None)
+            cb = compact_batch(prep, padded, n_groups)
+            self._tick("plan", t0)
+            return cb, tilt_w
+
+        if self.geometry is None:
+            return build()
+        shell, self._pass_shell = self._pass_shell, None  # cached at the full mask
+        try:
+            t0 = time.perf_counter()
+            out = self.geometry.get(int(rows[0]), build, self._shells, shell)
+            self._tick("plan", t0)
+            return out
+        finally:
+            self._pass_shell = shell
+
+    def _e_step_compact(self, proj: CompactProjector, cb: CompactBatch,
+                        tilt_w: torch.Tensor | None, noise: NoiseModel,
+                        log_prior: torch.Tensor, max_top: float | None = None):
         """:meth:`_e_step` on the kept pixels: posteriors (B, K), summed log evidence and
-        the residual power (M,) against each particle's most probable class."""
+        the residual power (M,) against each particle's most probable class. ``tilt_w``
+        (B, T): per-tilt weights (None: plain sums)."""
         t0 = time.perf_counter()
         model = project_compact(proj, cb)  # (K, M)
         t0 = self._tick("projection", t0)
-        if self.cfg.per_tilt_weights and self.is_tilt:
+        if tilt_w is not None:
             ll_t = log_likelihoods_compact(cb, model, noise, per_tilt=True)  # (B, T, K)
-            ll = (ll_t * self._tilt_weights(prep)[..., None]).sum(1)
+            ll = (ll_t * tilt_w[..., None]).sum(1)
         else:
             ll = log_likelihoods_compact(cb, model, noise)  # (B, K)
         evidence = torch.logsumexp(ll + log_prior, dim=-1)

@@ -34,7 +34,7 @@ from tomohet.physics.projection import Backprojector, VolumeProjector
 
 __all__ = ["CompactBatch", "CompactProjector", "CompactSums", "compact_batch", "project_compact",
            "log_likelihoods_compact", "accumulate_noise_compact", "insert_compact",
-           "trilinear_corners"]
+           "trilinear_corners", "subset_batch"]
 
 
 @dataclass
@@ -279,3 +279,15 @@ def insert_compact(sums: CompactSums, cb: CompactBatch, class_weights: torch.Ten
             tgt = (flat[z] + offset[z, None]).reshape(-1)
             for src, dst in zip(srcs, targets, strict=True):
                 dst.index_add_(0, tgt, (cw[z] * src[z, None]).reshape(-1))
+
+
+def subset_batch(cb: CompactBatch, keep: torch.Tensor) -> CompactBatch:
+    """The pixels ``keep`` (indices into M, ascending) of a compact batch, in order."""
+    def take(x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(0, keep)
+
+    return CompactBatch(
+        image=take(cb.image), particle=take(cb.particle), pixel=take(cb.pixel),
+        data=take(cb.data), transfer=take(cb.transfer), premult_power=take(cb.premult_power),
+        group=take(cb.group), flat=take(cb.flat), corner_w=take(cb.corner_w),
+        half=take(cb.half), n_particles=cb.n_particles, n_tilts=cb.n_tilts)
