@@ -7,11 +7,14 @@ method's latent space, e.g. one per particle from ``particle_volumes``).
    99.5th percentile of all voxels) -> (F, V) booleans.
 2. Variable voxels: occupied in more than ``min_fraction`` and fewer than
    ``1 - min_fraction`` of the volumes.
-3. Regions: the variable voxels clustered by co-occupancy (average-linkage hierarchical
-   clustering on the correlation distance ``1 - corr`` of their occupancy vectors, cut
-   at ``1 - min_correlation``; clusters under ``min_voxels`` dropped). At most
+3. Regions: the variable voxels clustered by co-occupancy. Each voxel's occupancy
+   vector (F,) is projected on the leading co-occupancy patterns (principal components
+   of the (F, V) occupancy matrix holding at least ``pattern_fraction`` of its variance,
+   at most ``max_patterns``): a noisy voxel keeps the pattern it follows, not its noise.
+   Average-linkage hierarchical clustering on the cosine distance of these projections,
+   cut at ``1 - min_correlation``; clusters under ``min_voxels`` dropped. At most
    ``max_voxels`` of the most variable voxels are clustered; the others join the region
-   whose mean occupancy they correlate with best (when above ``min_correlation``).
+   they align with best (when above ``min_correlation``).
 4. Per volume, each region's occupancy (fraction of its voxels occupied) -> (F, R)
    features; the regions' co-occurrence (how often both are present) -> figure.
 """
@@ -78,17 +81,11 @@ def load_map_folder(folder: str | os.PathLike[str]) -> tuple[list[str], np.ndarr
     return [f.name for f in files], np.stack(vols), float(px[0])
 
 
-def _corr_to(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Correlation of each column of x (F, V) with each column of centres (F, R) -> (V, R)."""
-    a = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
-    b = (centres - centres.mean(0)) / np.maximum(centres.std(0), 1e-12)
-    return a.T @ b / len(x)
-
-
 def ensemble_regions(volumes: np.ndarray, threshold: float | None = None,
                      threshold_fraction: float = 0.35, min_fraction: float = 0.05,
-                     min_correlation: float = 0.6, min_voxels: int = 8,
-                     max_voxels: int = 3000) -> EnsembleRegions:
+                     min_correlation: float = 0.8, min_voxels: int = 8,
+                     max_voxels: int = 4000, max_patterns: int = 8,
+                     pattern_fraction: float = 0.02) -> EnsembleRegions:
     """Regions of co-varying occupancy in volumes (F, D, D, D) (see module doc)."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
@@ -105,27 +102,38 @@ def ensemble_regions(volumes: np.ndarray, threshold: float | None = None,
     if len(variable) < 2:
         return EnsembleRegions(labels.reshape(shape), np.zeros((f, 0)), thr, np.zeros(0, int))
     x = occ[:, variable].astype(np.float64)
+    # co-occupancy patterns: the leading principal components of the voxels' occupancy
+    # vectors (each voxel's occupancy is a noisy indicator; its projection is not)
+    xc = x - x.mean(0)
+    u, sv, vt = np.linalg.svd(xc, full_matrices=False)
+    var = sv**2
+    n_keep = int(max(1, min(max_patterns, (var > pattern_fraction * var.sum()).sum())))
+    emb = (vt[:n_keep] * sv[:n_keep, None]).T  # (V, L): voxel -> pattern coordinates
     order = np.argsort(-(p[variable] * (1 - p[variable])), kind="stable")
     core = np.sort(order[:max_voxels])
-    z = linkage(x[:, core].T, method="average", metric="correlation")
+    z = linkage(emb[core], method="average", metric="cosine")
     cl = fcluster(z, t=1 - min_correlation, criterion="distance")
     ids, counts = np.unique(cl, return_counts=True)
     keep_ids = ids[counts >= min(min_voxels, len(core))]
     if not len(keep_ids):
         return EnsembleRegions(labels.reshape(shape), np.zeros((f, 0)), thr, np.zeros(0, int))
-    centres = np.stack([x[:, core[cl == c]].mean(1) for c in keep_ids], 1)  # (F, R)
-    r = _corr_to(x, centres)
-    best = r.argmax(1)
-    member = r[np.arange(len(best)), best] >= min_correlation
+    centres = np.stack([emb[core[cl == c]].mean(0) for c in keep_ids])  # (R, L)
+    cos = (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)) @ (
+        centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)).T
+    best = cos.argmax(1)
+    member = cos[np.arange(len(best)), best] >= min_correlation
     in_core = np.zeros(len(variable), bool)
     in_core[core] = True
     core_lab = np.full(len(variable), -1)
     lookup = {c: j for j, c in enumerate(keep_ids)}
     core_lab[core] = [lookup.get(c, -1) for c in cl]
     assign = np.where(in_core, core_lab, np.where(member, best, -1))
-    # order regions by size, largest first; label 1..R
+    # order regions by size, largest first, ties by their first voxel (not by cluster
+    # ids, which follow the order of the volumes); label 1..R
     sizes = np.bincount(assign[assign >= 0], minlength=len(keep_ids))
-    rank = np.argsort(-sizes, kind="stable")
+    first = np.array([variable[assign == j].min() if (assign == j).any() else labels.size
+                      for j in range(len(keep_ids))])
+    rank = np.lexsort((first, -sizes))
     remap = np.full(len(keep_ids), -1)
     remap[rank] = np.arange(len(keep_ids))
     final = np.where(assign >= 0, remap[np.maximum(assign, 0)], -1)

@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--min-fraction", type=float, default=0.05,
                    help="voxels occupied in fewer (or more than 1 - this) of the maps "
                    "are not variable")
-    p.add_argument("--min-correlation", type=float, default=0.6,
+    p.add_argument("--min-correlation", type=float, default=0.8,
                    help="voxels whose occupancies correlate above this join one region")
     p.add_argument("--min-voxels", type=int, default=8, help="smallest region kept")
     return p
