@@ -222,3 +222,30 @@ def test_mapback_of_a_latent_run_colours_by_z0(run_folder, tmp_path):
     # viridis goes from dark blue-purple to yellow: its green channel rises with z0
     green = np.array([matplotlib.colors.to_rgb(c)[1] for c in colours])
     assert np.all(np.diff(green[np.argsort(z0)]) >= -1e-9) and green.max() > green.min()
+
+
+def test_reconstructed_tomogram_is_model_1_in_the_same_frame(run_folder, tmp_path):
+    """A tomograms star naming the reconstructed tomogram: it is opened first with voxel
+    size binning x pixel and origin 0; the particles' copies keep their placements."""
+    root, run, parts = run_folder
+    tstar = root / "sim" / "particles_tomograms.star"
+    blocks = starfile.read(tstar, always_dict=True)
+    blocks["global"]["rlnTomoReconstructedTomogram"] = [
+        f"rec_{t}.mrc" for t in blocks["global"]["rlnTomoName"]]
+    blocks["global"]["rlnTomoTomogramBinning"] = 4.0
+    with_rec = root / "sim" / "with_rec_tomograms.star"
+    starfile.write(blocks, with_rec)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["mapback", str(run), "--tomograms", str(tstar), "--out", str(a)]) == 0
+    assert main(["mapback", str(run), "--tomograms", str(with_rec), "--out", str(b)]) == 0
+    tomo = parts["rlnTomoName"].iloc[0]
+    px = float(blocks["global"]["rlnTomoTiltSeriesPixelSize"].iloc[0])
+    text = (b / tomo / f"mapback_{tomo}.cxc").read_text()
+    first_open = next(line for line in text.splitlines() if line.startswith("open "))
+    assert first_open == f"open {(root / 'sim' / f'rec_{tomo}.mrc').resolve()}"
+    assert f"volume #1 voxelSize {4 * px:g} originIndex 0,0,0" in text
+    plain = _parse_cxc((a / tomo / f"mapback_{tomo}.cxc").read_text())
+    shifted = _parse_cxc(text)
+    assert sorted(shifted) == [k + 1 for k in sorted(plain)]
+    for k, (path, mat) in plain.items():
+        assert shifted[k + 1][0] == path and np.array_equal(shifted[k + 1][1], mat)
