@@ -333,3 +333,30 @@ def test_geometry_cache_gives_identical_passes(fraction):
         assert torch.equal(n1.sigma2, n2.sigma2)
         np.testing.assert_array_equal(p1, p2)
         assert l1 == l2
+
+
+def test_ml2d_with_geometry_cache_equals_without():
+    """``cache_geometry_mb`` on the method (``classify --cache-geometry MB``) reaches the
+    EM engine and changes nothing in the result."""
+    import tomohet.methods.em as em
+
+    particles, _, _ = make_tilt_set(n=24, box=BOX, n_tilts=5, snr=0.3, seed=12)
+    params = dict(n_classes=2, n_iter=3, anneal_iters=1, min_iter=3, progress=False,
+                  random_state=4)
+    ref = ML2D(**params).fit(particles)
+    cached = ML2D(**params)
+    cached.cache_geometry_mb = 50.0
+    engines = []
+    original = em.EMEngine.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        engines.append(self)
+
+    em.EMEngine.__init__ = spy  # type: ignore[method-assign]
+    try:
+        cached.fit(particles)
+    finally:
+        em.EMEngine.__init__ = original  # type: ignore[method-assign]
+    assert any(e.geometry is not None and len(e.geometry) > 0 for e in engines)
+    np.testing.assert_array_equal(cached.predict_proba(), ref.predict_proba())

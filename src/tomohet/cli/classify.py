@@ -76,6 +76,9 @@ def _add_ml(p: argparse.ArgumentParser) -> None:
                    help="local rotation search around the pose prior (degrees)")
     p.add_argument("--tol", type=float, default=0.002,
                    help="stop when fewer particles than this change class")
+    p.add_argument("--cache-geometry", type=float, default=0.0, metavar="MB",
+                   help="keep up to MB of prepared pixels and interpolation plans across "
+                        "iterations (fixed poses; same results, faster); 0 = off")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -153,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         params = classify_shc.params(args)
     method = get_method(args.method, **params, device=str(device),
                         progress=not args.no_progress, random_state=args.seed)
+    if getattr(args, "cache_geometry", 0.0) > 0:  # EMConfig.cache_geometry_mb (ml methods)
+        setattr(method, "cache_geometry_mb", args.cache_geometry)  # noqa: B010
     stamp_config(out, f"classify {args.method}", vars(args), extra=links)
     t0 = time.perf_counter()
     method.fit(particles)

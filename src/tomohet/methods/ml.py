@@ -139,7 +139,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
             n_classes=self.n_classes, max_resolution_A=self.max_resolution_A,
             tau_fudge=self.tau_fudge, batch_size=self.batch_size,
             local_search_deg=self.local_search_deg, per_tilt_weights=self.per_tilt_weights,
-            device=str(device),
+            device=str(device), cache_geometry_mb=getattr(self, "cache_geometry_mb", 0.0),
         )
 
     def _masks(self, particles: ParticleSet, device: torch.device):
