@@ -73,7 +73,8 @@ class BeadModel:
         self.px = pixel_size_A
         self.beads = torch.as_tensor(basis.beads_A, dtype=torch.float32, device=device)
         self.modes = torch.as_tensor(basis.modes, dtype=torch.float32, device=device)
-        self.weight = torch.as_tensor(basis.weight / basis.weight.sum(), dtype=torch.float32, device=device)
+        self.weight = torch.as_tensor(basis.weight / basis.weight.sum(), dtype=torch.float32,
+                                      device=device)
         sig = np.sqrt((0.225 * resolution_A) ** 2 + basis.sigma_A**2)
         self.sigma_px = torch.as_tensor(sig / pixel_size_A, dtype=torch.float32, device=device)
         self.freq = data.freq
