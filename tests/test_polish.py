@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+from functools import partialmethod
 from pathlib import Path
 
 import mrcfile
@@ -59,6 +60,10 @@ def restore_tqdm(monkeypatch):
 
     saved = tqdm.std.tqdm.__dict__["__init__"]
     monkeypatch.setenv("TQDM_MININTERVAL", "0.1")  # tqdm's default; restored afterwards
+    # tqdm's own defaults, whatever an earlier in-process ``main()`` set
+    func = saved.func if isinstance(saved, partialmethod) else saved
+    kw = {k: v for k, v in getattr(saved, "keywords", {}).items() if k != "mininterval"}
+    tqdm.std.tqdm.__init__ = partialmethod(func, **kw)  # type: ignore[method-assign]
     yield
     tqdm.std.tqdm.__init__ = saved  # type: ignore[method-assign]
 
