@@ -80,7 +80,8 @@ def _read_csv(path: Path, what: str) -> pd.DataFrame | None:
     if not path.exists():
         return None
     try:
-        df = pd.read_csv(path)
+        # names as written: "007" must stay "007" to match its particle
+        df = pd.read_csv(path, dtype={"particle": str})
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: cannot read {what}: {exc}") from exc
     if "particle" not in df.columns:
