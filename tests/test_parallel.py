@@ -73,8 +73,14 @@ def _check_reductions(out: Path) -> None:
     c = torch.tensor([1 + 2j, 3 - 1j]) * (r + 1)
     a = np.arange(4, dtype=np.float64) * (r + 1)
     i = torch.tensor([r, 10], dtype=torch.int64)
-    parallel.all_reduce_sum([x, c, a, i])
+    nc = (torch.arange(6.0).reshape(2, 3) * (r + 1)).T  # not contiguous
+    chunk, parallel.REDUCE_CHUNK = parallel.REDUCE_CHUNK, 2  # several messages per tensor
+    try:
+        parallel.all_reduce_sum([x, c, a, i, nc])
+    finally:
+        parallel.REDUCE_CHUNK = chunk
     if parallel.is_main():
+        np.save(out / "red_nc.npy", nc.numpy())
         np.save(out / "red_x.npy", x.numpy())
         np.save(out / "red_c.npy", c.numpy())
         np.save(out / "red_a.npy", a)
@@ -172,6 +178,7 @@ def test_reductions_and_shards(results):
     np.testing.assert_allclose(np.load(folder / "red_c.npy"), [3 + 6j, 9 - 3j])
     np.testing.assert_allclose(np.load(folder / "red_a.npy"), np.arange(4) * 3.0)
     np.testing.assert_array_equal(np.load(folder / "red_i.npy"), [1, 20])
+    np.testing.assert_allclose(np.load(folder / "red_nc.npy"), np.arange(6.0).reshape(2, 3).T * 3)
     # blocks of 3 rows alternate between the ranks; together every row exactly once
     np.testing.assert_array_equal(np.load(folder / "red_rows_0.npy"), [0, 1, 2, 6, 7, 8])
     np.testing.assert_array_equal(np.load(folder / "red_rows_1.npy"), [3, 4, 5, 9])

@@ -39,11 +39,14 @@ __all__ = [
     "RankFailure", "init_from_env", "shutdown", "is_initialized", "world", "rank",
     "is_main", "barrier", "shard", "owns", "all_reduce_sum", "all_reduce_grads",
     "broadcast", "spawn", "free_port", "default_timeout", "owned_rows", "ROW_BLOCK",
+    "REDUCE_CHUNK",
 ]
 
 T = TypeVar("T")
 # rows per block of the row-sharded linear methods (tomohet.methods.linear)
 ROW_BLOCK = 1024
+# values per all-reduce message (float64: 64 MB)
+REDUCE_CHUNK = 1 << 23
 _TIMEOUT_ENV = "TOMOHET_DIST_TIMEOUT"
 
 
@@ -162,44 +165,29 @@ def _device_for_backend(t: torch.Tensor) -> torch.device:
 
 def all_reduce_sum(tensors: Iterable[torch.Tensor | np.ndarray]) -> None:
     """Sum each tensor / array over ranks, in place, adding in float64 (complex: real and
-    imaginary parts as float64). Integer and bool tensors are summed exactly as int64."""
+    imaginary parts as float64). Integer and bool tensors are summed exactly as int64.
+    Sent in slices of :data:`REDUCE_CHUNK` values, so the float64 copies stay small."""
     if not is_initialized():
         return
-    # numpy arrays through a view of their memory, so that the write-back lands there
-    items = [torch.from_numpy(t) if isinstance(t, np.ndarray) else t for t in tensors]
-    if not items:
-        return
-    flat = []
-    for x in items:
-        if x.is_complex():
-            x = torch.view_as_real(x)
-        wide = torch.float64 if x.is_floating_point() else torch.int64
-        flat.append(x.detach().reshape(-1).to(wide))
-    # one collective per dtype, on the backend's device
-    for wide in (torch.float64, torch.int64):
-        sel = [i for i, f in enumerate(flat) if f.dtype == wide]
-        if not sel:
-            continue
-        buf = torch.cat([flat[i] for i in sel]).to(_device_for_backend(flat[sel[0]]))
-        try:
-            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-        except RuntimeError as exc:
-            raise _fail("all_reduce", exc) from exc
-        offset = 0
-        for i in sel:
-            n = flat[i].numel()
-            part = buf[offset : offset + n]
-            offset += n
-            _write_back(items[i], part)
-
-
-def _write_back(target: torch.Tensor, values: torch.Tensor) -> None:
-    with torch.no_grad():
-        if target.is_complex():
-            real = torch.view_as_real(target)
-            real.copy_(values.reshape(real.shape).to(real.dtype))
-        else:
-            target.copy_(values.reshape(target.shape).to(target.dtype))
+    for t in tensors:
+        # numpy arrays through a view of their memory, so that the sum lands there
+        x = torch.from_numpy(t) if isinstance(t, np.ndarray) else t
+        view = torch.view_as_real(x) if x.is_complex() else x
+        work = view if view.is_contiguous() else view.contiguous()
+        flat = work.detach().reshape(-1)
+        wide = torch.float64 if flat.is_floating_point() else torch.int64
+        dev = _device_for_backend(flat)
+        for s in range(0, flat.numel(), REDUCE_CHUNK):
+            part = flat[s : s + REDUCE_CHUNK].to(dev, wide)
+            try:
+                dist.all_reduce(part, op=dist.ReduceOp.SUM)
+            except RuntimeError as exc:
+                raise _fail("all_reduce", exc) from exc
+            with torch.no_grad():
+                flat[s : s + REDUCE_CHUNK].copy_(part)
+        if work is not view:
+            with torch.no_grad():
+                view.copy_(work)
 
 
 def all_reduce_grads(module: torch.nn.Module) -> None:
