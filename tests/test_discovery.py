@@ -214,3 +214,17 @@ def test_detect_false_positive_rate_on_one_state_data_is_low():
     flagged = [detect(_noise(200, 12, s), _splits(200, s), alpha=0.01).significant
                for s in range(20)]
     assert sum(flagged) <= 1
+
+
+def test_summary_reports_the_calibrated_threshold():
+    from tomohet.methods.discovery import Discovery
+    from tomohet.methods.evidence import run_summary
+
+    z = torch.zeros((8, 8, 8))
+    z[4, 4, 4] = 4.2
+    found = Discovery(None, np.zeros(4, dtype=np.int64), z, z.clone(), 8, 10.0, "none",
+                      threshold=5.31, p_value=0.23, scale=0.0)
+    facts = found.summary()
+    assert facts["threshold"] == 5.31 and facts["p_value"] == 0.23
+    summary, _ = run_summary(found, None, 10.0)
+    assert "z = 4.2, threshold 5.3" in summary["statement"]
