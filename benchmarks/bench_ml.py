@@ -42,7 +42,11 @@ def main() -> None:
     ap.add_argument("--subtomo", action="store_true", help="time ml3d instead of ml2d")
     ap.add_argument("--paths", default="compact",
                     help="comma-separated: compact (EMConfig.compact=True), dense (reference), "
-                         "current-size (compact + EMConfig.current_size_margin)")
+                         "current-size (compact + EMConfig.current_size_margin), cached "
+                         "(current-size with the geometry cache: one pass fills it, the "
+                         "next is timed)")
+    ap.add_argument("--cache-mb", type=float, default=16000.0,
+                    help="geometry cache budget of the cached path (MB)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds over --paths")
     ap.add_argument("--current-size-margin", type=int, default=4,
                     help="shells past the class FSC limit for the current-size path")
@@ -76,10 +80,19 @@ def main() -> None:
     posteriors = {}
     for _ in range(args.repeat):
         for path in args.paths.split(","):
-            engine.cfg.compact = path in ("compact", "current-size")
+            engine.cfg.compact = path in ("compact", "current-size", "cached")
             engine.cfg.current_size_margin = (args.current_size_margin
-                                              if path == "current-size" else None)
+                                              if path in ("current-size", "cached") else None)
+            engine.geometry = None
+            if path == "cached":
+                from tomohet.methods.em_cache import GeometryCache
+
+                engine.geometry = GeometryCache(args.cache_mb)
+                engine.em_pass(state, halves)  # fills the cache (untimed)
             res, posteriors[path] = _timed_iteration(engine, state, halves, args.profile)
+            if engine.geometry is not None:
+                res["cache_mb"] = engine.geometry.used / 2**20
+                res["cached_batches"] = len(engine.geometry)
             res = {"particles": n, "tilts": args.tilts, "box": args.box, "classes": args.k,
                    "threads": args.threads, "device": args.device, "path": path,
                    "geometry": "subtomo" if args.subtomo else "tilt", "simulate_s": t_sim,
