@@ -85,6 +85,9 @@ def _check_reductions(out: Path) -> None:
         np.save(out / "red_c.npy", c.numpy())
         np.save(out / "red_a.npy", a)
         np.save(out / "red_i.npy", i.numpy())
+    b = torch.tensor([1.0 + r, 2.0 * r]) + 1j * r  # rank 0's values everywhere
+    parallel.broadcast([b])
+    np.save(out / f"red_bcast_{r}.npy", b.numpy())
     np.save(out / f"red_rows_{r}.npy", parallel.owned_rows(10, block=3))
     np.save(out / f"red_shard_{r}.npy", np.asarray(parallel.shard(list(range(5)))))
 
@@ -179,6 +182,8 @@ def test_reductions_and_shards(results):
     np.testing.assert_allclose(np.load(folder / "red_a.npy"), np.arange(4) * 3.0)
     np.testing.assert_array_equal(np.load(folder / "red_i.npy"), [1, 20])
     np.testing.assert_allclose(np.load(folder / "red_nc.npy"), np.arange(6.0).reshape(2, 3).T * 3)
+    for r in (0, 1):
+        np.testing.assert_array_equal(np.load(folder / f"red_bcast_{r}.npy"), [1.0, 0.0])
     # blocks of 3 rows alternate between the ranks; together every row exactly once
     np.testing.assert_array_equal(np.load(folder / "red_rows_0.npy"), [0, 1, 2, 6, 7, 8])
     np.testing.assert_array_equal(np.load(folder / "red_rows_1.npy"), [3, 4, 5, 9])
@@ -227,6 +232,15 @@ def test_hanging_rank_stops_the_others_after_the_timeout(tmp_path):
     seconds, msg = (tmp_path / "error.txt").read_text().split("\n", 1)
     assert 1.5 < float(seconds) < 6.0
     assert "rank 0 of 2" in msg and "resume" in msg
+
+
+def test_world_without_rank_or_master_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(ValueError, match="RANK is not set"):
+        parallel.init_from_env()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert parallel.init_from_env() is False
 
 
 def test_bad_timeout_is_refused(monkeypatch):
