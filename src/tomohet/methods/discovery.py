@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from tomohet import parallel
 from tomohet.data.keys import particle_keys
 from tomohet.methods.clustering import kmeans
 from tomohet.methods.detection import SCALES, Detection, detect, gaussian_lowpass, split_matrix
@@ -91,7 +92,7 @@ def residual_maps(engine, consensus: torch.Tensor, noise: NoiseModel | None,
     """
     proj = engine.projector(consensus[None])
     out = torch.zeros((len(engine.index), small, small, small))
-    for rows in engine.batches():
+    for rows in parallel.shard(engine.batches()):  # this rank's batches (tomohet.parallel)
         prep = engine.prepare(engine.index[rows])
         prep.data = prep.data - prep.transfer * model_transforms(proj, prep)[0]
         b = len(rows)
@@ -100,6 +101,7 @@ def residual_maps(engine, consensus: torch.Tensor, noise: NoiseModel | None,
         out[torch.as_tensor(rows)] = crop_to_small(bp.grids()[0], small).cpu()
         if engine.progress:
             engine.progress(b)
+    parallel.all_reduce_sum([out])  # each row was filled by one rank, 0 on the others
     return out
 
 
