@@ -54,7 +54,7 @@ def _fit(particles, **kw):
 def test_recovers_the_mode_coordinate_at_high_snr(one_mode):
     m = _fit(one_mode.particles)
     c0 = one_mode.truth["c0"].to_numpy()
-    assert abs(spearmanr(m.transform()[:, 0], c0).statistic) > 0.85
+    assert abs(spearmanr(m.transform()[:, 0], c0).statistic) > 0.9
 
 
 def test_row_permutation_and_batch_size_do_not_change_fields(one_mode):

@@ -27,7 +27,7 @@ EXAMPLE = """examples:
   tomohet embed multiscale run_optimisation_set.star --scales 8,14,21 --out ms/
   tomohet embed ppca2d run_optimisation_set.star --components 2 --iter 10 --out ppca/
   tomohet embed nma run_optimisation_set.star --model atoms.pdb --modes 6 --out nma/
-  tomohet embed flow run_optimisation_set.star --levels 3,5 --out flow/
+  tomohet embed flow run_optimisation_set.star --levels 2,3,5 --out flow/
 """
 
 METHODS = {
@@ -106,7 +106,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         if name == "flow":
             m.add_argument("--lowpass", type=float, default=None,
                            help="finest detail matched (A); None: 4 pixels")
-            m.add_argument("--levels", default="3,5",
+            m.add_argument("--levels", default="2,3,5",
                            help="control grids, coarse to fine (points per axis)")
             m.add_argument("--iter", type=int, default=30, help="optimiser steps per level")
             m.add_argument("--smoothness", type=float, default=0.01,

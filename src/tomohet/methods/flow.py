@@ -90,7 +90,7 @@ class Flow(HeterogeneityMethod):
     bench_params = {"cluster": None}
 
     def __init__(self, n_components: int = 4, lowpass_A: float | None = None,
-                 levels: tuple[int, ...] = (3, 5), n_iter: int = 30, lr: float = 0.3,
+                 levels: tuple[int, ...] = (2, 3, 5), n_iter: int = 30, lr: float = 0.3,
                  smoothness: float = 0.01, ridge: float = 0.001,
                  mask_radius_A: float | None = None,
                  cluster: str | None = "gmm", n_clusters: int | None = None,
