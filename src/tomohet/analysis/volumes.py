@@ -7,6 +7,7 @@ config, a plain ``torch.save`` dict read with ``weights_only=True``) and ``laten
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,12 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu"
         if path is None:
             raise FileNotFoundError(f"{run}: no weights.pt or checkpoints/epoch_*.pt")
     ck = load_checkpoint(path, device)
-    model = model_from_checkpoint(ck, device).eval()
+    if ck["config"].get("arch") == "vae3d":  # a `tomohet train vae3d` run: same interface
+        from tomohet.methods.vae3d import model_from_checkpoint as vae3d_model
+
+        model = cast(TiltVAE, vae3d_model(ck, device).eval())
+    else:
+        model = model_from_checkpoint(ck, device).eval()
     info = {k: v for k, v in ck.items() if k not in ("model", "optimizer")}
     latent_csv = run / "latent.csv"
     if latent_csv.exists():

@@ -25,6 +25,8 @@ MODES = {
     "vae": "tomoDRGN mode: a random subset of each particle's tilts every epoch",
     "vae-et": "cryoDRGN-ET mode: each particle's lowest-dose tilts; particles lacking "
               "them are reported and skipped",
+    "vae3d": "OPUS-TOMO style 3D convolutional VAE on subtomograms (made on the fly from "
+             "tilt stacks), fitted through each particle's wedge and CTF",
 }
 
 
@@ -83,6 +85,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def params(args: argparse.Namespace, out: str) -> dict:
+    if args.method == "vae3d":  # the options that apply to it
+        return {"zdim": args.zdim, "n_epochs": args.epochs, "batch_size": args.batch_size,
+                "lr": args.lr, "beta": args.beta, "beta_warmup": args.beta_warmup,
+                "max_resolution_A": args.max_resolution, "checkpoint_dir": out,
+                "resume": args.resume}
     return {
         "zdim": args.zdim, "n_epochs": args.epochs, "n_tilts": args.n_tilts,
         "batch_size": args.batch_size, "lr": args.lr, "beta": args.beta,
@@ -98,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from tomohet.io import read_particles
     from tomohet.methods import get_method
     from tomohet.methods.vae import TiltVAEMethod
+    from tomohet.methods.vae3d import Vae3DMethod
 
     out = prepare_out_dir(args.out)
     particles = read_particles(args.data, tomograms=args.tomograms, datadir=args.datadir)
@@ -107,13 +115,14 @@ def run(args: argparse.Namespace) -> int:
     stamp_config(out, f"train {args.method}", vars(args))
     t0 = time.perf_counter()
     method.fit(particles)
-    assert isinstance(method, TiltVAEMethod)
+    assert isinstance(method, TiltVAEMethod | Vae3DMethod)
     if parallel.is_main():  # one rank writes the outputs
         method.save(out, particles)
     hist = method.history_
     last = hist[-1] if hist else {}
-    skipped = len(method.skipped_)
-    print(f"{args.method}: {len(method.kept_)} particles, {len(hist)} epochs in "
+    skipped = len(getattr(method, "skipped_", []))
+    kept = len(getattr(method, "kept_", range(particles.n_particles)))
+    print(f"{args.method}: {kept} particles, {len(hist)} epochs in "
           f"{time.perf_counter() - t0:.1f}s; final loss {last.get('loss', float('nan')):.5g}, "
           f"active latent dims {last.get('active_dims', '?')}"
           + (f"; {skipped} skipped (see skipped.csv)" if skipped else "") + f" -> {out}")

@@ -17,6 +17,7 @@ def load_all() -> dict[str, type[HeterogeneityMethod]]:
     import tomohet.methods.nma  # noqa: F401
     import tomohet.methods.shc  # noqa: F401
     import tomohet.methods.vae  # noqa: F401  (vae, vae-et)
+    import tomohet.methods.vae3d  # noqa: F401
 
     return REGISTRY
 

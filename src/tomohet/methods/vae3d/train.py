@@ -1,0 +1,98 @@
+"""Epochs and encoding of the 3D VAE.
+
+The random draws of an epoch (visiting order, reparameterisation noise) are the tilt VAE's
+keyed per-particle draws (:func:`tomohet.methods.vae.train.epoch_draws`): they depend on
+each particle's (tomogram, name), the seed and the epoch only, so a permuted star gives the
+same batches and noise per particle and a resumed run continues exactly where the
+uninterrupted one would be.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from tomohet.methods.vae.train import epoch_draws
+from tomohet.methods.vae3d.data import SubtomoData, loss_mask
+from tomohet.methods.vae3d.model import Vae3D, kl_divergence, particle_nll
+from tomohet.physics.fourier import radial_shell_index, volume_to_ft
+
+__all__ = ["batch_loss", "train_epoch", "encode_all"]
+
+
+def batch_loss(model: Vae3D, y: torch.Tensor, w: torch.Tensor, eps: torch.Tensor | None,
+               beta: float, floor: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean negative ELBO of a batch; ``eps`` None: the posterior means (no sampling)."""
+    mu, lv = model.encode(y, w)
+    z = mu if eps is None else mu + eps * (0.5 * lv).exp()
+    v_ft = volume_to_ft(model.decode(z))
+    shell = radial_shell_index(model.small, 3, device=y.device)
+    nll = particle_nll(v_ft, y, w, loss_mask(w, floor), model.noise, shell)
+    kl = kl_divergence(mu, lv)
+    loss = (nll + beta * kl).mean()
+    return loss, {"nll": float(nll.mean().detach()), "kl": float(kl.mean().detach())}
+
+
+def train_epoch(model: Vae3D, optimizer: torch.optim.Optimizer, data: SubtomoData,
+                epoch: int, *, seed: int, batch_size: int, beta: float, floor: float,
+                names: list[str], tomo_names: list[str], device: torch.device,
+                progress: Callable[[int, float], None] | None = None) -> dict[str, float]:
+    """One pass over the particles in the keyed order of ``epoch``."""
+    order, _scores, eps_all = epoch_draws(names, tomo_names, seed, epoch, 0, model.zdim)
+    model.train()
+    tot = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
+    n_seen = 0
+    t0 = time.perf_counter()
+    for s in range(0, len(order), batch_size):
+        rows = torch.as_tensor(order[s : s + batch_size])
+        y, w = data.y[rows].to(device), data.w[rows].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss, parts = batch_loss(model, y, w, eps_all[rows].to(device), beta, floor)
+        loss.backward()
+        optimizer.step()
+        b = len(rows)
+        n_seen += b
+        tot["loss"] += float(loss.detach()) * b
+        tot["nll"] += parts["nll"] * b
+        tot["kl"] += parts["kl"] * b
+        if progress is not None:
+            progress(b, tot["loss"] / n_seen)
+    out: dict[str, Any] = {k: v / max(n_seen, 1) for k, v in tot.items()}
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+@torch.no_grad()
+def encode_all(model: Vae3D, data: SubtomoData, device: torch.device,
+               batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and log-variances ((N, Z), (N, Z)) on the CPU; each particle on its
+    own (no batch statistics), so independent of batch size and row order."""
+    model.eval()
+    mus, lvs = [], []
+    for s in range(0, data.n_particles, batch):
+        mu, lv = model.encode(data.y[s : s + batch].to(device), data.w[s : s + batch].to(device))
+        mus.append(mu.cpu())
+        lvs.append(lv.cpu())
+    z = model.zdim
+    return (torch.cat(mus) if mus else torch.zeros((0, z)),
+            torch.cat(lvs) if lvs else torch.zeros((0, z)))
+
+
+def loss_of(model: Vae3D, data: SubtomoData, floor: float, device: torch.device,
+            batch: int = 32) -> np.ndarray:
+    """Per-particle negative ELBO at the posterior means (no sampling), (N,)."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, data.n_particles, batch):
+            y, w = data.y[s : s + batch].to(device), data.w[s : s + batch].to(device)
+            mu, lv = model.encode(y, w)
+            v_ft = volume_to_ft(model.decode(mu))
+            shell = radial_shell_index(model.small, 3, device=device)
+            nll = particle_nll(v_ft, y, w, loss_mask(w, floor), model.noise, shell)
+            out.append((nll + kl_divergence(mu, lv)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
