@@ -14,7 +14,9 @@ method's latent space, e.g. one per particle from ``particle_volumes``).
    Average-linkage hierarchical clustering on the cosine distance of these projections,
    cut at ``1 - min_correlation``; clusters under ``min_voxels`` dropped. At most
    ``max_voxels`` of the most variable voxels are clustered; the others join the region
-   they align with best (when above ``min_correlation``).
+   they align with best (when above ``min_correlation``). Clusters whose occupancies
+   correlate above ``merge_correlation`` across the volumes are then merged (parts of
+   one component crossing the threshold at different latent values).
 4. Per volume, each region's occupancy (fraction of its voxels occupied) -> (F, R)
    features; the regions' co-occurrence (how often both are present) -> figure.
 """
@@ -81,11 +83,32 @@ def load_map_folder(folder: str | os.PathLike[str]) -> tuple[list[str], np.ndarr
     return [f.name for f in files], np.stack(vols), float(px[0])
 
 
+def _merge_correlated(x: np.ndarray, assign: np.ndarray, n: int, level: float
+                      ) -> tuple[np.ndarray, int]:
+    """Merge clusters whose occupancies (fraction of their voxels occupied, per volume)
+    correlate above ``level`` (parts of one component that appear at different latent
+    values); anti-correlated or independent regions stay apart. -> (assign, groups)."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    if n < 2:
+        return assign, n
+    occ = np.stack([x[:, assign == j].mean(1) if (assign == j).any() else np.zeros(len(x))
+                    for j in range(n)], 1)
+    if np.ptp(occ, axis=0).min() == 0:
+        return assign, n
+    group = fcluster(linkage(occ.T, method="average", metric="correlation"),
+                     t=1 - level, criterion="distance") - 1
+    _, group = np.unique(group, return_inverse=True)
+    merged = np.where(assign >= 0, group[np.maximum(assign, 0)], -1)
+    return merged, int(group.max()) + 1
+
+
 def ensemble_regions(volumes: np.ndarray, threshold: float | None = None,
                      threshold_fraction: float = 0.35, min_fraction: float = 0.05,
                      min_correlation: float = 0.8, min_voxels: int = 8,
                      max_voxels: int = 4000, max_patterns: int = 8,
-                     pattern_fraction: float = 0.02) -> EnsembleRegions:
+                     pattern_fraction: float = 0.02,
+                     merge_correlation: float = 0.5) -> EnsembleRegions:
     """Regions of co-varying occupancy in volumes (F, D, D, D) (see module doc)."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
@@ -128,14 +151,15 @@ def ensemble_regions(volumes: np.ndarray, threshold: float | None = None,
     lookup = {c: j for j, c in enumerate(keep_ids)}
     core_lab[core] = [lookup.get(c, -1) for c in cl]
     assign = np.where(in_core, core_lab, np.where(member, best, -1))
+    assign, n_groups = _merge_correlated(x, assign, len(keep_ids), merge_correlation)
     # order regions by size, largest first, ties by their first voxel (not by cluster
     # ids, which follow the order of the volumes); label 1..R
-    sizes = np.bincount(assign[assign >= 0], minlength=len(keep_ids))
+    sizes = np.bincount(assign[assign >= 0], minlength=n_groups)
     first = np.array([variable[assign == j].min() if (assign == j).any() else labels.size
-                      for j in range(len(keep_ids))])
+                      for j in range(n_groups)])
     rank = np.lexsort((first, -sizes))
-    remap = np.full(len(keep_ids), -1)
-    remap[rank] = np.arange(len(keep_ids))
+    remap = np.full(n_groups, -1)
+    remap[rank] = np.arange(n_groups)
     final = np.where(assign >= 0, remap[np.maximum(assign, 0)], -1)
     sizes = sizes[rank]
     ok = sizes >= min_voxels
