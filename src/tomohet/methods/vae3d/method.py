@@ -60,7 +60,7 @@ class Vae3DMethod(HeterogeneityMethod):
     input_kind: ClassVar[str] = "either"
     bench_params: ClassVar[dict[str, Any]] = {"zdim": 4, "n_epochs": 10}
 
-    def __init__(self, zdim: int = 8, n_epochs: int = 20, batch_size: int = 16,
+    def __init__(self, zdim: int = 8, n_epochs: int = 20, batch_size: int = 8,
                  lr: float = 1e-3, beta: float = 1.0, beta_warmup: int = 3,
                  enc_channels: int = 8, enc_hidden: int = 128, dec_channels: int = 8,
                  enc_lowpass: float = 1.0,
