@@ -112,6 +112,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--box", type=int, default=None)
     p.add_argument("--iters", type=int, default=12)
+    p.add_argument("--tau-fudge", type=float, default=1.0)
     p.add_argument("--variants", default="stats,true-mask/true-labels,true-mask/kmeans")
     args = p.parse_args()
     cell = LadderCell(args.mass, args.snr, args.n)
@@ -125,8 +126,9 @@ def main() -> None:
     oracle = adjusted_rand_score(truth, run_oracle(ds).labels)
     for v in args.variants.split(","):
         t0 = time.perf_counter()
-        m = ML2D(n_classes=k, n_iter=args.iters, random_state=0, progress=False)
-        rec = dict(base, variant=v, oracle_ari=round(oracle, 3))
+        m = ML2D(n_classes=k, n_iter=args.iters, random_state=0, progress=False,
+                 tau_fudge=args.tau_fudge)
+        rec = dict(base, variant=v, oracle_ari=round(oracle, 3), tau_fudge=args.tau_fudge)
         if v == "stats":
             m.fit(ds.particles)
             rec.update(ari=round(adjusted_rand_score(truth, m.predict()), 3),
