@@ -202,3 +202,28 @@ def test_save_writes_what_analyze_reads(continuous, tmp_path):
     vols = model.volumes(torch.zeros(2, 2))
     assert vols.shape == (2, 24, 24, 24)
     torch.testing.assert_close(vols[0], m.volumes_at(np.zeros((1, 2)))[0])
+
+
+def test_cli_train_vae3d_on_subtomograms_resume_and_analyze(tmp_path):
+    """`tomohet train vae3d` on RELION-style subtomograms with 3D CTF volumes, resumed,
+    then `tomohet analyze` on its folder."""
+    import json
+
+    from tomohet.cli.main import main
+
+    sim = tmp_path / "sim"
+    assert main(["simulate", "--preset", "continuous", "--n-particles", "16", "--box", "16",
+                 "--formats", "relion5", "--subtomograms", "--out", str(sim),
+                 "--no-progress"]) == 0
+    star = sim / "subtomograms" / "particles.star"
+    out = tmp_path / "run"
+    args = ["--threads", "1", "train", "vae3d", str(star), "--zdim", "2", "--out", str(out),
+            "--no-progress"]
+    assert main(args + ["--epochs", "1"]) == 0
+    assert main(args + ["--epochs", "2", "--resume"]) == 0
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2]
+    assert (out / "config.json").exists() and (out / "checkpoints/epoch_002.pt").exists()
+    assert main(["--threads", "1", "analyze", str(out), "--k", "2", "--n-points", "3",
+                 "--no-umap"]) == 0
+    for name in ("index.html", "latent.csv", "pc1/pc1_003.mrc"):
+        assert (out / "analysis" / name).exists(), name
