@@ -147,7 +147,7 @@ def test_gaussian_lowpass_matches_a_periodic_gaussian_filter():
 
 
 def test_half_variances_and_split_matrix_against_numpy():
-    from tomohet.methods.detection import _half_variances, split_matrix
+    from tomohet.methods.detection import _blockwise_variances, _half_variances, split_matrix
 
     keys = np.array([[0b1011, 1], [0b0110, 0], [2**63 + 1, 2], [5, 3]], dtype=np.uint64)
     s = split_matrix(keys, 66)
@@ -164,6 +164,10 @@ def test_half_variances_and_split_matrix_against_numpy():
         a = w[b].numpy() > 0
         np.testing.assert_allclose(va[b].numpy(), x.numpy()[a].var(0, ddof=1), rtol=1e-9)
         np.testing.assert_allclose(vb[b].numpy(), x.numpy()[~a].var(0, ddof=1), rtol=1e-9)
+    ba, bb, bv = _blockwise_variances(x.float(), w, block=3)  # blocks of 3 voxels of 7
+    np.testing.assert_allclose(ba.numpy(), va.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(bb.numpy(), vb.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(bv.numpy(), x.numpy().var(0, ddof=1), rtol=1e-5)
 
 
 def _noise(n, d, seed):

@@ -121,6 +121,22 @@ def _cube_root(ratio: torch.Tensor) -> torch.Tensor:
     return ratio.clamp_min(0.0) ** (1.0 / 3.0)
 
 
+def _blockwise_variances(x: torch.Tensor, w: torch.Tensor, block: int = 4096
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_half_variances` and the variance over all particles, in double precision
+    over blocks of ``block`` voxels (x (N, V) in any float type: memory stays at one
+    block in double). -> (B, V), (B, V), (V,)."""
+    b, v = w.shape[0], x.shape[1]
+    va = torch.empty((b, v), dtype=torch.float64)
+    vb = torch.empty((b, v), dtype=torch.float64)
+    var = torch.empty(v, dtype=torch.float64)
+    for lo in range(0, v, block):
+        xb = x[:, lo : lo + block].double()
+        va[:, lo : lo + block], vb[:, lo : lo + block] = _half_variances(xb, w)
+        var[lo : lo + block] = xb.var(0, unbiased=True)
+    return va, vb, var
+
+
 def _null_maxima(fields: torch.Tensor, inside: torch.Tensor) -> np.ndarray:
     """Max over voxels inside of each field (B, V), centred per shell (as the observed
     ratio is, by its floor) and in units of its robust spread: the batched
@@ -162,12 +178,12 @@ def detect(maps: torch.Tensor, splits: np.ndarray, scales: tuple[float, ...] = S
     null = np.full(w.shape[0], -np.inf)
     zs, var0 = [], None
     for s in scales:
-        x = gaussian_lowpass(maps, s).reshape(n, -1).double()
-        var = x.var(0, unbiased=True).reshape(d, d, d)
+        x = gaussian_lowpass(maps, s).reshape(n, -1)
+        va, vb, var_flat = _blockwise_variances(x, w)
+        var = var_flat.reshape(d, d, d)
         var0 = var.float() if var0 is None else var0
         floor = shell_floor(var, inside)
         zs.append(robust_z(_cube_root(var / floor), inside).float())
-        va, vb = _half_variances(x, w)
         if len(null):
             half_diff = (_cube_root(va / floor.reshape(1, -1))
                          - _cube_root(vb / floor.reshape(1, -1))) / 2.0
