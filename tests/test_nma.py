@@ -48,11 +48,34 @@ def test_gaussian_transform_matches_rendered_density():
     assert err < 2e-3
 
 
+def test_anm_modes_are_orthonormal_and_free_of_rigid_motion():
+    """Properties any elastic-network mode must have, checked independently of the
+    Hessian: unit norm, mutually orthogonal, no net translation or rotation, and an
+    energy (sum of spring stretches^2 / r^2 over contacts) that grows with the mode."""
+    beads = np.random.default_rng(4).normal(0, 5, (40, 3))  # one rigid network at 12 A
+    modes = anm_modes(beads, 4, 12.0)
+    flat = modes.reshape(4, -1)
+    np.testing.assert_allclose(flat @ flat.T, np.eye(4), atol=1e-8)
+    np.testing.assert_allclose(modes.sum(1), 0, atol=1e-8)  # no translation
+    centred = beads - beads.mean(0)
+    np.testing.assert_allclose(np.cross(centred[None], modes).sum(1), 0, atol=1e-8)
+    i, j = np.nonzero(np.triu(((beads[:, None] - beads[None]) ** 2).sum(-1) < 144.0, 1))
+    d = beads[i] - beads[j]
+
+    def energy(v):
+        return float((((v[i] - v[j]) * d).sum(1) ** 2 / (d**2).sum(1)).sum())
+
+    e = [energy(m) for m in modes]
+    assert all(a <= b + 1e-9 for a, b in zip(e, e[1:], strict=False)) and e[0] > 0
+    with pytest.raises(ValueError, match="zero-energy"):  # two separate networks
+        anm_modes(np.concatenate([beads, beads + 100.0]), 2, 12.0)
+
+
 def test_jacobian_matches_finite_differences():
-    beads = np.random.default_rng(1).normal(0, 8, (30, 3))
+    beads = np.random.default_rng(1).normal(0, 5, (30, 3))
     from tomohet.methods.nma.basis import DeformationBasis
 
-    modes = anm_modes(beads, 3, 12.0)
+    modes = anm_modes(beads, 3, 20.0)
     modes = modes / np.sqrt((modes**2).sum(-1).mean(-1))[:, None, None]
     basis = DeformationBasis(beads, np.ones(30), np.zeros(30), modes, "anm", "test")
     k = freq_grid_3d(16).reshape(-1, 3)

@@ -42,7 +42,12 @@ def anm_modes(beads_A: np.ndarray, n_modes: int, cutoff_A: float = 15.0) -> np.n
     for i in range(n):
         block[i, i] = -block[i].sum(0)
     hess = block.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n)
-    _, vec = np.linalg.eigh(hess)
+    val, vec = np.linalg.eigh(hess)
+    floppy = int((val < 1e-8 * max(float(val[-1]), 1e-30)).sum())
+    if floppy > 6:  # zero modes beyond rigid motion mix with it: the modes are meaningless
+        raise ValueError(f"the elastic network of {n} beads has {floppy - 6} zero-energy "
+                         f"non-rigid modes at cutoff {cutoff_A:g} A (not one connected, "
+                         "rigid network); use a larger cutoff")
     return vec[:, 6 : 6 + n_modes].T.reshape(n_modes, n, 3)
 
 

@@ -135,7 +135,15 @@ def basis_from_map(volume: torch.Tensor, pixel_size_A: float, n_modes: int,
     weight = np.maximum(np.bincount(km.labels_, dens, k), 1e-6)
     nn = np.sqrt(((beads[:, None] - beads[None]) ** 2).sum(-1) + np.eye(k) * 1e12).min(1)
     spacing = float(np.median(nn))
-    modes = anm_modes(beads, min(n_modes, 3 * k - 6), cutoff_factor * spacing)
+    cutoff = cutoff_factor * spacing
+    for _ in range(8):  # widen the cutoff until the network is one rigid body
+        try:
+            modes = anm_modes(beads, min(n_modes, 3 * k - 6), cutoff)
+            break
+        except ValueError:
+            cutoff *= 1.25
+    else:
+        modes = anm_modes(beads, min(n_modes, 3 * k - 6), cutoff)
     sig = np.full(k, 0.5 * spacing)
     return DeformationBasis(beads, weight, sig, _unit_rms(modes), "pseudo-atoms",
                             "consensus map")
