@@ -81,7 +81,7 @@ def test_shells_without_data_are_kept_or_interpolated():
     shell = torch.tensor([1, 2, 5, 5])
     power = torch.tensor([4.0, 8.0, 20.0, 20.0])
     keep = NoiseModel(box, 1)
-    keep.sigma2[:] = 7.0
+    keep.sigma2 = torch.full_like(keep.sigma2, 7.0)  # an estimate, kept
     keep.accumulate_samples(power, shell, torch.ones(4))
     keep.update()
     # shells 0, 3, 4, 6, 7 had no data: kept as they were (not halved), the rest E|n|^2/2

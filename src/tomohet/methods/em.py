@@ -282,6 +282,9 @@ class EMEngine:
         noise = self.new_noise()
         noise.sigma2 = state.sigma2.to(self.device)
         new_noise = self.new_noise()
+        # shells past this pass's current size get no samples: they keep the last
+        # estimate (a fresh model's placeholder 1 blew up the evidence; issue 12)
+        new_noise.initialise_from(noise)
         proj = self.projector(state.volumes)
         bp, sums = self._accumulators(2 * k)
         table = CompactProjector(proj) if sums is not None else None

@@ -76,13 +76,33 @@ class NoiseModel:
         self.box = box
         self.ndim = ndim
         self.n_shells = box // 2 + 2
-        self.sigma2 = torch.ones((n_groups, self.n_shells), device=device)
-        self._sum = torch.zeros_like(self.sigma2)
-        self._count = torch.zeros_like(self.sigma2)
+        # a placeholder until estimated: shells never estimated are not "kept" by update
+        self._sigma2 = torch.ones((n_groups, self.n_shells), device=device)
+        self._estimated = torch.zeros(self.n_shells, dtype=torch.bool, device=device)
+        self._sum = torch.zeros_like(self._sigma2)
+        self._count = torch.zeros_like(self._sigma2)
         shells = radial_shell_index(box, ndim, device=device).clamp_max(self.n_shells - 1)
         self.shell = shells  # (D, Dh) or (D, D, Dh)
         self.herm = (hermitian_weights_2d(box, device=device) if ndim == 2
                      else hermitian_weights_3d(box, device=device))
+
+    @property
+    def sigma2(self) -> torch.Tensor:
+        """(G, S) noise power per real component."""
+        return self._sigma2
+
+    @sigma2.setter
+    def sigma2(self, value: torch.Tensor) -> None:
+        """Assigning sigma2 (a previous estimate, a checkpoint) makes every shell an
+        estimate that ``update(fill="keep")`` may keep."""
+        self._sigma2 = value
+        self._estimated = torch.ones(value.shape[-1], dtype=torch.bool, device=value.device)
+
+    @property
+    def estimated(self) -> torch.Tensor:
+        """(S,) bool: shells holding an estimate (from data or assigned), not the
+        constructor's placeholder."""
+        return self._estimated
 
     def per_pixel(self, group: torch.Tensor) -> torch.Tensor:
         """(B, T) groups -> (B, T, D, Dh) noise power (3D: (B,) -> (B, D, D, Dh))."""
@@ -123,31 +143,29 @@ class NoiseModel:
         """Replace sigma2 by the accumulated mean.
 
         A group without data in a shell borrows the mean over groups; a shell without data
-        in any group either keeps its previous value (``fill="keep"``: the EM engine's
-        masks are fixed, so such shells never count) or is interpolated linearly between
-        the nearest shells with data (``fill="interpolate"``: a single estimate with no
-        previous value, as the VAE's).
+        in any group either keeps its previous estimate (``fill="keep"``: an EM pass that
+        leaves out shells past its current size keeps their last estimate) or is
+        interpolated linearly between the nearest shells with data (``fill="interpolate"``:
+        a single estimate with no previous value, as the VAE's). A shell that never held an
+        estimate (the constructor's placeholder of 1, which can be off by orders of
+        magnitude from the data's power) is interpolated in either mode, extrapolated flat
+        past the last shell with an estimate (issue 12: a placeholder of 1 against a noise
+        power of 6e9 made the log-likelihood 3e11 once the pass reached that shell).
         """
+        if fill not in ("keep", "interpolate"):
+            raise ValueError(f"fill must be 'keep' or 'interpolate', got {fill!r}")
         ok = self._count > 0
         new = torch.where(ok, self._sum / self._count.clamp_min(1), self.sigma2 * 2)
         # groups without any data in a shell borrow the mean over groups
         shell_mean = (self._sum.sum(0) / self._count.sum(0).clamp_min(1))[None].expand_as(new)
         has = self._count.sum(0) > 0
         new = torch.where(ok, new, torch.where(has, shell_mean, new))
-        if fill not in ("keep", "interpolate"):
-            raise ValueError(f"fill must be 'keep' or 'interpolate', got {fill!r}")
-        if fill == "interpolate" and bool(has.any()):
-            idx = torch.arange(self.n_shells, device=new.device, dtype=new.dtype)
-            known = idx[has]
-            hi = torch.searchsorted(known, idx).clamp_max(len(known) - 1)  # first >= i
-            lo = (hi - (known[hi] > idx).long()).clamp_min(0)  # last <= i (or first)
-            span = known[hi] - known[lo]
-            frac = torch.where(span > 0, (idx - known[lo]) / span.clamp_min(1), 0.0)
-            vals = new[:, has]
-            interp = vals[:, lo] + (vals[:, hi] - vals[:, lo]) * frac
-            new = torch.where(has[None], new, interp)
+        known = has if fill == "interpolate" else has | self._estimated
+        if bool(known.any()) and not bool(known.all()):
+            new = torch.where(known[None], new, _interpolate_shells(new, known))
         # complex Gaussian: E|n|^2 = 2 sigma^2 per real component; store E|n|^2 / 2
-        self.sigma2 = (new / 2).clamp_min(floor)
+        self._sigma2 = (new / 2).clamp_min(floor)
+        self._estimated = known.clone()
         self._sum.zero_()
         self._count.zero_()
 
@@ -162,7 +180,22 @@ class NoiseModel:
         return 2 * self.sigma2[group]
 
     def initialise_from(self, other: NoiseModel) -> None:
-        self.sigma2 = other.sigma2.clone()
+        """Start from ``other``'s estimate (shells it never estimated stay unestimated)."""
+        self._sigma2 = other.sigma2.clone()
+        self._estimated = other.estimated.clone()
+
+
+def _interpolate_shells(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """(G, S) values, (S,) bool -> every shell linearly interpolated between the nearest
+    known shells (flat before the first and past the last)."""
+    idx = torch.arange(values.shape[-1], device=values.device, dtype=values.dtype)
+    at = idx[known]
+    hi = torch.searchsorted(at, idx).clamp_max(len(at) - 1)  # first known >= i
+    lo = (hi - (at[hi] > idx).long()).clamp_min(0)  # last known <= i (or the first)
+    span = at[hi] - at[lo]
+    frac = torch.where(span > 0, (idx - at[lo]) / span.clamp_min(1), 0.0)
+    vals = values[:, known]
+    return vals[:, lo] + (vals[:, hi] - vals[:, lo]) * frac
 
 
 def log_likelihoods(
