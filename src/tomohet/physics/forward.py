@@ -183,6 +183,8 @@ class NoiseModel:
         """Start from ``other``'s estimate (shells it never estimated stay unestimated)."""
         self._sigma2 = other.sigma2.clone()
         self._estimated = other.estimated.clone()
+        self._sum = torch.zeros_like(self._sigma2)  # its groups
+        self._count = torch.zeros_like(self._sigma2)
 
 
 def _interpolate_shells(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
