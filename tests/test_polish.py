@@ -127,6 +127,21 @@ def test_eta_lines(capsys, monkeypatch):
     assert common.format_seconds(3725) == "1h02m"
 
 
+def test_bench_eta_lines_go_to_the_runner_log(monkeypatch):
+    from tomohet.bench import progress
+
+    t = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: t[0])
+    lines: list[str] = []
+    eta = progress.Eta("ladder", 3, stream=progress.SayStream(lines.append))
+    t[0] = 60.0
+    eta.step("cell-a")
+    t[0] = 90.0
+    eta.step("cell-b")
+    assert lines == ["[ladder] 1/3 done (cell-a), 1m00s elapsed, ETA 2m00s",
+                     "[ladder] 2/3 done (cell-b), 1m30s elapsed, ETA 45s"]
+
+
 # ------------------------------------------------------------------ leaderboard layout
 def test_leaderboard_fits_the_page_and_keeps_every_column():
     from tomohet.bench.report import _table

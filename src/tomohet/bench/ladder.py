@@ -32,6 +32,7 @@ import torch
 
 from tomohet.bench.datasets import BenchDataset
 from tomohet.bench.leaderboard import write_rows
+from tomohet.bench.progress import Eta, SayStream
 from tomohet.bench.runner import resolve_methods, run_method, run_oracle_row
 from tomohet.bench.scoring import oracle_fractions, score_run
 from tomohet.io.atomic import atomic_write_text
@@ -203,6 +204,7 @@ def run_ladder(
     say = log or (lambda _msg: None)
     overrides, params = dict(overrides or {}), dict(params or {})
     rows: list[dict[str, Any]] = []
+    eta = Eta("ladder", len(cells), stream=SayStream(say))
     for cell in cells:
         data_sig = _jsonable({"version": _CACHE_VERSION, "preset": cell.name, "seed": seed,
                               "overrides": overrides, "oracle_grid": oracle_grid})
@@ -215,6 +217,7 @@ def run_ladder(
         else:
             say(f"[ladder] {cell.name:<28} cached ({len(sigs)} results)")
         rows.extend(_cell_rows(cell, cache.results, names))
+        eta.step(cell.name)
     meta = {"seed": seed, "methods": ["oracle"] + names, "cells": [c.name for c in cells],
             "overrides": _jsonable(overrides), "device": str(device or "cpu"),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -26,6 +26,7 @@ import torch
 from tomohet.bench.datasets import BenchDataset
 from tomohet.bench.leaderboard import write_leaderboard
 from tomohet.bench.memory import measure
+from tomohet.bench.progress import Eta, SayStream
 from tomohet.bench.records import MethodRun
 from tomohet.bench.scoring import oracle_fractions, score_run, scoring_mask
 from tomohet.metrics import ParticleFSC, per_particle_fsc
@@ -207,16 +208,21 @@ def run_bench(
     names = resolve_methods(methods)
     say = log or (lambda _msg: None)
     runs: list[tuple[MethodRun, BenchDataset]] = []
+    eta = Eta("bench", len(datasets) * (len(names) + int(oracle)),
+              stream=SayStream(say))
     for ds in datasets:
         ds_runs = []
         if oracle and ds.has_volumes:
             ds_runs.append(run_oracle_row(ds, seed, device, n_grid=oracle_grid))
+        if oracle:
+            eta.step(f"{ds.name} oracle")
         for name in names:
             say(f"[bench] {ds.name:<16} {name:<12} fitting ...")
             keep = (out / name if len(datasets) == 1 else out / ds.name / name
                     ) if keep_outputs else None
             ds_runs.append(run_method(name, ds, seed, device,
                                        params=(params or {}).get(name), save_to=keep))
+            eta.step(f"{ds.name} {name}")
         for run in ds_runs:
             score_run(run, ds, seed)
         ref = next((r.scores for r in ds_runs if r.method == "oracle" and not r.error), None)
