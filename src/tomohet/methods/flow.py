@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +34,6 @@ from tomohet.methods.base import (
     default_mask,
     register,
     resolve_device,
-    seed_of,
 )
 from tomohet.methods.linear.reference import (
     crop_rfft,
@@ -181,15 +179,7 @@ class Flow(HeterogeneityMethod):
         self.average_ = padded_to_volume(avg.mean_ft, o.box).cpu()
         self.pixel_size_A_ = o.pixel_size_A
         self._pca()
-        self.labels_ = None
-        self.cluster_info_: dict[str, Any] = {}
-        if self.cluster:
-            from tomohet.methods.clustering import cluster_latent
-
-            res = cluster_latent(self.latent_, method=self.cluster, n_clusters=self.n_clusters,
-                                 max_clusters=self.max_clusters, seed=seed_of(self.random_state))
-            self.labels_ = res.labels
-            self.cluster_info_ = res.info()
+        self._cluster_latent(self.latent_)
         self.timings_ = {"fit_s": time.perf_counter() - t0}
         return self
 

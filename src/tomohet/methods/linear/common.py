@@ -26,7 +26,6 @@ from tomohet.methods.base import (
     ParticleSet,
     default_mask,
     resolve_device,
-    seed_of,
 )
 from tomohet.methods.linear.outputs import plot_explained_variance
 from tomohet.methods.linear.reference import regress_volumes
@@ -148,15 +147,7 @@ class LinearMethod(HeterogeneityMethod):
             vols[1:] = ft_to_volume(volume_to_ft(vols[1:]) * filt, o.box)
         self.mean_volume_, self.eigenvolumes_ = vols[0], vols[1:]
         self.pixel_size_A_ = particles.optics.pixel_size_A
-        self.labels_ = None
-        self.cluster_info_: dict[str, Any] = {}
-        if self.cluster:
-            from tomohet.methods.clustering import cluster_latent
-
-            res = cluster_latent(z, method=self.cluster, n_clusters=self.n_clusters,
-                                 max_clusters=self.max_clusters, seed=seed_of(self.random_state))
-            self.labels_ = res.labels
-            self.cluster_info_ = res.info()
+        self._cluster_latent(z)
         self.timings_ = {"embed_s": t1 - t0, "volumes_s": time.perf_counter() - t1}
         return self
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -158,15 +157,7 @@ class NMA(HeterogeneityMethod):
         self.box_ = o.box
         self.resolution_A_ = resolution
         self._pca()
-        self.labels_ = None
-        self.cluster_info_: dict[str, Any] = {}
-        if self.cluster:
-            from tomohet.methods.clustering import cluster_latent
-
-            res = cluster_latent(self.latent_, method=self.cluster, n_clusters=self.n_clusters,
-                                 max_clusters=self.max_clusters, seed=seed_of(self.random_state))
-            self.labels_ = res.labels
-            self.cluster_info_ = res.info()
+        self._cluster_latent(self.latent_)
         self.timings_ = {"fit_s": time.perf_counter() - t0}
         return self
 
