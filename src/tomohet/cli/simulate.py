@@ -23,6 +23,11 @@ the default) and NAME-realistic (SNR 0.02). Outputs: particle files (first forma
 FORMATS_DEFAULT = "relion5,warp"
 
 
+# particles per tomogram with --fast (a 4000 x 4000 x 1200 A tomogram holds ~700 ribosome-
+# sized particles at their minimum distance; 400 leaves room)
+FAST_PER_TOMOGRAM = 400
+
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "simulate", help="simulate tilt-series particles with known heterogeneity",
@@ -76,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
         config = SimulationConfig.from_dict(data.get("config", data)).replace(**overrides)
     else:
         config = get_preset(args.preset, **overrides)
+    if args.fast and config.n_tomograms * FAST_PER_TOMOGRAM < config.n_particles:
+        # a preset's few tomograms cannot hold 10^4-10^5 particles apart: add tomograms
+        n_tomo = -(-config.n_particles // FAST_PER_TOMOGRAM)
+        print(f"--fast: {n_tomo} tomograms of at most {FAST_PER_TOMOGRAM} particles "
+              f"(the preset has {config.n_tomograms})")
+        config = config.replace(n_tomograms=n_tomo)
     out = prepare_out_dir(args.out)
     t0 = time.perf_counter()
     stack_file = out / ".images_tmp.npy" if args.fast else None
