@@ -33,9 +33,16 @@ import torch
 
 def relion_command(star: Path, ref: Path, out: Path, args: argparse.Namespace,
                    diameter_A: float) -> list[str]:
-    """``relion_refine`` 3D classification of subtomograms at fixed poses."""
+    """``relion_refine`` 3D classification of subtomograms at fixed poses, with paths
+    relative to the star's folder (RELION resolves the star's image names from its
+    working directory, so it runs there: see :func:`_run_relion`)."""
+    here = star.parent
+
+    def rel(p: Path) -> str:
+        return os.path.relpath(p, here)
+
     return [
-        "relion_refine", "--i", str(star), "--o", str(out / "run"), "--ref", str(ref),
+        "relion_refine", "--i", rel(star), "--o", rel(out / "run"), "--ref", rel(ref),
         "--ini_high", "40", "--dont_check_norm", "--K", str(args.k), "--iter", str(args.iter),
         "--tau2_fudge", "4", "--particle_diameter", f"{diameter_A:.0f}", "--skip_align",
         "--ctf", "--sym", "C1", "--flatten_solvent", "--zero_mask", "--pad", "2",
@@ -131,7 +138,7 @@ def _run_relion(star: Path, ref: Path, relion_out: Path, args: argparse.Namespac
     cmd = relion_command(star, ref, relion_out, args, diameter_A)
     print("running:", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=star.parent)
     relion_s = time.perf_counter() - t0
     (relion_out / "relion_refine.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
