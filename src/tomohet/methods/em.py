@@ -11,7 +11,6 @@ nor the batch size changes a result beyond float rounding.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from tomohet import parallel
 from tomohet.data.particles import SubtomogramParticles, TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
 from tomohet.methods.em_cache import GeometryCache
+from tomohet.methods.em_estep import e_step, e_step_compact, tilt_weights
 from tomohet.methods.em_state import EMState, particles_fingerprint
 from tomohet.methods.em_steps import batch_order, pose_deltas, tempered_posteriors
 from tomohet.physics.compact import (
@@ -32,13 +32,10 @@ from tomohet.physics.compact import (
     accumulate_noise_compact,
     compact_batch,
     insert_compact,
-    log_likelihoods_compact,
-    project_compact,
 )
 from tomohet.physics.forward import (
     NoiseModel,
     PreparedBatch,
-    log_likelihoods,
     model_transforms,
 )
 from tomohet.physics.fourier import (
@@ -297,8 +294,8 @@ class EMEngine:
             if sums is not None:
                 cb, tilt_w = self._compact_for(rows, noise.sigma2.shape[0], sums.padded)
                 assert table is not None
-                post, ll_tot, resid_c = self._e_step_compact(table, cb, tilt_w, noise,
-                                                             log_prior, max_top)
+                post, ll_tot, resid_c = e_step_compact(table, cb, tilt_w, noise,
+                                                       log_prior, max_top, self._tick)
                 t0 = time.perf_counter()
                 post_all[r] = post.double()
                 total_ll += ll_tot.double()
@@ -311,8 +308,9 @@ class EMEngine:
             t0 = time.perf_counter()
             prep = self.prepare(self.index[rows])
             self._tick("read_prepare", t0)
-            post, ll_tot, best_rot, resid = self._e_step(proj, prep, noise, log_prior,
-                                                         max_top)
+            post, ll_tot, best_rot, resid = e_step(
+                proj, prep, noise, log_prior, self.deltas, self.cfg.n_classes,
+                self.cfg.per_tilt_weights and self.is_tilt, max_top, self._tick)
             t0 = time.perf_counter()
             post_all[r] = post.double()
             total_ll += ll_tot.double()
@@ -346,7 +344,7 @@ class EMEngine:
             t0 = time.perf_counter()
             prep = self.prepare(self.index[rows])
             t0 = self._tick("read_prepare", t0)
-            tilt_w = (self._tilt_weights(prep) if self.cfg.per_tilt_weights and self.is_tilt
+            tilt_w = (tilt_weights(prep) if self.cfg.per_tilt_weights and self.is_tilt
                       else None)
             cb = compact_batch(prep, padded, n_groups)
             self._tick("plan", t0)
@@ -362,73 +360,6 @@ class EMEngine:
             return out
         finally:
             self._pass_shell = shell
-
-    def _e_step_compact(self, proj: CompactProjector, cb: CompactBatch,
-                        tilt_w: torch.Tensor | None, noise: NoiseModel,
-                        log_prior: torch.Tensor, max_top: float | None = None):
-        """:meth:`_e_step` on the kept pixels: posteriors (B, K), summed log evidence and
-        the residual power (M,) against each particle's most probable class. ``tilt_w``
-        (B, T): per-tilt weights (None: plain sums)."""
-        t0 = time.perf_counter()
-        model = project_compact(proj, cb)  # (K, M)
-        t0 = self._tick("projection", t0)
-        if tilt_w is not None:
-            ll_t = log_likelihoods_compact(cb, model, noise, per_tilt=True)  # (B, T, K)
-            ll = (ll_t * tilt_w[..., None]).sum(1)
-        else:
-            ll = log_likelihoods_compact(cb, model, noise)  # (B, K)
-        evidence = torch.logsumexp(ll + log_prior, dim=-1)
-        post = tempered_posteriors(ll, log_prior, max_top)
-        kmap = post.argmax(-1).index_select(0, cb.particle)  # (M,)
-        pick = model.T.gather(1, kmap[:, None])[:, 0]  # each pixel's most probable class
-        resid = cb.data - cb.transfer * pick
-        self._tick("likelihood", t0)
-        return post, evidence.sum(), resid.real**2 + resid.imag**2
-
-    def _e_step(self, proj: VolumeProjector, prep: PreparedBatch, noise: NoiseModel,
-                log_prior: torch.Tensor, max_top: float | None = None):
-        """Posteriors (B, K), summed log evidence, best rotations per class, residual power."""
-        k = self.cfg.n_classes
-        b = prep.data.shape[0]
-        t0 = time.perf_counter()
-        model = model_transforms(proj, prep, self.deltas)  # (K, [J,] B, ...)
-        t0 = self._tick("projection", t0)
-        if self.deltas is None:
-            model = model[:, None]
-        j = model.shape[1]
-        if self.cfg.per_tilt_weights and self.is_tilt:
-            ll_t = log_likelihoods(prep, model.flatten(0, 1), noise, per_tilt=True)
-            ll = (ll_t * self._tilt_weights(prep)[..., None]).sum(1)  # (B, K*J)
-        else:
-            ll = log_likelihoods(prep, model.flatten(0, 1), noise)  # (B, K*J)
-        ll = ll.reshape(b, k, j)
-        ll_class = torch.logsumexp(ll, dim=-1) - math.log(j)
-        joint = ll_class + log_prior
-        evidence = torch.logsumexp(joint, dim=-1)
-        post = tempered_posteriors(ll_class, log_prior, max_top)
-        best_j = ll.argmax(-1)  # (B, K)
-        kmap = post.argmax(-1)
-        bidx = torch.arange(b, device=post.device)
-        pick = model[kmap, best_j[bidx, kmap], bidx]
-        resid = prep.data - prep.transfer * pick
-        self._tick("likelihood", t0)
-        best_rot = None
-        if self.deltas is not None:
-            r = prep.rotation
-            best_rot = []
-            for c in range(k):
-                d = self.deltas[best_j[:, c]]  # (B, 3, 3)
-                best_rot.append(r @ (d[:, None] if r.ndim == 4 else d))
-        return post, evidence.sum(), best_rot, resid.real**2 + resid.imag**2
-
-    def _tilt_weights(self, prep: PreparedBatch) -> torch.Tensor:
-        """Tilt weights (B, T) summing to the number of visible tilts (cos tilt x dose)."""
-        from tomohet.physics.ctf import tilt_weight
-
-        if prep.tilt_deg is None:
-            return prep.visible.float()
-        w = tilt_weight(prep.tilt_deg) * prep.visible.float()
-        return w / w.sum(1, keepdim=True).clamp_min(1e-6) * prep.visible.sum(1, keepdim=True)
 
     # ------------------------------------------------------------------ M-step
     def volumes_from(self, bp: Backprojector) -> tuple[torch.Tensor, list[list[float]],
