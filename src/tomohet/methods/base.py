@@ -156,22 +156,21 @@ class HeterogeneityMethod:
                 f"{self.name} needs {self.input_kind} input, got {type(particles).__name__}"
             )
 
-    def _cluster_latent(self, z: np.ndarray) -> None:
-        """``labels_`` and ``cluster_info_`` of the (N, Z) latent ``z`` from the method's
+    def _cluster_latent(self, z: np.ndarray) -> tuple[np.ndarray | None, dict[str, Any]]:
+        """-> (labels or None, cluster info) of the (N, Z) latent ``z`` from the method's
         ``cluster`` / ``n_clusters`` / ``max_clusters`` / ``random_state`` settings
-        (``cluster=None``: not clustered, ``labels_`` None) -- the continuous methods'
-        one clustering step (:func:`tomohet.methods.clustering.cluster_latent`)."""
-        self.labels_: np.ndarray | None = None
-        self.cluster_info_: dict[str, Any] = {}
+        (``cluster=None``: not clustered) -- the continuous methods' one clustering step
+        (:func:`tomohet.methods.clustering.cluster_latent`); they store the pair as
+        ``labels_`` and ``cluster_info_``."""
         how = getattr(self, "cluster", None)
-        if how:
-            from tomohet.methods.clustering import cluster_latent
+        if not how:
+            return None, {}
+        from tomohet.methods.clustering import cluster_latent
 
-            res = cluster_latent(z, method=how, n_clusters=getattr(self, "n_clusters", None),
-                                 max_clusters=getattr(self, "max_clusters", 8),
-                                 seed=seed_of(getattr(self, "random_state", None)))
-            self.labels_ = res.labels
-            self.cluster_info_ = res.info()
+        res = cluster_latent(z, method=how, n_clusters=getattr(self, "n_clusters", None),
+                             max_clusters=getattr(self, "max_clusters", 8),
+                             seed=seed_of(getattr(self, "random_state", None)))
+        return res.labels, res.info()
 
     def _fitted_output(self, attr: str, particles: ParticleSet | None) -> np.ndarray:
         """A copy of the per-particle fitted array ``attr`` (e.g. ``labels_``, ``latent_``).

@@ -179,7 +179,7 @@ class Flow(HeterogeneityMethod):
         self.average_ = padded_to_volume(avg.mean_ft, o.box).cpu()
         self.pixel_size_A_ = o.pixel_size_A
         self._pca()
-        self._cluster_latent(self.latent_)
+        self.labels_, self.cluster_info_ = self._cluster_latent(self.latent_)
         self.timings_ = {"fit_s": time.perf_counter() - t0}
         return self
 

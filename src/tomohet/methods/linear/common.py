@@ -147,7 +147,7 @@ class LinearMethod(HeterogeneityMethod):
             vols[1:] = ft_to_volume(volume_to_ft(vols[1:]) * filt, o.box)
         self.mean_volume_, self.eigenvolumes_ = vols[0], vols[1:]
         self.pixel_size_A_ = particles.optics.pixel_size_A
-        self._cluster_latent(z)
+        self.labels_, self.cluster_info_ = self._cluster_latent(z)
         self.timings_ = {"embed_s": t1 - t0, "volumes_s": time.perf_counter() - t1}
         return self
 

@@ -157,7 +157,7 @@ class NMA(HeterogeneityMethod):
         self.box_ = o.box
         self.resolution_A_ = resolution
         self._pca()
-        self._cluster_latent(self.latent_)
+        self.labels_, self.cluster_info_ = self._cluster_latent(self.latent_)
         self.timings_ = {"fit_s": time.perf_counter() - t0}
         return self
 
