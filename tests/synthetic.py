@@ -28,6 +28,17 @@ def blob_volume(box: int, points, sigma: float = 2.0) -> torch.Tensor:
     return vol
 
 
+def complex_points(n: int = 20, seed: int = 4) -> list[tuple[float, float, float]]:
+    """``n`` blob centres filling a ball of radius 6 px (the large constant complex)."""
+    rng = np.random.default_rng(seed)
+    pts: list[tuple[float, float, float]] = []
+    while len(pts) < n:
+        p = rng.uniform(-6, 6, 3)
+        if np.linalg.norm(p) <= 6 and all(np.linalg.norm(p - q) > 2.5 for q in pts):
+            pts.append(tuple(float(v) for v in p))
+    return pts
+
+
 def two_state_volumes(box: int) -> torch.Tensor:
     return torch.stack([blob_volume(box, BASE), blob_volume(box, BASE + EXTRA)])
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
-from synthetic import blob_volume, make_tilt_set
+from synthetic import blob_volume, complex_points, make_tilt_set
 
 from tomohet.methods.ml import ML2D, ML3D
 
@@ -15,20 +15,9 @@ torch.set_num_threads(1)
 BOX = 24
 
 
-def _complex_points(n: int = 20, seed: int = 4) -> list[tuple[float, float, float]]:
-    """``n`` blob centres filling a ball of radius 6 px (the large constant complex)."""
-    rng = np.random.default_rng(seed)
-    pts: list[tuple[float, float, float]] = []
-    while len(pts) < n:
-        p = rng.uniform(-6, 6, 3)
-        if np.linalg.norm(p) <= 6 and all(np.linalg.norm(p - q) > 2.5 for q in pts):
-            pts.append(tuple(float(v) for v in p))
-    return pts
-
-
 @pytest.fixture(scope="module")
 def small_component():
-    base = _complex_points()
+    base = complex_points()
     cap = (8.0, 1.0, -1.0)  # one blob on the surface: 1 / 21 = 4.8% of the mass
     vols = torch.stack([blob_volume(BOX, base), blob_volume(BOX, base + [cap])])
     labels = np.arange(120) % 2
@@ -72,8 +61,8 @@ def test_focused_run_writes_full_maps_and_evidence(small_component, tmp_path):
     particles, labels = small_component
     m = ML2D(n_classes=2, n_iter=6, random_state=0, progress=False).fit(particles)
     m.save(tmp_path, particles)
-    truth = torch.stack([blob_volume(BOX, _complex_points()),
-                         blob_volume(BOX, _complex_points() + [(8.0, 1.0, -1.0)])])
+    truth = torch.stack([blob_volume(BOX, complex_points()),
+                         blob_volume(BOX, complex_points() + [(8.0, 1.0, -1.0)])])
     lab = m.predict()
     outside = 1.0 - m.focus_mask_
     for c in range(2):
@@ -102,7 +91,7 @@ def test_ml2d_low_snr_needs_the_discovery():
     in the focused M-step, 0.75 with the FSC inside the focus mask, which lifted the
     box-48 ladder cells from 0.48 / 0.56 to 0.93 / 0.99: at this SNR and box 24 the
     masked FSC over-estimates the SNR a little)."""
-    base = _complex_points()
+    base = complex_points()
     vols = torch.stack([blob_volume(BOX, base), blob_volume(BOX, base + [(8.0, 1.0, -1.0)])])
     particles, labels, _ = make_tilt_set(n=120, box=BOX, n_tilts=15, snr=0.1, seed=5,
                                          volumes=vols, labels=np.arange(120) % 2)

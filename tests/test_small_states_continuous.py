@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
-from synthetic import blob_volume, make_tilt_set
+from synthetic import blob_volume, complex_points, make_tilt_set
 
 from tomohet.methods.linear.common import load_mask
 from tomohet.methods.linear.ppca2d import PPCA2D
@@ -22,20 +22,9 @@ BOX = 24
 CAP = (8.0, 1.0, -1.0)  # one blob of 21 on the surface: 4.8% of the mass
 
 
-def _complex_points(n: int = 20, seed: int = 4) -> list[tuple[float, float, float]]:
-    """``n`` blob centres filling a ball of radius 6 px (the large constant complex)."""
-    rng = np.random.default_rng(seed)
-    pts: list[tuple[float, float, float]] = []
-    while len(pts) < n:
-        p = rng.uniform(-6, 6, 3)
-        if np.linalg.norm(p) <= 6 and all(np.linalg.norm(p - q) > 2.5 for q in pts):
-            pts.append(tuple(float(v) for v in p))
-    return pts
-
-
 @pytest.fixture(scope="module")
 def small_component():
-    base = _complex_points()
+    base = complex_points()
     vols = torch.stack([blob_volume(BOX, base), blob_volume(BOX, base + [CAP])])
     labels = np.arange(120) % 2
     particles, lab, _ = make_tilt_set(n=120, box=BOX, n_tilts=15, snr=0.3, seed=5,
