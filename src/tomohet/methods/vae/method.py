@@ -35,7 +35,6 @@ SGD can amplify into visibly different latents.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
@@ -263,27 +262,18 @@ class TiltVAEMethod(HeterogeneityMethod):
         return self.model_.volumes(torch.as_tensor(np.asarray(z), dtype=torch.float32))
 
     def save(self, out_dir: str | Path, particles: ParticleSet) -> None:
-        from tomohet.io import write_latent_csv, write_mrc
         from tomohet.io.atomic import atomic_write_text
-        from tomohet.methods.outputs import save_continuous
-        from tomohet.methods.vae.diagnostics import plot_convergence, write_history
+        from tomohet.methods.vae.run_outputs import save_vae_run
 
         out = Path(out_dir)
-        save_continuous(self, out, particles)
-        write_latent_csv(out / "latent_logvar.csv", particles.names, self.logvar_)
-        save_checkpoint(out / "weights.pt", self.model_, None, len(self.history_),
-                          self.history_, torch.as_tensor(self.latent_),
-                          {"reference": self.reference_, "method": self.name,
-                           "pixel_size_A": self.pixel_size_A_})
-        write_mrc(out / "consensus.mrc", self.model_.consensus.cpu().numpy(),
-                  self.pixel_size_A_)
-        write_history(self.history_, out)
-        plot_convergence(self.history_, out / "convergence.png")
-        summary = {"method": self.name, "mode": self.mode, "particles": self.n_particles_,
-                   "trained_particles": int(len(self.kept_)),
-                   "skipped_particles": int(len(self.skipped_)),
-                   "warnings": list(self.warnings_), "reference": self.reference_}
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        save_vae_run(self, out, particles, self.model_,
+                     {"reference": self.reference_, "method": self.name,
+                      "pixel_size_A": self.pixel_size_A_},
+                     self.model_.consensus.cpu().numpy(), self.pixel_size_A_,
+                     {"method": self.name, "mode": self.mode, "particles": self.n_particles_,
+                      "trained_particles": int(len(self.kept_)),
+                      "skipped_particles": int(len(self.skipped_)),
+                      "warnings": list(self.warnings_), "reference": self.reference_})
         if len(self.skipped_):
             names = [particles.names[i] for i in self.skipped_]
             atomic_write_text(out / "skipped.csv", "particle\n" + "\n".join(names) + "\n")

@@ -16,7 +16,6 @@ folder as it reads a vae one): ``latent.csv``, ``latent_logvar.csv``, ``weights.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -189,26 +188,16 @@ class Vae3DMethod(HeterogeneityMethod):
         return self.model_.volumes(torch.as_tensor(np.asarray(z), dtype=torch.float32))
 
     def save(self, out_dir: str | Path, particles: ParticleSet) -> None:
-        from tomohet.io import write_latent_csv, write_mrc
-        from tomohet.io.atomic import atomic_write_text
-        from tomohet.methods.outputs import save_continuous
-        from tomohet.methods.vae.diagnostics import plot_convergence, write_history
+        from tomohet.methods.vae.run_outputs import save_vae_run
 
-        out = Path(out_dir)
-        save_continuous(self, out, particles)
-        write_latent_csv(out / "latent_logvar.csv", particles.names, self.logvar_)
         px = float(particles.optics.pixel_size_A)
-        save_checkpoint(out / "weights.pt", cast(Any, self.model_), None, len(self.history_),
-                        self.history_, torch.as_tensor(self.latent_),
-                        {"method": self.name, "pixel_size_A": px})
-        write_mrc(out / "consensus.mrc", self._consensus_map().numpy(), px)
-        write_history(self.history_, out)
-        plot_convergence(self.history_, out / "convergence.png")
-        summary = {"method": self.name, "particles": self.n_particles_,
-                   "working_box": int(self.model_.small),
-                   "working_pixel_A": float(self.pixel_size_A_),
-                   "warnings": list(self.warnings_)}
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        save_vae_run(self, Path(out_dir), particles, cast(Any, self.model_),
+                     {"method": self.name, "pixel_size_A": px},
+                     self._consensus_map().numpy(), px,
+                     {"method": self.name, "particles": self.n_particles_,
+                      "working_box": int(self.model_.small),
+                      "working_pixel_A": float(self.pixel_size_A_),
+                      "warnings": list(self.warnings_)})
 
     def _consensus_map(self) -> torch.Tensor:
         from tomohet.methods.vae3d.model import pad_volume
