@@ -23,6 +23,12 @@ noise: a local region is scored alone (signal outside subtracted) from a start o
 residual maps' leading components; a large one (whole subunits) gives that start without
 a focus; nothing above noise gives random starts. Class maps are full maps either way.
 ``focus_mask=None, init="random"`` is the previous behaviour.
+
+Passes run on the compacted pixels (issue 14; :mod:`tomohet.methods.shc_pass`): one pass
+per iteration scores, climbs and re-averages, with one trilinear plan per image for all
+K references. ``compact=False`` (and any local pose search) keeps the dense reference
+path: a dense scoring pass (:func:`~tomohet.methods.shc_scoring.ncc_scores`), then a
+dense reconstruction pass.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from tomohet.methods.base import (
 from tomohet.methods.consistency import align_runs, match_labels
 from tomohet.methods.discovery import discover_with
 from tomohet.methods.em import EMConfig, EMEngine
+from tomohet.methods.shc_pass import climb_pass
 from tomohet.methods.shc_scoring import (
     band_resolution,
     figure_of_merit_filter,
@@ -89,6 +96,7 @@ class SHC(HeterogeneityMethod):
         local_search_deg: float = 0.0,
         consistency_threshold: float = 0.8,
         batch_size: int = 32,
+        compact: bool = True,
         device: str | None = None,
         progress: bool = True,
         random_state: int | None = None,
@@ -107,6 +115,7 @@ class SHC(HeterogeneityMethod):
         self.local_search_deg = local_search_deg
         self.consistency_threshold = consistency_threshold
         self.batch_size = batch_size
+        self.compact = compact
         self.device = device
         self.progress = progress
         self.random_state = random_state
@@ -130,8 +139,13 @@ class SHC(HeterogeneityMethod):
         class c of the other: half 1's classes are matched to half 0's by the Hungarian
         algorithm on map correlations, and half 1's labels renamed to match.
         """
+        bp = engine.reconstruct_pass(np.eye(self.n_classes)[labels], None, halves)
+        return self._references_from(engine, bp, labels, halves)
+
+    def _references_from(self, engine: EMEngine, bp, labels: np.ndarray, halves: np.ndarray
+                         ) -> tuple[torch.Tensor, float | None, np.ndarray]:
+        """:meth:`_references` from the half-set sums ``bp`` of ``labels``."""
         k = self.n_classes
-        bp = engine.reconstruct_pass(np.eye(k)[labels], None, halves)
         maps = wiener_reconstruct(bp).cpu()
         if k > 1:
             h0 = maps[0::2].reshape(k, -1)
@@ -210,6 +224,18 @@ class SHC(HeterogeneityMethod):
         parallel.all_reduce_sum([out])  # each row was scored by one rank, 0 on the others
         return out
 
+    def _fused(self, engine: EMEngine) -> bool:
+        """Whether an iteration is one compact pass (:func:`climb_pass`)."""
+        return self.compact and engine._compact()
+
+    def _climber(self, labels: np.ndarray, temp: float,
+                 draws: tuple[np.ndarray, np.ndarray]):
+        """:meth:`_climb` of a batch's rows (positions into the engine's index)."""
+        def climb(rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
+            return self._climb(scores, labels[rows], temp, (draws[0][rows], draws[1][rows]))
+
+        return climb
+
     def _climb(self, scores: np.ndarray, current: np.ndarray, temp: float,
                draws: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """One stochastic hill-climbing (annealing) step for all particles -> new labels.
@@ -245,12 +271,18 @@ class SHC(HeterogeneityMethod):
         labels = self._keyed_labels(engine, seed, "shc-init-labels")
         history: list[dict[str, Any]] = []
         for it in range(self.n_iter):
-            scores = self._score_pass(engine, refs, band_fn(res), halves)
             temp = temperature_schedule(it, self.temperature, self.anneal_iters)
-            new = self._climb(scores, labels, temp, self._draws(engine, seed, it))
-            changed = float((new != labels).mean())
-            labels = new
-            refs, res, labels = self._references(engine, labels, halves)
+            draws = self._draws(engine, seed, it)
+            if self._fused(engine):  # score, climb and re-average in one compact pass
+                new, bp = climb_pass(engine, refs, band_fn(res), halves,
+                                     self._climber(labels, temp, draws))
+                changed = float((new != labels).mean())
+                refs, res, labels = self._references_from(engine, bp, new, halves)
+            else:
+                scores = self._score_pass(engine, refs, band_fn(res), halves)
+                new = self._climb(scores, labels, temp, draws)
+                changed = float((new != labels).mean())
+                refs, res, labels = self._references(engine, new, halves)
             history.append({"iteration": it + 1, "temperature": temp,
                             "resolution_A": res, "changed_fraction": changed,
                             "populations": np.bincount(
@@ -267,9 +299,11 @@ class SHC(HeterogeneityMethod):
         device = resolve_device(self.device)
         n, box, px = particles.n_particles, particles.optics.box, particles.optics.pixel_size_A
         cfg = EMConfig(n_classes=self.n_classes, batch_size=self.batch_size,
-                       local_search_deg=self.local_search_deg, device=str(device))
+                       local_search_deg=self.local_search_deg, compact=self.compact,
+                       device=str(device))
         mask = default_mask(box, self.mask_radius_A, px, device)
-        total = self.n_runs * (2 * self.n_iter + 1) * n + n
+        per_iter = 1 if self.compact and self.local_search_deg <= 0 else 2  # passes
+        total = self.n_runs * (per_iter * self.n_iter + 1) * n + n
         bar = tqdm(total=total, desc=f"shc K={self.n_classes} x{self.n_runs}", unit="ptcl",
                    disable=not self.progress, leave=False)
         engine = EMEngine(particles, cfg, np.arange(n), reference_mask=mask,

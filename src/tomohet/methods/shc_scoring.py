@@ -1,7 +1,8 @@
 """Scoring pieces of stochastic hill climbing (:mod:`tomohet.methods.shc`): the annealing
 schedule, the resolution that limits the scoring band, normalised cross-correlation of
-particles with class references, the figure-of-merit filter of half maps, and the
-renaming of half-set sums after half 1's classes are matched to half 0's.
+particles with class references (dense, and on the compacted pixels of
+:mod:`tomohet.physics.compact`), the figure-of-merit filter of half maps, and the renaming
+of half-set sums after half 1's classes are matched to half 0's.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tomohet.physics.compact import CompactBatch
 from tomohet.physics.forward import PreparedBatch
 from tomohet.physics.fourier import (
     ft_to_volume,
@@ -20,8 +22,8 @@ from tomohet.physics.fourier import (
 from tomohet.physics.fsc import fsc, resolution_at
 from tomohet.physics.projection import Backprojector
 
-__all__ = ["temperature_schedule", "band_resolution", "ncc_scores", "figure_of_merit_filter",
-           "rename_half_one"]
+__all__ = ["temperature_schedule", "band_resolution", "ncc_scores", "ncc_scores_compact",
+           "pixel_weights", "figure_of_merit_filter", "rename_half_one"]
 
 
 def temperature_schedule(iteration: int, t0: float, anneal_iters: int) -> float:
@@ -61,6 +63,39 @@ def ncc_scores(prep: PreparedBatch, model: torch.Tensor, band: torch.Tensor) -> 
     p2 = ((pred.real**2 + pred.imag**2) * w).flatten(2).sum(-1)
     x2 = ((prep.data.real**2 + prep.data.imag**2) * w).flatten(1).sum(-1)  # (B,)
     return (num / torch.sqrt(p2 * x2[None]).clamp_min(1e-20)).T
+
+
+def pixel_weights(band: torch.Tensor) -> torch.Tensor:
+    """Flat weight of every rfft pixel (2D band) or voxel (3D band) in the scores of
+    :func:`ncc_scores_compact`: its Hermitian multiplicity inside ``band``, else 0."""
+    d = band.shape[0]
+    herm = (hermitian_weights_2d(d, band.device) if band.ndim == 2
+            else hermitian_weights_3d(d, band.device))
+    return (herm * band).reshape(-1)
+
+
+def ncc_scores_compact(cb: CompactBatch, model: torch.Tensor, weight: torch.Tensor
+                       ) -> torch.Tensor:
+    """:func:`ncc_scores` on the kept pixels of a compact batch.
+
+    model (K, M): the K references at the kept pixels
+    (:func:`~tomohet.physics.compact.project_compact`, one trilinear plan for all K);
+    weight (M,): each pixel's weight (:func:`pixel_weights` at ``cb.pixel``; 0 leaves it
+    out). -> (B, K), every particle's pixels (all its tilts) summed in float64.
+    """
+    k = model.shape[0]
+    a = cb.data.conj() * cb.transfer * weight  # Re(X^* H V) = Re(a V), shared by K
+    b = (cb.transfer.real**2 + cb.transfer.imag**2) * weight  # |H V|^2 = b |V|^2
+    v = torch.view_as_real(model.T)  # (M, K, 2)
+    num = v[..., 0] * a.real[:, None] - v[..., 1] * a.imag[:, None]
+    p2 = b[:, None] * (v[..., 0]**2 + v[..., 1]**2)
+    x2 = (cb.data.real**2 + cb.data.imag**2) * weight
+    terms = torch.cat([num, p2, x2[:, None]], dim=1).double()  # (M, 2K + 1)
+    sums = torch.zeros((cb.n_particles, 2 * k + 1), dtype=torch.float64,
+                       device=terms.device)
+    sums.index_add_(0, cb.particle, terms)
+    den = torch.sqrt(sums[:, k : 2 * k] * sums[:, 2 * k :]).clamp_min(1e-20)
+    return (sums[:, :k] / den).float()
 
 
 def figure_of_merit_filter(half_maps: torch.Tensor) -> torch.Tensor:
