@@ -1,15 +1,21 @@
 """Masked Fourier samples of tilt images, gathered in flat (ragged) batches for the VAE.
 
-Every kept particle's tilt images are transformed once (:func:`prepare_batch`) and only
-the frequencies inside each image's dose mask (and resolution limit) are stored: the
-observed value ``X``, the transfer ``H`` (CTF x exposure x shift phase) and the rfft pixel
-index. For CTF-premultiplied (or dose-weighted) stacks, ``X = M (H V + n)`` with ``M`` the
-CTF (x exposure): the transfer then includes ``M`` and each sample also keeps the noise
-scale ``M^2`` (:class:`tomohet.physics.forward.PreparedBatch`), so residuals are weighted
-by ``1 / M^2`` (their noise power is ``M^2`` times the shell's) -- the same likelihood as
-the EM engine's. A training batch of ``B`` particles with ``S`` chosen tilt slots each is a flat
-list of ``M`` samples (:class:`PointBatch`), so the decoder runs on exactly the samples
-that carry signal, in one call, with no loop over images.
+A particle's tilt images are transformed (:func:`prepare_batch`) and only the frequencies
+inside each image's dose mask (and resolution limit) are kept: the observed value ``X``,
+the transfer ``H`` (CTF x exposure x shift phase) and the rfft pixel index. For
+CTF-premultiplied (or dose-weighted) stacks, ``X = M (H V + n)`` with ``M`` the CTF
+(x exposure): the transfer then includes ``M`` and each sample also keeps the noise scale
+``M^2`` (:class:`tomohet.physics.forward.PreparedBatch`), so residuals are weighted by
+``1 / M^2`` (their noise power is ``M^2`` times the shell's) -- the same likelihood as the
+EM engine's. A training batch of ``B`` particles with ``S`` chosen tilt slots each is a
+flat list of ``M`` samples (:class:`PointBatch`), so the decoder runs on exactly the
+samples that carry signal, in one call, with no loop over images.
+
+The VAE makes those batches from the images on demand
+(:class:`tomohet.methods.vae.stream.StreamedSamples`: memory flat in the number of
+particles). :class:`FourierCache` (:func:`build_cache`) holds every sample in memory (~24
+bytes each, ~0.3-0.5 MB per particle at box 32 and 41 tilts) and hands out the same
+batches; it is kept for tests and small sets.
 
 The 3D frequency of a sample is ``R.T [kx, ky, 0]`` with ``R`` the image's full rotation
 (:func:`tomohet.physics.projection._slice_coordinates`), in cycles/pixel (x, y, z).
@@ -18,7 +24,7 @@ The 3D frequency of a sample is ``R.T [kx, ky, 0]`` with ``R`` the image's full 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,8 +34,8 @@ from tomohet.data.prepare import prepare_batch
 from tomohet.physics.ctf import tilt_weight
 from tomohet.physics.fourier import freq_grid_2d, hermitian_weights_2d
 
-__all__ = ["FourierCache", "PointBatch", "build_cache", "select_lowest_dose",
-           "sample_tilts", "all_tilts"]
+__all__ = ["FourierCache", "PointBatch", "SampleSource", "build_cache", "point_batch",
+           "shell_of_pixel", "select_lowest_dose", "sample_tilts", "all_tilts"]
 
 
 @dataclass
@@ -63,6 +69,25 @@ class PointBatch:
         if self.premult_power is None:
             return self.tilt_w
         return self.tilt_w / self.premult_power.clamp_min(1e-6)
+
+
+class SampleSource(Protocol):
+    """What training and the reference passes read: the masked samples of particles at
+    tilt slots (:class:`FourierCache`, held in memory, or
+    :class:`tomohet.methods.vae.stream.StreamedSamples`, made from the images on demand)."""
+
+    @property
+    def visible(self) -> torch.Tensor: ...  # (N, T) bool: the slots handed out
+
+    @property
+    def n_particles(self) -> int: ...
+
+    @property
+    def box(self) -> int: ...
+
+    def gather(self, rows: torch.Tensor, slots: torch.Tensor) -> PointBatch: ...
+
+    def restrict(self, max_shell: float) -> SampleSource: ...
 
 
 @dataclass
@@ -104,8 +129,7 @@ class FourierCache:
 
     def restrict(self, max_shell: float) -> FourierCache:
         """The same cache without samples past 2D radius ``max_shell`` (Fourier pixels)."""
-        k2 = _grid(self.box, self.pix.device)[self.pix.long()]
-        keep = torch.round(k2.norm(dim=-1) * self.box) <= max_shell
+        keep = shell_of_pixel(self.box, self.pix.device)[self.pix.long()] <= max_shell
         image = torch.repeat_interleave(torch.arange(self.count.numel(), device=keep.device),
                                         self.count.reshape(-1).to(keep.device))
         count = torch.zeros(self.count.numel(), dtype=torch.long, device=keep.device)
@@ -136,18 +160,28 @@ class FourierCache:
         idx = st[image] + torch.arange(total, device=dev) - first[image]
         pix = self.pix[idx].long()
         rot = self.rotation[r2, t].reshape(b * s, 3, 3)
-        k2 = _grid(self.box, dev)
-        kx, ky = k2[pix, 0], k2[pix, 1]
-        freq = kx[:, None] * rot[image, 0] + ky[:, None] * rot[image, 1]
-        herm = hermitian_weights_2d(self.box, device=dev).reshape(-1)[pix]
-        tw = self.tilt_w[r2, t].reshape(-1)[image]
-        shell = torch.round(torch.sqrt(kx**2 + ky**2) * self.box).long()
-        return PointBatch(image=image, particle=torch.div(image, s, rounding_mode="floor"),
-                          freq=freq, shell=shell, pix=pix, data=self.data[idx],
-                          transfer=self.transfer[idx], tilt_w=tw, herm=herm, rotation=rot,
-                          n_particles=b, n_slots=s,
-                          premult_power=None if self.premult_power is None
-                          else self.premult_power[idx])
+        tw = self.tilt_w[r2, t].reshape(-1)
+        return point_batch(self.box, image, pix, self.data[idx], self.transfer[idx], rot, tw,
+                           b, s, None if self.premult_power is None
+                           else self.premult_power[idx])
+
+
+def point_batch(box: int, image: torch.Tensor, pix: torch.Tensor, data: torch.Tensor,
+                transfer: torch.Tensor, rotation: torch.Tensor, tilt_w: torch.Tensor,
+                b: int, s: int, premult_power: torch.Tensor | None) -> PointBatch:
+    """A :class:`PointBatch` from each sample's image slot (M,), rfft pixel (M,), value
+    and transfer (M,), the slots' rotations (B * S, 3, 3) and cos(tilt) (B * S,): the
+    3D frequency, shell and Hermitian multiplicity of every sample are derived here."""
+    dev = pix.device
+    k2 = _grid(box, dev)
+    kx, ky = k2[pix, 0], k2[pix, 1]
+    freq = kx[:, None] * rotation[image, 0] + ky[:, None] * rotation[image, 1]
+    herm = hermitian_weights_2d(box, device=dev).reshape(-1)[pix]
+    shell = torch.round(torch.sqrt(kx**2 + ky**2) * box).long()
+    return PointBatch(image=image, particle=torch.div(image, s, rounding_mode="floor"),
+                      freq=freq, shell=shell, pix=pix, data=data, transfer=transfer,
+                      tilt_w=tilt_w[image], herm=herm, rotation=rotation,
+                      n_particles=b, n_slots=s, premult_power=premult_power)
 
 
 _GRIDS: dict[tuple[int, str], torch.Tensor] = {}
@@ -159,6 +193,12 @@ def _grid(box: int, device: torch.device) -> torch.Tensor:
     if key not in _GRIDS:
         _GRIDS[key] = freq_grid_2d(box, device=device).reshape(-1, 2)
     return _GRIDS[key]
+
+
+def shell_of_pixel(box: int, device: torch.device | str) -> torch.Tensor:
+    """(D * Dh,) 2D shell ``round(|k| D)`` of each rfft pixel (what :meth:`restrict`
+    compares with its limit)."""
+    return torch.round(_grid(box, torch.device(device)).norm(dim=-1) * box)
 
 
 def build_cache(particles: TiltSeriesParticles, index: np.ndarray, visible: np.ndarray,

@@ -60,9 +60,10 @@ from tomohet.methods.vae.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from tomohet.methods.vae.data import FourierCache, build_cache, select_lowest_dose
+from tomohet.methods.vae.data import SampleSource, select_lowest_dose
 from tomohet.methods.vae.diagnostics import collapse_warning, history_row, latent_diagnostics
 from tomohet.methods.vae.model import TiltVAE
+from tomohet.methods.vae.stream import stream_samples
 
 __all__ = ["TiltVAEMethod", "TiltVAEETMethod"]
 
@@ -164,8 +165,9 @@ class TiltVAEMethod(HeterogeneityMethod):
                        [particles.tomo_names[i] for i in kept])
         table = particles.table.iloc[kept] if len(particles.table) else None
         self.halves_ = half_sets(*self.ident_, seed=self.seed, table=table)
-        cache = build_cache(particles, kept, slots, self.max_resolution_A,
-                            device=dev).to(dev)
+        # samples made batch by batch from the (memory-mapped) images: nothing per
+        # particle is held beyond its slot mask, so memory does not grow with N
+        cache = stream_samples(particles, kept, slots, self.max_resolution_A, device=dev)
         self.pixel_size_A_ = float(particles.optics.pixel_size_A)
         model, opt, start, history, prev = self._start(cache, particles.optics.box, dev)
         if model.config.get("train_max_shell") is not None:
@@ -173,7 +175,7 @@ class TiltVAEMethod(HeterogeneityMethod):
         self._train(model, opt, cache, start, history, prev, dev)
         return self
 
-    def _start(self, cache: FourierCache, box: int, dev: torch.device
+    def _start(self, cache: SampleSource, box: int, dev: torch.device
                ) -> tuple[TiltVAE, torch.optim.Optimizer, int, list[dict[str, Any]],
                           torch.Tensor | None]:
         """Fresh model (consensus, noise, envelope) or the latest checkpoint's state."""
@@ -192,7 +194,7 @@ class TiltVAEMethod(HeterogeneityMethod):
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         return model, opt, 0, [], None
 
-    def _train(self, model: TiltVAE, opt: torch.optim.Optimizer, cache: FourierCache,
+    def _train(self, model: TiltVAE, opt: torch.optim.Optimizer, cache: SampleSource,
                start: int, history: list[dict[str, Any]], prev: torch.Tensor | None,
                dev: torch.device) -> None:
         amp = bool(self.amp) and dev.type == "cuda"
@@ -320,8 +322,7 @@ class TiltVAEETMethod(TiltVAEMethod):
         mu = torch.full((len(idx), int(self.zdim)), float("nan"))
         lv = mu.clone()
         if ok.any():
-            cache = build_cache(p, idx[ok], chosen[ok], self.max_resolution_A,
-                                device=dev).to(dev)
+            cache = stream_samples(p, idx[ok], chosen[ok], self.max_resolution_A, device=dev)
             m, v = T.encode_all(self.model_, cache)
             mu[torch.as_tensor(ok)] = m
             lv[torch.as_tensor(ok)] = v

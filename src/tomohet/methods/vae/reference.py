@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from tomohet.methods.base import default_mask
-from tomohet.methods.vae.data import FourierCache, all_tilts
+from tomohet.methods.vae.data import SampleSource, all_tilts
 from tomohet.physics.forward import NoiseModel
 from tomohet.physics.fourier import radial_shell_index, volume_to_ft
 from tomohet.physics.projection import Backprojector, VolumeProjector
@@ -26,7 +26,7 @@ from tomohet.physics.reconstruction import backproject_samples, gold_standard_ma
 __all__ = ["consensus_volume", "noise_power", "radial_envelope", "iterate_all"]
 
 
-def iterate_all(cache: FourierCache, batch: int):
+def iterate_all(cache: SampleSource, batch: int):
     """Yield (rows (b,), PointBatch) over every particle with all its cached slots."""
     n = cache.n_particles
     for s in range(0, n, batch):
@@ -34,7 +34,7 @@ def iterate_all(cache: FourierCache, batch: int):
         yield rows, cache.gather(rows, all_tilts(cache.visible[rows]))
 
 
-def consensus_volume(cache: FourierCache, device: torch.device, halves: np.ndarray,
+def consensus_volume(cache: SampleSource, device: torch.device, halves: np.ndarray,
                      batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """FSC-weighted Wiener reconstruction from two half sets (tilt-weighted).
 
@@ -56,7 +56,7 @@ def consensus_volume(cache: FourierCache, device: torch.device, halves: np.ndarr
     return (vol * mask).float(), curve.cpu()
 
 
-def noise_power(cache: FourierCache, v0: VolumeProjector, device: torch.device,
+def noise_power(cache: SampleSource, v0: VolumeProjector, device: torch.device,
                 batch: int = 256) -> torch.Tensor:
     """``E|X - H V0|^2 / M^2`` per 2D shell -> (D//2 + 2,) (``M^2`` the premultiplication
     power of premultiplied data, else 1).

@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tomohet import parallel
-from tomohet.methods.vae.data import FourierCache, all_tilts, sample_tilts
+from tomohet.methods.vae.data import SampleSource, all_tilts, sample_tilts
 from tomohet.methods.vae.loss import autocast, batch_loss
 from tomohet.methods.vae.model import TiltVAE
 from tomohet.methods.vae.reference import (
@@ -87,7 +87,7 @@ def epoch_draws(names: list[str], tomo_names: list[str] | None, seed: int, epoch
     return order, scores, torch.as_tensor(eps, dtype=torch.float32)
 
 
-def prepare_model(model: TiltVAE, cache: FourierCache, device: torch.device,
+def prepare_model(model: TiltVAE, cache: SampleSource, device: torch.device,
                   halves: np.ndarray, batch: int = 32) -> dict[str, Any]:
     """Consensus map, noise power, decoder envelope and encoder input scales.
 
@@ -138,7 +138,7 @@ def correction_weight(curve: torch.Tensor, n: int, kind: str = "fsc") -> torch.T
     return w.clamp_min(1e-3)
 
 
-def train_epoch(model: TiltVAE, optimizer: torch.optim.Optimizer, cache: FourierCache,
+def train_epoch(model: TiltVAE, optimizer: torch.optim.Optimizer, cache: SampleSource,
                 epoch: int, *, seed: int, batch_size: int, n_tilts: int | None, beta: float,
                 amp: bool = False, progress: Callable[[int, float], None] | None = None,
                 names: list[str] | None = None, tomo_names: list[str] | None = None
@@ -193,7 +193,7 @@ def train_epoch(model: TiltVAE, optimizer: torch.optim.Optimizer, cache: Fourier
 
 
 @torch.no_grad()
-def encode_all(model: TiltVAE, cache: FourierCache, batch: int = 128,
+def encode_all(model: TiltVAE, cache: SampleSource, batch: int = 128,
                amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and log-variance of every cached particle from all its cached tilts
     -> ((N, Z), (N, Z)) on the CPU."""
