@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tomohet import parallel
 from tomohet.methods.vae.train import epoch_draws
 from tomohet.methods.vae3d.data import SubtomoData, loss_mask
 from tomohet.methods.vae3d.model import Vae3D, kl_divergence, particle_nll
@@ -41,24 +42,36 @@ def train_epoch(model: Vae3D, optimizer: torch.optim.Optimizer, data: SubtomoDat
                 epoch: int, *, seed: int, batch_size: int, beta: float, floor: float,
                 names: list[str], tomo_names: list[str], device: torch.device,
                 progress: Callable[[int, float], None] | None = None) -> dict[str, float]:
-    """One pass over the particles in the keyed order of ``epoch``."""
+    """One pass over the particles in the keyed order of ``epoch``; under
+    ``torch.distributed`` each rank computes its share of every batch and the gradients
+    are summed over ranks (:func:`tomohet.parallel.all_reduce_grads`)."""
     order, _scores, eps_all = epoch_draws(names, tomo_names, seed, epoch, 0, model.zdim)
     model.train()
     tot = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
     n_seen = 0
     t0 = time.perf_counter()
+    n_ranks, me = parallel.world(), parallel.rank()
     for s in range(0, len(order), batch_size):
-        rows = torch.as_tensor(order[s : s + batch_size])
-        y, w = data.y[rows].to(device), data.w[rows].to(device)
+        batch = torch.as_tensor(order[s : s + batch_size])
+        b = len(batch)
+        # this rank's share of the keyed batch (every n_ranks-th particle); its loss
+        # weighted by its share and the gradients summed over ranks are the whole
+        # batch's, as in the tilt VAE (tomohet.methods.vae.train.train_epoch)
+        rows = batch[me::n_ranks]
         optimizer.zero_grad(set_to_none=True)
-        loss, parts = batch_loss(model, y, w, eps_all[rows].to(device), beta, floor)
-        loss.backward()
+        share = np.zeros(3)
+        if len(rows):
+            y, w = data.y[rows].to(device), data.w[rows].to(device)
+            loss, parts = batch_loss(model, y, w, eps_all[rows].to(device), beta, floor)
+            (loss * (len(rows) / b) if n_ranks > 1 else loss).backward()
+            share[:] = [float(loss.detach()) * len(rows), parts["nll"] * len(rows),
+                        parts["kl"] * len(rows)]
+        parallel.all_reduce_grads(model)
         optimizer.step()
-        b = len(rows)
+        parallel.all_reduce_sum([share])
         n_seen += b
-        tot["loss"] += float(loss.detach()) * b
-        tot["nll"] += parts["nll"] * b
-        tot["kl"] += parts["kl"] * b
+        for i, k in enumerate(("loss", "nll", "kl")):
+            tot[k] += float(share[i])
         if progress is not None:
             progress(b, tot["loss"] / n_seen)
     out: dict[str, Any] = {k: v / max(n_seen, 1) for k, v in tot.items()}
