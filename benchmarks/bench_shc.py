@@ -4,10 +4,11 @@ Default: 300 particles x 41 tilts, box 32, K = 4, one thread (issue 14). A fit w
 ``--iters-a`` iterations and one with ``--iters-b`` are timed on the same simulated set;
 their difference divided by the iteration difference is the time per iteration (the
 initial and final reconstructions cancel). The temperature stays above 0 throughout, so
-no fit stops early. ``--paths compact,dense`` times SHC's compacted passes and the dense
-reference alternately in one process (same load for both; ``dense`` needs an SHC with
-the ``compact`` flag) and prints how far their labels differ. Prints a table and a JSON
-line per run; nothing is asserted.
+no fit stops early. ``--paths compact,cached,dense`` times SHC's compacted passes, the
+same with the geometry cache (``--cache-mb``; plans kept across iterations) and the
+dense reference alternately in one process (same load for all; ``cached`` and ``dense``
+need an SHC with the ``compact`` flag) and prints how far their labels differ. Prints a
+table and a JSON line per run; nothing is asserted.
 
 Run: ``python benchmarks/bench_shc.py [--n 300] [--box 32] [--k 4] [--threads 1]``.
 """
@@ -34,13 +35,14 @@ def synthetic_set(n: int, box: int, n_tilts: int, seed: int):
     return simulate(cfg, seed=seed).particles
 
 
-def fit_seconds(particles, k: int, n_iter: int, path: str, device: str
+def fit_seconds(particles, k: int, n_iter: int, path: str, device: str, cache_mb: float
                 ) -> tuple[float, np.ndarray]:
     params = dict(n_classes=k, n_iter=n_iter, n_runs=1, temperature=10.0, anneal_iters=1000,
                   init="random", focus_mask=None, progress=False, random_state=0,
                   device=device)
     if "compact" in inspect.signature(SHC).parameters:
-        params["compact"] = path == "compact"
+        params["compact"] = path != "dense"
+        params["cache_geometry_mb"] = cache_mb if path == "cached" else 0.0
     elif path != "compact":
         raise SystemExit("this SHC has no `compact` flag: only the default path can be timed")
     t0 = time.perf_counter()
@@ -59,7 +61,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--subtomo", action="store_true", help="subtomograms instead of tilts")
-    ap.add_argument("--paths", default="compact", help="comma-separated: compact, dense")
+    ap.add_argument("--paths", default="compact",
+                    help="comma-separated: compact, cached, dense")
+    ap.add_argument("--cache-mb", type=float, default=8000.0,
+                    help="geometry cache budget of the cached path (MB)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds over --paths")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -72,8 +77,10 @@ def main() -> None:
     print(f"{'path':>8} {'round':>5} {'fit a (s)':>10} {'fit b (s)':>10} {'s/iter':>8}  load")
     for rnd in range(args.repeat):
         for path in args.paths.split(","):
-            ta, _ = fit_seconds(particles, args.k, args.iters_a, path, args.device)
-            tb, lab = fit_seconds(particles, args.k, args.iters_b, path, args.device)
+            ta, _ = fit_seconds(particles, args.k, args.iters_a, path, args.device,
+                                args.cache_mb)
+            tb, lab = fit_seconds(particles, args.k, args.iters_b, path, args.device,
+                                  args.cache_mb)
             per_iter = (tb - ta) / (args.iters_b - args.iters_a)
             load = os.getloadavg()[0]
             labels[path] = lab
@@ -83,9 +90,11 @@ def main() -> None:
                               "subtomo": args.subtomo, "fit_a_s": ta, "fit_b_s": tb,
                               "iters": [args.iters_a, args.iters_b],
                               "s_per_iter": per_iter, "load1": load}))
-    if len(labels) == 2:
-        a, b = labels.values()
-        print(f"labels differing between the paths: {int((a != b).sum())} of {len(a)}")
+    first = next(iter(labels))
+    for path, lab in labels.items():
+        if path != first:
+            diff = int((lab != labels[first]).sum())
+            print(f"labels differing between {first} and {path}: {diff} of {len(lab)}")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ def add_parser(methods: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="first classes from the residual maps' components, or random")
     p.add_argument("--consistency", type=float, default=0.8,
                    help="flag particles agreeing in fewer runs than this fraction")
+    p.add_argument("--cache-geometry", type=float, default=0.0, metavar="MB",
+                   help="keep up to MB of prepared pixels and interpolation plans across "
+                        "iterations and runs (same results, faster); 0 = off")
     return p
 
 

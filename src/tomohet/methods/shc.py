@@ -28,7 +28,9 @@ Passes run on the compacted pixels (issue 14; :mod:`tomohet.methods.shc_pass`): 
 per iteration scores, climbs and re-averages, with one trilinear plan per image for all
 K references. ``compact=False`` (and any local pose search) keeps the dense reference
 path: a dense scoring pass (:func:`~tomohet.methods.shc_scoring.ncc_scores`), then a
-dense reconstruction pass.
+dense reconstruction pass. ``cache_geometry_mb`` keeps the compacted batches (pixels,
+transforms, trilinear plans) across iterations and runs within that budget
+(:mod:`tomohet.methods.em_cache`; same results).
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class SHC(HeterogeneityMethod):
         consistency_threshold: float = 0.8,
         batch_size: int = 32,
         compact: bool = True,
+        cache_geometry_mb: float = 0.0,
         device: str | None = None,
         progress: bool = True,
         random_state: int | None = None,
@@ -116,6 +119,7 @@ class SHC(HeterogeneityMethod):
         self.consistency_threshold = consistency_threshold
         self.batch_size = batch_size
         self.compact = compact
+        self.cache_geometry_mb = cache_geometry_mb
         self.device = device
         self.progress = progress
         self.random_state = random_state
@@ -300,7 +304,7 @@ class SHC(HeterogeneityMethod):
         n, box, px = particles.n_particles, particles.optics.box, particles.optics.pixel_size_A
         cfg = EMConfig(n_classes=self.n_classes, batch_size=self.batch_size,
                        local_search_deg=self.local_search_deg, compact=self.compact,
-                       device=str(device))
+                       cache_geometry_mb=self.cache_geometry_mb, device=str(device))
         mask = default_mask(box, self.mask_radius_A, px, device)
         per_iter = 1 if self.compact and self.local_search_deg <= 0 else 2  # passes
         total = self.n_runs * (per_iter * self.n_iter + 1) * n + n
