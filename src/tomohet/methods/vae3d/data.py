@@ -18,6 +18,7 @@ transform by ``(small/box)^3``) and ``W`` is cropped without that factor, so tha
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,9 +31,11 @@ from tomohet.methods.linear.reference import (
     subsample_rfft,
     working_box,
 )
+from tomohet.methods.vae3d.store import RowStore
 from tomohet.physics.fourier import ft_to_volume, hermitian_weights_3d, radial_shell_index
 
-__all__ = ["SubtomoData", "build_data", "weight_volume", "loss_mask", "WEIGHT_FLOOR"]
+__all__ = ["SubtomoData", "build_data", "weight_volume", "loss_mask", "weight_floor",
+           "positive_median", "WEIGHT_FLOOR"]
 
 # a weight below this fraction of the median positive weight is treated as missing
 WEIGHT_FLOOR = 1e-4
@@ -40,39 +43,54 @@ WEIGHT_FLOOR = 1e-4
 
 @dataclass
 class SubtomoData:
-    """Reference-frame data of N particles on the working box ``small`` (CPU tensors)."""
+    """Reference-frame data of N particles on the working box ``small``, on disk
+    (:class:`~tomohet.methods.vae3d.store.RowStore`): nothing per particle in memory."""
 
-    y: torch.Tensor  # complex64 (N, s, s, s//2+1): sum H^* X
-    w: torch.Tensor  # float32 (N, s, s, s//2+1): sum |H|^2 (wedge x CTF^2 x dose)
+    y: RowStore  # complex64 rows (s, s, s//2+1): sum H^* X
+    w: RowStore  # float32 rows (s, s, s//2+1): sum |H|^2 (wedge x CTF^2 x dose)
     box: int  # the particles' box
     small: int  # the working box
     pixel_size_A: float  # of the particles' box
 
     @property
     def n_particles(self) -> int:
-        return int(self.y.shape[0])
+        return len(self.y)
 
     @property
     def working_pixel_A(self) -> float:
         return self.pixel_size_A * self.box / self.small
 
+    def rows(self, index: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Y, W) of particles ``index`` as CPU tensors (len, s, s, s//2+1)."""
+        idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)
+        return torch.from_numpy(self.y.read(idx)), torch.from_numpy(self.w.read(idx))
+
+    def blocks(self, size: int = 64) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+        """(rows, Y, W) over the set in consecutive blocks of ``size`` particles."""
+        for start in range(0, self.n_particles, size):
+            idx = np.arange(start, min(self.n_particles, start + size))
+            yield (idx, *self.rows(idx))
+
+    def close(self) -> None:
+        """Free the disk space now (otherwise when the data are collected)."""
+        self.y.close()
+        self.w.close()
+
 
 def build_data(particles: ParticleSet, max_resolution_A: float | None, batch_size: int,
                device: torch.device | str = "cpu", progress=None) -> SubtomoData:
-    """(Y, W) of every particle on the working box; per particle, independent of the
-    others (so of row order and batch size)."""
+    """(Y, W) of every particle on the working box, written to disk block by block; per
+    particle, independent of the others (so of row order and batch size)."""
     o = particles.optics
     small = working_box(o.box, o.pixel_size_A, max_resolution_A)
     n, h = particles.n_particles, small // 2 + 1
-    y = torch.zeros((n, small, small, h), dtype=torch.complex64)
-    w = torch.zeros((n, small, small, h), dtype=torch.float32)
+    y = RowStore(n, (small, small, h), np.complex64)
+    w = RowStore(n, (small, small, h), np.float32)
     for idx, yb, wb in iter_reference(particles, batch_size, device):
         ys = crop_rfft(subsample_rfft(yb), o.box, small)
         ws = crop_rfft(subsample_rfft(wb), o.box, small) / (small / o.box) ** 3
-        t = torch.as_tensor(idx)
-        y[t] = ys.to(torch.complex64).cpu()
-        w[t] = ws.real.float().clamp_min(0).cpu() if ws.is_complex() else \
-            ws.float().clamp_min(0).cpu()
+        y.write(idx, ys.to(torch.complex64).cpu().numpy())
+        w.write(idx, (ws.real if ws.is_complex() else ws).float().clamp_min(0).cpu().numpy())
         if progress is not None:
             progress(len(idx))
     return SubtomoData(y=y, w=w, box=o.box, small=small, pixel_size_A=float(o.pixel_size_A))
@@ -86,10 +104,35 @@ def loss_mask(w: torch.Tensor, floor: float) -> torch.Tensor:
     return (w > floor) & inside
 
 
-def weight_floor(w: torch.Tensor) -> float:
-    """:data:`WEIGHT_FLOOR` times the median positive weight of the set."""
-    pos = w[w > 0]
-    return float(WEIGHT_FLOOR * (pos.median() if pos.numel() else torch.tensor(1.0)))
+def weight_floor(data: SubtomoData) -> float:
+    """:data:`WEIGHT_FLOOR` times the median positive weight of the set (the lower
+    median, as :func:`torch.median`), found exactly in two passes over the blocks."""
+    med = positive_median(lambda: (w for _idx, _y, w in data.blocks()))
+    return float(WEIGHT_FLOOR * (1.0 if med is None else med))
+
+
+def positive_median(blocks: Callable[[], Iterable[torch.Tensor]]) -> float | None:
+    """Lower median of the positive values of the float32 tensors that ``blocks()``
+    yields (called twice: two passes), None without any. Positive float32
+    numbers order as their bit patterns: a histogram of the high 16 bits finds the bin of
+    the median, a histogram of the low 16 bits inside that bin the value."""
+    hi = torch.zeros(1 << 15, dtype=torch.int64)
+    for b in blocks():
+        bits = b[b > 0].float().contiguous().view(torch.int32)
+        hi += torch.bincount((bits >> 16).long(), minlength=1 << 15)
+    total = int(hi.sum())
+    if total == 0:
+        return None
+    rank = (total - 1) // 2
+    cum = torch.cumsum(hi, 0)
+    top = int(torch.searchsorted(cum, torch.tensor(rank), right=True))
+    rank -= int(cum[top - 1]) if top > 0 else 0
+    lo = torch.zeros(1 << 16, dtype=torch.int64)
+    for b in blocks():
+        bits = b[b > 0].float().contiguous().view(torch.int32)
+        lo += torch.bincount((bits[(bits >> 16) == top] & 0xFFFF).long(), minlength=1 << 16)
+    low = int(torch.searchsorted(torch.cumsum(lo, 0), torch.tensor(rank), right=True))
+    return float(torch.tensor([(top << 16) | low], dtype=torch.int32).view(torch.float32))
 
 
 def weight_volume(w: torch.Tensor) -> torch.Tensor:
@@ -112,18 +155,21 @@ def consensus_and_noise(data: SubtomoData, floor: float, reg: float = 1e-3
     """Consensus ``mu = sum Y / (sum W + reg mean W)`` (rfft, working box) and the noise
     power per shell ``s2(k) = < |Y - W mu|^2 / W >`` over the samples the loss sees
     (shells without any get the mean of the others)."""
-    sy = data.y.sum(0)
-    sw = data.w.sum(0)
+    s = data.small
+    sy = torch.zeros((s, s, s // 2 + 1), dtype=torch.complex128)
+    sw = torch.zeros((s, s, s // 2 + 1), dtype=torch.float64)
+    for _idx, y, w in data.blocks():
+        sy += y.sum(0)
+        sw += w.sum(0)
+    sy, sw = sy.to(torch.complex64), sw.float()
     scale = sw[sw > 0].mean() if bool((sw > 0).any()) else torch.tensor(1.0)
     mu = sy / (sw + reg * scale)
-    s = data.small
     shell = radial_shell_index(s, 3)
     herm = hermitian_weights_3d(s)
     n_sh = s // 2 + 1
     num = torch.zeros(n_sh, dtype=torch.float64)
     den = torch.zeros(n_sh, dtype=torch.float64)
-    for start in range(0, data.n_particles, 64):
-        y, w = data.y[start : start + 64], data.w[start : start + 64]
+    for _idx, y, w in data.blocks():
         m = loss_mask(w, floor)
         r = (y - w * mu).abs() ** 2 / w.clamp_min(floor)
         val = (r * m * herm).double()
@@ -142,12 +188,13 @@ def encoder_scales(data: SubtomoData, mu: torch.Tensor, filt: torch.Tensor
                    ) -> tuple[float, float]:
     """RMS of the (filtered) residual volumes ``ift(filt (Y - W mu))`` and mean weight
     over the set: the encoder divides its two channels by them."""
-    ss, n = 0.0, 0
-    for start in range(0, data.n_particles, 64):
-        y, w = data.y[start : start + 64], data.w[start : start + 64]
+    ss, n, sw, nw = 0.0, 0, 0.0, 0
+    for _idx, y, w in data.blocks():
         r = ft_to_volume((y - w * mu) * filt, data.small)
         ss += float((r.double() ** 2).sum())
         n += r.numel()
+        sw += float(w.double().sum())
+        nw += w.numel()
     rms = float(np.sqrt(ss / max(n, 1))) or 1.0
-    wm = float(data.w.mean()) or 1.0
+    wm = sw / max(nw, 1) or 1.0
     return rms, wm

@@ -103,10 +103,15 @@ class Vae3DMethod(HeterogeneityMethod):
         dev = resolve_device(self.device)
         self.n_particles_ = particles.n_particles
         self.ident_ = (list(particles.names), list(particles.tomo_names))
+        # (Y, W) of every particle on disk (a temporary file, freed at the end): memory
+        # does not grow with the number of particles
         data = D.build_data(particles, self.max_resolution_A, int(self.batch_size), dev)
-        self.pixel_size_A_ = data.working_pixel_A
-        model, opt, start, history, prev = self._start(data, dev)
-        self._train(model, opt, data, start, history, prev, dev)
+        try:
+            self.pixel_size_A_ = data.working_pixel_A
+            model, opt, start, history, prev = self._start(data, dev)
+            self._train(model, opt, data, start, history, prev, dev)
+        finally:
+            data.close()
         return self
 
     def _start(self, data: D.SubtomoData, dev: torch.device
@@ -126,7 +131,7 @@ class Vae3DMethod(HeterogeneityMethod):
             if ck.get("optimizer") is not None:
                 opt.load_state_dict(ck["optimizer"])
             return model, opt, int(ck["epoch"]), list(ck["history"]), ck["mu"].cpu()
-        floor = D.weight_floor(data.w)
+        floor = D.weight_floor(data)
         model = Vae3D(self.model_config(data, floor))
         mu_ft, noise = D.consensus_and_noise(data, floor)
         rms, wmean = D.encoder_scales(data, mu_ft, model.enc_filter)

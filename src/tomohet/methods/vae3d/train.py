@@ -61,7 +61,7 @@ def train_epoch(model: Vae3D, optimizer: torch.optim.Optimizer, data: SubtomoDat
         optimizer.zero_grad(set_to_none=True)
         share = np.zeros(3)
         if len(rows):
-            y, w = data.y[rows].to(device), data.w[rows].to(device)
+            y, w = (t.to(device) for t in data.rows(rows))
             loss, parts = batch_loss(model, y, w, eps_all[rows].to(device), beta, floor)
             (loss * (len(rows) / b) if n_ranks > 1 else loss).backward()
             share[:] = [float(loss.detach()) * len(rows), parts["nll"] * len(rows),
@@ -86,8 +86,8 @@ def encode_all(model: Vae3D, data: SubtomoData, device: torch.device,
     own (no batch statistics), so independent of batch size and row order."""
     model.eval()
     mus, lvs = [], []
-    for s in range(0, data.n_particles, batch):
-        mu, lv = model.encode(data.y[s : s + batch].to(device), data.w[s : s + batch].to(device))
+    for _idx, y, w in data.blocks(batch):
+        mu, lv = model.encode(y.to(device), w.to(device))
         mus.append(mu.cpu())
         lvs.append(lv.cpu())
     z = model.zdim
@@ -101,8 +101,8 @@ def loss_of(model: Vae3D, data: SubtomoData, floor: float, device: torch.device,
     model.eval()
     out = []
     with torch.no_grad():
-        for s in range(0, data.n_particles, batch):
-            y, w = data.y[s : s + batch].to(device), data.w[s : s + batch].to(device)
+        for _idx, y_cpu, w_cpu in data.blocks(batch):
+            y, w = y_cpu.to(device), w_cpu.to(device)
             mu, lv = model.encode(y, w)
             v_ft = volume_to_ft(model.decode(mu))
             shell = radial_shell_index(model.small, 3, device=device)
