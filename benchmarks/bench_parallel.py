@@ -2,7 +2,7 @@
 memory of one EM pass and one VAE epoch on a set read from disk.
 
     python benchmarks/bench_parallel.py iteration DATA.star --ranks 1,2 [--k 4]
-    python benchmarks/bench_parallel.py memory DATA.star --what em|vae
+    python benchmarks/bench_parallel.py memory DATA.star --what em|vae|vae3d
 
 ``DATA``: any particle file ``tomohet`` reads, e.g. written by
 ``tomohet simulate --n 20000 --fast --out big/`` (images stay on disk, memory-mapped).
@@ -106,13 +106,19 @@ def memory(args: argparse.Namespace) -> None:
             engine.em_pass(state, halves)
     else:
         from tomohet.io import read_particles
+        from tomohet.methods.base import HeterogeneityMethod
         from tomohet.methods.vae import TiltVAEMethod
 
         particles = read_particles(args.data)
         start = _rss_MB()
-        vae = TiltVAEMethod(n_epochs=1, zdim=8, n_tilts=10, progress=False, random_state=0)
+        if args.what == "vae3d":
+            from tomohet.methods.vae3d import Vae3DMethod
+
+            vae: HeterogeneityMethod = Vae3DMethod(n_epochs=1, zdim=8, progress=False, random_state=0)
+        else:
+            vae = TiltVAEMethod(n_epochs=1, zdim=8, n_tilts=10, progress=False, random_state=0)
         with measure() as stats:
-            vae.fit(particles)  # cache + consensus + one epoch
+            vae.fit(particles)  # data + consensus + one epoch
     print(json.dumps({"what": args.what, "particles": particles.n_particles,
                       "tilts": int(particles.visible.shape[1]), "box": particles.optics.box,
                       "rss_at_import_MB": round(before), "rss_before_MB": round(start),
@@ -127,7 +133,7 @@ def main() -> None:
     ap.add_argument("mode", choices=("iteration", "memory"))
     ap.add_argument("data")
     ap.add_argument("--ranks", default="1,2", help="rank counts, comma-separated")
-    ap.add_argument("--what", choices=("em", "vae"), default="em")
+    ap.add_argument("--what", choices=("em", "vae", "vae3d"), default="em")
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
