@@ -114,7 +114,8 @@ def memory(args: argparse.Namespace) -> None:
         if args.what == "vae3d":
             from tomohet.methods.vae3d import Vae3DMethod
 
-            vae: HeterogeneityMethod = Vae3DMethod(n_epochs=1, zdim=8, progress=False, random_state=0)
+            vae: HeterogeneityMethod = Vae3DMethod(n_epochs=1, zdim=8, progress=False,
+                                                   random_state=0)
         else:
             vae = TiltVAEMethod(n_epochs=1, zdim=8, n_tilts=10, progress=False, random_state=0)
         with measure() as stats:
