@@ -14,6 +14,11 @@ The working box ``small`` (:func:`~tomohet.methods.linear.reference.working_box`
 the band up to ``max_resolution_A``; ``Y`` is Fourier-cropped (which rescales a
 transform by ``(small/box)^3``) and ``W`` is cropped without that factor, so that
 ``Y_small = W_small V_small`` still holds for the cropped structure.
+
+``Y`` and ``W`` of every particle (12 bytes per rfft voxel: ~209 KB per particle on a
+32-voxel working box) live on disk (:class:`~tomohet.methods.vae3d.store.RowStore`, a
+temporary file freed at the end of the fit); batches and blocks are read as needed and
+the set-wide sums and the weight median are streamed, so memory does not grow with N.
 """
 
 from __future__ import annotations
