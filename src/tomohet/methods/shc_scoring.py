@@ -81,19 +81,26 @@ def ncc_scores_compact(cb: CompactBatch, model: torch.Tensor, weight: torch.Tens
     model (K, M): the K references at the kept pixels
     (:func:`~tomohet.physics.compact.project_compact`, one trilinear plan for all K);
     weight (M,): each pixel's weight (:func:`pixel_weights` at ``cb.pixel``; 0 leaves it
-    out). -> (B, K), every particle's pixels (all its tilts) summed in float64.
+    out). -> (B, K), every particle's pixels (all its tilts) together.
     """
     k = model.shape[0]
     a = cb.data.conj() * cb.transfer * weight  # Re(X^* H V) = Re(a V), shared by K
     b = (cb.transfer.real**2 + cb.transfer.imag**2) * weight  # |H V|^2 = b |V|^2
     v = torch.view_as_real(model.T)  # (M, K, 2)
-    num = v[..., 0] * a.real[:, None] - v[..., 1] * a.imag[:, None]
-    p2 = b[:, None] * (v[..., 0]**2 + v[..., 1]**2)
-    x2 = (cb.data.real**2 + cb.data.imag**2) * weight
-    terms = torch.cat([num, p2, x2[:, None]], dim=1).double()  # (M, 2K + 1)
-    sums = torch.zeros((cb.n_particles, 2 * k + 1), dtype=torch.float64,
-                       device=terms.device)
-    sums.index_add_(0, cb.particle, terms)
+    vr, vi = v[..., 0], v[..., 1]
+    terms = torch.empty((v.shape[0], 2 * k + 1), device=v.device)  # num, |HV|^2, |X|^2
+    torch.mul(vr, a.real[:, None], out=terms[:, :k])
+    terms[:, :k].addcmul_(vi, a.imag[:, None], value=-1)
+    torch.mul(vr, vr, out=terms[:, k : 2 * k])
+    terms[:, k : 2 * k].addcmul_(vi, vi).mul_(b[:, None])
+    terms[:, 2 * k] = (cb.data.real**2 + cb.data.imag**2) * weight
+    # per-image sums (a tilt image has at most D (D/2 + 1) pixels: float32), then per
+    # particle in float64; a subtomogram's many voxels are summed in float64 directly
+    wide = cb.n_tilts == 1
+    per_img = torch.zeros((cb.n_particles * cb.n_tilts, 2 * k + 1), device=v.device,
+                          dtype=torch.float64 if wide else torch.float32)
+    per_img.index_add_(0, cb.image, terms.double() if wide else terms)
+    sums = per_img.double().reshape(cb.n_particles, cb.n_tilts, -1).sum(1)
     den = torch.sqrt(sums[:, k : 2 * k] * sums[:, 2 * k :]).clamp_min(1e-20)
     return (sums[:, :k] / den).float()
 
