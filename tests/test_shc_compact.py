@@ -191,3 +191,28 @@ def test_classify_shc_cache_geometry_flag_reaches_the_engine(tmp_path, monkeypat
                "--init", "random", "--focus-mask", "none", "--cache-geometry", "50"])
     assert rc in (0, None)
     assert seen == [(50.0, 1)]  # 24 particles: one batch, kept
+
+
+@pytest.mark.parametrize("focused", [False, True])
+def test_half_map_fsc_is_the_engines_class_fsc(tilt_set, focused):
+    """SHC's band resolution comes from the half maps it already has; the curves are
+    those of EMEngine.volumes_from (gold-standard maps, under the focus mask)."""
+    from tomohet.methods.shc_scoring import half_map_fsc
+    from tomohet.physics.reconstruction import wiener_reconstruct
+
+    n = tilt_set.n_particles
+    focus = None
+    if focused:
+        c = torch.arange(BOX) - BOX // 2
+        z, y, x = torch.meshgrid(c, c, c, indexing="ij")
+        focus = ((x - 3)**2 + y**2 + z**2 < 25).float()  # a sphere off the centre
+    engine = EMEngine(tilt_set, EMConfig(n_classes=2), np.arange(n), focus_mask=focus,
+                      consensus=None if focus is None else TRUE[0])
+    halves = half_sets(tilt_set.names, tilt_set.tomo_names, 0)
+    bp = engine.reconstruct_pass(np.eye(2)[np.arange(n) % 2], None, halves)
+    _, curves, _ = engine.volumes_from(bp)
+    got = half_map_fsc(wiener_reconstruct(bp), engine.focus_mask)
+    np.testing.assert_array_equal(got.numpy(), np.asarray(curves, dtype=np.float32))
+    if focused:  # the mask matters
+        plain = half_map_fsc(wiener_reconstruct(bp))
+        assert not torch.allclose(plain, got)

@@ -61,6 +61,7 @@ from tomohet.methods.shc_pass import climb_pass
 from tomohet.methods.shc_scoring import (
     band_resolution,
     figure_of_merit_filter,
+    half_map_fsc,
     ncc_scores,
     rename_half_one,
     temperature_schedule,
@@ -150,13 +151,13 @@ class SHC(HeterogeneityMethod):
                          ) -> tuple[torch.Tensor, float | None, np.ndarray]:
         """:meth:`_references` from the half-set sums ``bp`` of ``labels``."""
         k = self.n_classes
-        maps = wiener_reconstruct(bp).cpu()
+        maps = wiener_reconstruct(bp)
         if k > 1:
             h0 = maps[0::2].reshape(k, -1)
             h1 = maps[1::2].reshape(k, -1)
             h0 = (h0 - h0.mean(1, keepdim=True)) / h0.std(1, keepdim=True).clamp_min(1e-12)
             h1 = (h1 - h1.mean(1, keepdim=True)) / h1.std(1, keepdim=True).clamp_min(1e-12)
-            corr = (h0 @ h1.T).numpy()
+            corr = (h0 @ h1.T).cpu().numpy()
             rows, cols = linear_sum_assignment(-corr)  # half-1 class cols[i] == class rows[i]
             rename = np.empty(k, dtype=np.int64)
             rename[cols] = rows
@@ -164,9 +165,12 @@ class SHC(HeterogeneityMethod):
                 labels = labels.copy()
                 labels[halves == 1] = rename[labels[halves == 1]]
                 rename_half_one(bp, rename)
-                maps = wiener_reconstruct(bp).cpu()
-        _, curves, _ = engine.volumes_from(bp)
-        return figure_of_merit_filter(maps), band_resolution(curves, engine.px), labels
+                maps = wiener_reconstruct(bp)
+        # the classes' half-map FSC, as engine.volumes_from measures it (under the focus
+        # mask), without its merged maps
+        curves = half_map_fsc(maps, engine.focus_mask).cpu().numpy()
+        return (figure_of_merit_filter(maps.cpu()), band_resolution(curves, engine.px),
+                labels)
 
     def _keyed_labels(self, engine: EMEngine, seed: int, stream: str) -> np.ndarray:
         """Balanced random classes drawn from the particle names (keyed hash), or the

@@ -23,7 +23,7 @@ from tomohet.physics.fsc import fsc, resolution_at
 from tomohet.physics.projection import Backprojector
 
 __all__ = ["temperature_schedule", "band_resolution", "ncc_scores", "ncc_scores_compact",
-           "pixel_weights", "figure_of_merit_filter", "rename_half_one"]
+           "pixel_weights", "figure_of_merit_filter", "half_map_fsc", "rename_half_one"]
 
 
 def temperature_schedule(iteration: int, t0: float, anneal_iters: int) -> float:
@@ -123,6 +123,16 @@ def figure_of_merit_filter(half_maps: torch.Tensor) -> torch.Tensor:
     weight = torch.sqrt(curve)[:, shell]  # (K, D, D, D//2 + 1)
     ft = volume_to_ft(pairs) * weight[:, None]
     return ft_to_volume(ft, d).reshape(2 * k, d, d, d)
+
+
+def half_map_fsc(half_maps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """FSC (K, D//2 + 1) of each class's two half maps (2K, D, D, D; class c half h at
+    2c + h), measured on the masked maps with ``mask`` (D, D, D), as
+    :func:`~tomohet.physics.reconstruction.gold_standard_maps` measures it."""
+    if mask is None:
+        return fsc(half_maps[0::2], half_maps[1::2])
+    m = mask.to(half_maps.device, half_maps.dtype)
+    return fsc(half_maps[0::2] * m, half_maps[1::2] * m)
 
 
 def rename_half_one(bp: Backprojector, rename: np.ndarray) -> None:
