@@ -234,7 +234,7 @@ class SHC(HeterogeneityMethod):
 
     def _fused(self, engine: EMEngine) -> bool:
         """Whether an iteration is one compact pass (:func:`climb_pass`)."""
-        return self.compact and engine._compact()
+        return self.compact and engine.cfg.compact and engine.deltas is None
 
     def _climber(self, labels: np.ndarray, temp: float,
                  draws: tuple[np.ndarray, np.ndarray]):

@@ -34,7 +34,7 @@ from tomohet.physics.compact import (
 )
 from tomohet.physics.projection import Backprojector
 
-__all__ = ["climb_pass", "batch_scores"]
+__all__ = ["climb_pass", "batch_scores", "hard_volume_weights"]
 
 # rows (B,) positions into the engine's index, their scores (B, K, 1) -> new classes (B,)
 Climb = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -59,6 +59,16 @@ def batch_scores(cb: CompactBatch, tables: list[CompactProjector], weight: torch
     return out
 
 
+def hard_volume_weights(labels: np.ndarray, side: torch.Tensor, k: int) -> torch.Tensor:
+    """Volume weights (2K, B) of hard classes (B,) and half sets (B,): 1 at volume
+    2 c + h (class c, half h), else 0."""
+    b = len(labels)
+    vw = torch.zeros((2 * k, b), device=side.device)
+    vol = 2 * torch.as_tensor(labels, device=side.device) + side.long()
+    vw[vol, torch.arange(b, device=side.device)] = 1.0
+    return vw
+
+
 def climb_pass(engine, refs: torch.Tensor, band: torch.Tensor, halves: np.ndarray,
                climb: Climb) -> tuple[np.ndarray, Backprojector]:
     """New classes (N,) of every particle and the 2K half-set sums with them.
@@ -76,17 +86,16 @@ def climb_pass(engine, refs: torch.Tensor, band: torch.Tensor, halves: np.ndarra
     h_all = torch.as_tensor(halves, device=dev)
     n_groups = engine.new_noise().sigma2.shape[0]
     new = np.zeros(len(halves), dtype=np.int64)  # rows of other ranks stay 0 here
-    eye = torch.eye(k, device=dev)
     for rows in parallel.shard(engine.batches()):  # this rank's batches
+        # the engine's compacted batch (from its geometry cache when it holds it)
         cb, _ = engine._compact_for(rows, n_groups, sums.padded)
         side = h_all[torch.as_tensor(rows, device=dev)]
         scores = batch_scores(cb, tables, weight_all.index_select(0, cb.pixel), side)
         lab = climb(rows, scores.cpu().numpy()[:, :, None])
         new[rows] = lab
-        onehot = eye[torch.as_tensor(lab, device=dev)]
-        insert_compact(sums, cb, engine._half_weights(onehot, side), None)
+        insert_compact(sums, cb, hard_volume_weights(lab, side, k), None)
         if engine.progress:
             engine.progress(len(rows))
-    engine._reduce_sums(None, sums, None)
-    parallel.all_reduce_sum([new])  # each row was climbed by one rank
+    # each row was climbed by one rank; the sums of every rank (no-op on one)
+    parallel.all_reduce_sum([new, sums.re, sums.im, sums.weight])
     return new, sums.backprojector()
