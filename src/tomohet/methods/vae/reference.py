@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tomohet import parallel
 from tomohet.methods.base import default_mask
 from tomohet.methods.vae.data import SampleSource, all_tilts
 from tomohet.physics.forward import NoiseModel
@@ -26,10 +27,14 @@ from tomohet.physics.reconstruction import backproject_samples, gold_standard_ma
 __all__ = ["consensus_volume", "noise_power", "radial_envelope", "iterate_all"]
 
 
-def iterate_all(cache: SampleSource, batch: int):
-    """Yield (rows (b,), PointBatch) over every particle with all its cached slots."""
+def iterate_all(cache: SampleSource, batch: int, owned_only: bool = False):
+    """Yield (rows (b,), PointBatch) over every particle with all its cached slots;
+    ``owned_only``: only the blocks of ``batch`` rows that are this rank's
+    (:func:`tomohet.parallel.owns`; all of them on one rank)."""
     n = cache.n_particles
-    for s in range(0, n, batch):
+    for block, s in enumerate(range(0, n, batch)):
+        if owned_only and not parallel.owns(block):
+            continue
         rows = torch.arange(s, min(n, s + batch))
         yield rows, cache.gather(rows, all_tilts(cache.visible[rows]))
 

@@ -196,19 +196,22 @@ def train_epoch(model: TiltVAE, optimizer: torch.optim.Optimizer, cache: SampleS
 def encode_all(model: TiltVAE, cache: SampleSource, batch: int = 128,
                amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and log-variance of every cached particle from all its cached tilts
-    -> ((N, Z), (N, Z)) on the CPU."""
+    -> ((N, Z), (N, Z)) on the CPU. Under ``torch.distributed`` each rank encodes its
+    blocks of ``batch`` particles and the rows are summed over ranks (each row is one
+    rank's, the others add zeros: exact)."""
     model.eval()
-    mus, lvs = [], []
+    z = model.zdim
+    mus = torch.zeros((cache.n_particles, z))
+    lvs = torch.zeros((cache.n_particles, z))
     use_v0 = model.config.get("use_consensus", True)
-    for _rows, pb in iterate_all(cache, batch):
+    for rows, pb in iterate_all(cache, batch, owned_only=True):
         resid0 = pb.data - pb.transfer * model.consensus_at(pb.freq) if use_v0 else pb.data
         with autocast(pb.data.device, amp):
             mu, lv = model.encode(pb, resid0)
-        mus.append(mu.float().cpu())
-        lvs.append(lv.float().cpu())
-    z = model.zdim
-    return (torch.cat(mus) if mus else torch.zeros((0, z)),
-            torch.cat(lvs) if lvs else torch.zeros((0, z)))
+        mus[rows] = mu.float().cpu()
+        lvs[rows] = lv.float().cpu()
+    parallel.all_reduce_sum([mus, lvs])
+    return mus, lvs
 
 
 # ---------------------------------------------------------------- progress
