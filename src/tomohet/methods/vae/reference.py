@@ -46,15 +46,18 @@ def consensus_volume(cache: SampleSource, device: torch.device, halves: np.ndarr
     cache on ``device``; halves (N,) 0/1 per cached particle, from
     :func:`tomohet.data.keys.half_sets` (the file's rlnRandomSubset, else keyed by name,
     never by row position). -> (volume (D, D, D) in a soft sphere, half-map FSC (D//2+1,)).
+    Under ``torch.distributed`` each rank back-projects its blocks of ``batch`` particles
+    and the grids are summed over ranks.
     """
     box = cache.box
     halves_t = torch.as_tensor(np.asarray(halves, dtype=np.int64), device=device)
     bp = Backprojector(box, 2, 2, device)
     dh = box // 2 + 1
-    for rows, pb in iterate_all(cache, batch):
+    for rows, pb in iterate_all(cache, batch, owned_only=True):
         # weights cos(tilt) / M^2; kx = 0 samples have their Friedel mates in the input
         backproject_samples(bp, pb.freq, pb.data, pb.transfer, pb.weight(),
                             (pb.pix % dh) == 0, halves_t[rows.to(device)][pb.particle])
+    parallel.all_reduce_sum([bp.data, bp.weight])  # each rank's blocks (no-op on one)
     gs = gold_standard_maps(bp)  # half maps -> FSC -> merged, FSC-Wiener-filtered map
     vol, curve = gs.maps[0], gs.fsc[0]
     mask = default_mask(box, device=vol.device)
@@ -72,10 +75,11 @@ def noise_power(cache: SampleSource, v0: VolumeProjector, device: torch.device,
     samples are interpolated from their neighbours.
     """
     noise = NoiseModel(cache.box, 1, device)
-    for _rows, pb in iterate_all(cache, batch):
+    for _rows, pb in iterate_all(cache, batch, owned_only=True):
         r = pb.data - v0.sample(pb.freq)[0] * pb.transfer
         noise.accumulate_samples(r.real**2 + r.imag**2, pb.shell, pb.herm,
                                  premult_power=pb.premult_power)
+    parallel.all_reduce_sum([noise._sum, noise._count])  # each rank's blocks
     if not noise.has_samples:
         return torch.ones(noise.n_shells)
     noise.update(floor=0.0, fill="interpolate")
