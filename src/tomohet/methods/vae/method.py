@@ -26,6 +26,10 @@ Outputs of :meth:`save`: ``latent.csv`` (posterior means), ``latent_logvar.csv``
 ``consensus.mrc``, ``particles.star`` with latent columns, and per-epoch checkpoints in
 ``checkpoints/`` when ``checkpoint_dir`` is given.
 
+Memory: the images are read (memory-mapped) and transformed batch by batch
+(:mod:`tomohet.methods.vae.stream`); per particle only its tilt-slot mask is held, so
+memory does not grow with the number of particles.
+
 Precision: everything runs in float32 by default, so CPU and CUDA agree up to float32
 rounding (and a run is bit-identical with the same seed on the same CPU). ``amp=True``
 (``--amp``) opts in to bf16 autocast of the encoder and decoder MLPs on CUDA: faster on

@@ -6,6 +6,10 @@ CTF/wedge weights (:mod:`tomohet.methods.vae3d.data`). Model and loss:
 :mod:`tomohet.methods.vae3d.model` -- the decoder's map is compared with each subtomogram
 through that particle's own wedge and CTF, in Fourier space, never in its missing wedge.
 
+Memory: each particle's (Y, W) on the working box ``s`` (12 s^2 (s/2+1) bytes: 209 KB at
+s = 32) is kept in a temporary file in ``TMPDIR`` for the length of the fit
+(:mod:`tomohet.methods.vae3d.store`), not in memory.
+
 Outputs of :meth:`save` are those of ``vae`` (so ``tomohet analyze`` reads a vae3d run
 folder as it reads a vae one): ``latent.csv``, ``latent_logvar.csv``, ``weights.pt``
 (state dicts and plain containers, ``torch.load(..., weights_only=True)``, config
