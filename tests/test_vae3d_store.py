@@ -35,6 +35,16 @@ def test_row_store_reads_back_rows_in_any_order():
     store.close()
 
 
+def test_row_store_leaves_no_file_behind(tmp_path):
+    """The store's file is anonymous: nothing in its folder while open or after."""
+    store = RowStore(5, (64, 64), np.float32, folder=str(tmp_path))
+    store.write(np.arange(5), np.ones((5, 64, 64)))
+    assert list(tmp_path.iterdir()) == []
+    assert float(store.read(np.array([4])).sum()) == 64 * 64
+    store.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("n", [1, 2, 7, 1000, 1001])
 def test_positive_median_is_torch_median_of_the_positive_values(n):
     g = torch.Generator().manual_seed(n)

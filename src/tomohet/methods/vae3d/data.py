@@ -83,14 +83,16 @@ class SubtomoData:
 
 
 def build_data(particles: ParticleSet, max_resolution_A: float | None, batch_size: int,
-               device: torch.device | str = "cpu", progress=None) -> SubtomoData:
-    """(Y, W) of every particle on the working box, written to disk block by block; per
-    particle, independent of the others (so of row order and batch size)."""
+               device: torch.device | str = "cpu", progress=None,
+               folder: str | None = None) -> SubtomoData:
+    """(Y, W) of every particle on the working box, written to disk block by block (in
+    ``folder``, default ``TMPDIR``); per particle, independent of the others (so of row
+    order and batch size)."""
     o = particles.optics
     small = working_box(o.box, o.pixel_size_A, max_resolution_A)
     n, h = particles.n_particles, small // 2 + 1
-    y = RowStore(n, (small, small, h), np.complex64)
-    w = RowStore(n, (small, small, h), np.float32)
+    y = RowStore(n, (small, small, h), np.complex64, folder)
+    w = RowStore(n, (small, small, h), np.float32, folder)
     for idx, yb, wb in iter_reference(particles, batch_size, device):
         ys = crop_rfft(subsample_rfft(yb), o.box, small)
         ws = crop_rfft(subsample_rfft(wb), o.box, small) / (small / o.box) ** 3

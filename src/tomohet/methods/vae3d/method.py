@@ -7,8 +7,9 @@ CTF/wedge weights (:mod:`tomohet.methods.vae3d.data`). Model and loss:
 through that particle's own wedge and CTF, in Fourier space, never in its missing wedge.
 
 Memory: each particle's (Y, W) on the working box ``s`` (12 s^2 (s/2+1) bytes: 209 KB at
-s = 32) is kept in a temporary file in ``TMPDIR`` for the length of the fit
-(:mod:`tomohet.methods.vae3d.store`), not in memory.
+s = 32) is kept in an anonymous temporary file for the length of the fit
+(:mod:`tomohet.methods.vae3d.store`), not in memory: in ``checkpoint_dir`` when one is
+given, else in ``TMPDIR`` (which should then be a disk, not a RAM-backed tmpfs).
 
 Outputs of :meth:`save` are those of ``vae`` (so ``tomohet analyze`` reads a vae3d run
 folder as it reads a vae one): ``latent.csv``, ``latent_logvar.csv``, ``weights.pt``
@@ -109,7 +110,10 @@ class Vae3DMethod(HeterogeneityMethod):
         self.ident_ = (list(particles.names), list(particles.tomo_names))
         # (Y, W) of every particle on disk (a temporary file, freed at the end): memory
         # does not grow with the number of particles
-        data = D.build_data(particles, self.max_resolution_A, int(self.batch_size), dev)
+        if self.checkpoint_dir:
+            Path(self.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        data = D.build_data(particles, self.max_resolution_A, int(self.batch_size), dev,
+                            folder=self.checkpoint_dir or None)
         try:
             self.pixel_size_A_ = data.working_pixel_A
             model, opt, start, history, prev = self._start(data, dev)
