@@ -23,12 +23,15 @@ the set-wide sums and the weight median are streamed, so memory does not grow wi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from tomohet import parallel
 from tomohet.methods.base import ParticleSet
 from tomohet.methods.linear.reference import (
     crop_rfft,
@@ -87,19 +90,48 @@ def build_data(particles: ParticleSet, max_resolution_A: float | None, batch_siz
                folder: str | None = None) -> SubtomoData:
     """(Y, W) of every particle on the working box, written to disk block by block (in
     ``folder``, default ``TMPDIR``); per particle, independent of the others (so of row
-    order and batch size)."""
+    order and batch size).
+
+    Under ``torch.distributed`` with a ``folder`` (shared by the ranks: the run's
+    checkpoint folder) each rank computes its row blocks (:func:`tomohet.parallel.
+    owned_rows`) into one pair of files, which every rank then reads; without a folder
+    each rank computes every row into its own temporary file.
+    """
     o = particles.optics
     small = working_box(o.box, o.pixel_size_A, max_resolution_A)
     n, h = particles.n_particles, small // 2 + 1
-    y = RowStore(n, (small, small, h), np.complex64, folder)
-    w = RowStore(n, (small, small, h), np.float32, folder)
-    for idx, yb, wb in iter_reference(particles, batch_size, device):
+    shape = (small, small, h)
+    shared = folder is not None and parallel.world() > 1
+    paths = [str(Path(folder or ".", f".vae3d_{k}_rows.bin")) for k in ("y", "w")]
+    if shared:
+        if parallel.is_main():
+            for path, dt in zip(paths, (np.complex64, np.float32), strict=True):
+                RowStore(n, shape, dt, path=path).close()  # sized before any rank opens it
+        parallel.barrier()
+        y = RowStore(n, shape, np.complex64, path=paths[0], create=False)
+        w = RowStore(n, shape, np.float32, path=paths[1], create=False)
+    else:
+        y = RowStore(n, shape, np.complex64, folder)
+        w = RowStore(n, shape, np.float32, folder)
+    rows = parallel.owned_rows(n) if shared else None
+    for idx, yb, wb in iter_reference(particles, batch_size, device, rows=rows):
         ys = crop_rfft(subsample_rfft(yb), o.box, small)
         ws = crop_rfft(subsample_rfft(wb), o.box, small) / (small / o.box) ** 3
         y.write(idx, ys.to(torch.complex64).cpu().numpy())
         w.write(idx, (ws.real if ws.is_complex() else ws).float().clamp_min(0).cpu().numpy())
         if progress is not None:
             progress(len(idx))
+    if shared:
+        for store in (y, w):
+            store.flush()
+            store.close()
+        parallel.barrier()  # every rank's rows are on disk: open them afresh to read
+        y = RowStore(n, shape, np.complex64, path=paths[0], create=False)
+        w = RowStore(n, shape, np.float32, path=paths[1], create=False)
+        parallel.barrier()
+        if parallel.is_main():
+            for path in paths:  # the open files stay readable; nothing is left behind
+                os.unlink(path)
     return SubtomoData(y=y, w=w, box=o.box, small=small, pixel_size_A=float(o.pixel_size_A))
 
 

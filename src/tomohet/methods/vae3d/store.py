@@ -21,16 +21,34 @@ __all__ = ["RowStore"]
 
 
 class RowStore:
-    """N rows of shape ``shape`` and dtype ``dtype`` in a temporary file (zeros at first)."""
+    """N rows of shape ``shape`` and dtype ``dtype`` in a temporary file (zeros at first).
+
+    ``path``: a named file instead, shared by processes (ranks): ``create`` makes it (one
+    process, before the others open it); the others open it as it is. Whoever created it
+    removes it (:func:`os.unlink`) once every process has it open.
+    """
 
     def __init__(self, n: int, shape: tuple[int, ...], dtype: np.dtype | type,
-                 folder: str | None = None) -> None:
+                 folder: str | None = None, path: str | None = None,
+                 create: bool = True) -> None:
         self.n = int(n)
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.row_bytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-        self._file = tempfile.TemporaryFile(prefix="tomohet_rows_", dir=folder)
-        self._file.truncate(self.n * self.row_bytes)  # sparse: zeros until written
+        if path is None:
+            self._file = tempfile.TemporaryFile(prefix="tomohet_rows_", dir=folder)
+        else:
+            self._file = open(path, "w+b" if create else "r+b")  # noqa: SIM115 (closed in close())
+        if path is None or create:
+            self._file.truncate(self.n * self.row_bytes)  # sparse: zeros until written
+        elif os.fstat(self._file.fileno()).st_size != self.n * self.row_bytes:
+            raise OSError(f"{path}: {os.fstat(self._file.fileno()).st_size} bytes, expected "
+                          f"{self.n * self.row_bytes}")
+
+    def flush(self) -> None:
+        """Push what this process wrote to the file system (before others read it)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
 
     def __len__(self) -> int:
         return self.n
