@@ -62,7 +62,7 @@ def true_focus(vols: torch.Tensor, frac: float = 0.1) -> torch.Tensor:
 
 
 def run_from(m: ML2D, parts, focus: torch.Tensor | None, labels: np.ndarray | str,
-             n_iter: int) -> tuple[ML2D, np.ndarray]:
+             n_iter: int, residual: bool = False) -> tuple[ML2D, np.ndarray]:
     """ml2d's EM (no annealing for a given start) with a given focus mask and first
     partition (``labels``, or ``"kmeans"``: discovery's k-means inside ``focus``)."""
     dev = torch.device("cpu")
@@ -82,6 +82,9 @@ def run_from(m: ML2D, parts, focus: torch.Tensor | None, labels: np.ndarray | st
     init = np.asarray(labels)
     engine = plain if focus is None else EMEngine(parts, cfg, keep, ref_mask, focus,
                                                   consensus)
+    if residual and focus is not None:  # classify residuals against the whole consensus
+        from tomohet.physics.projection import VolumeProjector
+        engine.outside = VolumeProjector(consensus.to(dev), pad=cfg.pad)
     z = torch.zeros((8, 8, 8))
     found = disc.Discovery(focus, init, z, z, 8, 1.0, "local")
     m.setup_ = disc.Setup(engine, plain, found, True, focus)
@@ -120,6 +123,8 @@ def main() -> None:
     p.add_argument("--box", type=int, default=None)
     p.add_argument("--iters", type=int, default=12)
     p.add_argument("--tau-fudge", type=float, default=1.0)
+    p.add_argument("--residual", action="store_true",
+                   help="subtract the whole consensus (class maps are differences)")
     p.add_argument("--variants", default="stats,true-mask/true-labels,true-mask/kmeans")
     args = p.parse_args()
     cell = LadderCell(args.mass, args.snr, args.n)
@@ -144,7 +149,8 @@ def main() -> None:
         else:
             mask = None if v.startswith("no-mask") else focus
             start = truth if v.endswith("true-labels") else "kmeans"
-            m, init = run_from(m, ds.particles, mask, start, args.iters)
+            m, init = run_from(m, ds.particles, mask, start, args.iters, args.residual)
+            rec["residual"] = args.residual
             rec.update(init_ari=round(adjusted_rand_score(truth, init), 3),
                        ari=round(adjusted_rand_score(truth, m.labels_), 3),
                        populations=np.round(m.priors_, 3).tolist(),

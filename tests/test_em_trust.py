@@ -123,7 +123,8 @@ def test_empty_class_stays_finite(monkeypatch, data, cls, anneal_iters):
     particles, _, _ = data
     _empty_third_class(monkeypatch)
     m = cls(n_classes=3, n_iter=anneal_iters + 3, anneal_iters=anneal_iters,
-            min_class_fraction=0.0, progress=False, random_state=0).fit(particles)
+            min_class_fraction=0.0, split="joint", progress=False,
+            random_state=0).fit(particles)
     pops = np.array([h["populations"] for h in m.history_])
     assert (pops[:, 2] < 1e-5).any()  # the class did empty
     assert np.isfinite(m.predict_proba()).all()
@@ -136,7 +137,8 @@ def test_empty_class_is_reseeded_in_restarts_too(monkeypatch, data, anneal_iters
     particles, _, _ = data
     _empty_third_class(monkeypatch)
     m = ML2D(n_classes=3, n_iter=anneal_iters + 6, n_restarts=2, restart_iters=2,
-             anneal_iters=anneal_iters, progress=False, random_state=0).fit(particles)
+             anneal_iters=anneal_iters, split="joint", progress=False,
+             random_state=0).fit(particles)
     # re-seeded inside the restart candidates (iterations 1-2), not only after them
     assert any(h.get("revived") and h["iteration"] <= 2 for h in m.history_)
     assert np.isfinite(m.predict_proba()).all()
@@ -221,7 +223,7 @@ def test_resume_after_reseed_is_identical(monkeypatch, tmp_path, data):
     # min_class_fraction 0.4 with K = 3: some class always holds < 40%, so every
     # iteration that may re-seed does; the run is killed right after a re-seed
     params = dict(n_classes=3, n_iter=7, anneal_iters=1, min_iter=7, tol=-1.0,
-                  min_class_fraction=0.4, progress=False, random_state=2)
+                  min_class_fraction=0.4, split="joint", progress=False, random_state=2)
     whole = ML2D(**params, checkpoint_dir=str(tmp_path / "a")).fit(particles)
     revived_at = [h["iteration"] for h in whole.history_ if h.get("revived")]
     assert revived_at and revived_at[0] < 7

@@ -34,7 +34,7 @@ reads the particles through an :class:`~tomohet.methods.em.EMEngine`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,6 +45,7 @@ from tomohet import parallel
 from tomohet.data.keys import particle_keys
 from tomohet.methods.clustering import kmeans
 from tomohet.methods.detection import SCALES, Detection, detect, gaussian_lowpass, split_matrix
+from tomohet.methods.factorial import candidate_regions, n_regions_for
 from tomohet.physics.forward import NoiseModel, model_transforms
 from tomohet.physics.projection import Backprojector
 from tomohet.physics.reconstruction import backproject
@@ -230,6 +231,10 @@ class Discovery:
     threshold: float = 4.0
     p_value: float | None = None
     scale: float = 0.0
+    # separate regions (full box, first the most significant) and a two-class k-means
+    # start inside each (:func:`tomohet.methods.factorial.candidate_regions`)
+    regions: list[torch.Tensor] = field(default_factory=list)
+    region_labels: list[np.ndarray] = field(default_factory=list)
 
     @property
     def max_z(self) -> float:
@@ -242,7 +247,8 @@ class Discovery:
                 "threshold": round(self.threshold, 2),
                 "p_value": None if self.p_value is None else round(self.p_value, 4),
                 "scale_voxels": self.scale,
-                "focus_fraction_of_box": frac, "small_box": self.small_box,
+                "focus_fraction_of_box": frac, "n_regions": len(self.regions),
+                "small_box": self.small_box,
                 "small_pixel_size_A": self.pixel_size_A}
 
 
@@ -288,8 +294,15 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
     labels = component_labels(gaussian_lowpass(maps, scale), focus_small, k, engine.order,
                               seed)
     focus = None if focus_small is None else upsample_mask(focus_small, box)
+    regions: list[torch.Tensor] = []
+    region_labels: list[np.ndarray] = []
+    if region == "local":
+        lp = gaussian_lowpass(maps, scale)
+        for r in candidate_regions(det, scale, n_regions_for(k)):
+            regions.append(upsample_mask(r, box))
+            region_labels.append(component_labels(lp, r, 2, engine.order, seed))
     return Discovery(focus, labels, det.z, det.variance, small, px * box / small, region,
-                     det.threshold, det.p_value, scale)
+                     det.threshold, det.p_value, scale, regions, region_labels)
 
 
 @dataclass
@@ -304,6 +317,7 @@ class Setup:
     discovery: Discovery | None
     from_components: bool
     focus: torch.Tensor | None
+    consensus: torch.Tensor | None = None
 
 
 def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray,
@@ -341,8 +355,8 @@ def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray,
     focus = user if user is not None else (found.focus if auto and found is not None
                                            else None)
     if focus is None:
-        return Setup(engine, engine, found, from_components, None)
+        return Setup(engine, engine, found, from_components, None, consensus)
     focused = EMEngine(engine.particles, engine.cfg, engine.index, engine.reference_mask,
                        focus.to(engine.device), consensus.to(engine.device),
                        progress=engine.progress)
-    return Setup(focused, engine, found, from_components, focus)
+    return Setup(focused, engine, found, from_components, focus, consensus)

@@ -91,6 +91,7 @@ class EMEngine:
         focus_mask: torch.Tensor | None = None,
         consensus: torch.Tensor | None = None,
         progress: Callable[[int], None] | None = None,
+        subtract_all: bool = False,
     ) -> None:
         self.particles = particles
         self.cfg = config
@@ -105,8 +106,10 @@ class EMEngine:
         if focus_mask is not None:
             if consensus is None:
                 raise ValueError("focused classification needs a consensus map")
-            self.outside = VolumeProjector((consensus * (1 - focus_mask)).to(self.device),
-                                           pad=config.pad)
+            # subtract_all: the whole consensus, so that class maps are differences from
+            # it (their Wiener filter shrinks towards the consensus, not towards zero)
+            kept = consensus if subtract_all else consensus * (1 - focus_mask)
+            self.outside = VolumeProjector(kept.to(self.device), pad=config.pad)
         self.progress = progress
         self.deltas = (pose_deltas(config.local_search_deg, config.local_search_steps,
                                    self.device) if config.local_search_deg > 0 else None)

@@ -27,6 +27,7 @@ beyond float rounding. The annealing position is checkpointed with the state.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from tomohet.methods.base import (
 )
 from tomohet.methods.discovery import discover_with
 from tomohet.methods.em import EMConfig, EMEngine, EMState
+from tomohet.methods.factorial import classify_regions
 from tomohet.methods.ml_schedule import AnnealReseed
 from tomohet.physics.fourier import ft_to_volume, lowpass_filter, volume_to_ft
 
@@ -80,6 +82,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         min_class_fraction: float = 0.02,
         mask_radius_A: float | None = None,
         focus_mask: Any = "auto",
+        split: str = "regions",
         max_dose_e_per_A2: float | None = None,
         min_tilts: int | None = None,
         local_search_deg: float = 0.0,
@@ -105,6 +108,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         self.min_class_fraction = min_class_fraction
         self.mask_radius_A = mask_radius_A
         self.focus_mask = focus_mask
+        self.split = split
         self.max_dose_e_per_A2 = max_dose_e_per_A2
         self.min_tilts = min_tilts
         self.local_search_deg = local_search_deg
@@ -196,13 +200,23 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         self.focus_mask_ = None if setup.focus is None else setup.focus.cpu()
         engine = setup.engine
         ckpt = Path(self.checkpoint_dir) / f"{self.name}_state.npz" if self.checkpoint_dir else None
+        by_region = self._by_region(setup)
         if ckpt is not None and ckpt.exists():
             state = EMState.load(ckpt)
             if state.particles and state.particles != engine.fingerprint:
                 raise ValueError(f"{ckpt}: this checkpoint was written for other particles "
                                  "(or another row order or filter); remove it or use "
                                  "another output folder")
+            if by_region and state.history and state.history[-1].get("stage"):
+                return state, plain  # the region splits finished (full maps: _full_maps)
             return self._iterate(engine, state, halves, self.n_iter, ckpt), engine
+        if by_region:  # one two-class split per independent region (issue 12)
+            state = classify_regions(self, setup, particles, halves)
+            self.setup_ = dataclasses.replace(setup, engine=plain)  # maps are full maps
+            if ckpt is not None and parallel.is_main():
+                ckpt.parent.mkdir(parents=True, exist_ok=True)
+                state.save(ckpt)
+            return state, plain
         candidates = []
         # a start from discovery's components is the one run: random restarts beat it on
         # evidence after a few iterations and won (ladder m10 box 32: ARI 0.45 vs 0.54)
@@ -215,6 +229,18 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
                                             horizon=self.n_iter))
         best = max(candidates, key=lambda s: s.log_likelihood)
         return self._iterate(engine, best, halves, self.n_iter, ckpt), engine
+
+    def _by_region(self, setup) -> bool:
+        """Whether to classify region by region (:mod:`tomohet.methods.factorial`):
+        ``split="regions"``, a local region found and started from its components."""
+        if self.split not in ("regions", "joint"):
+            raise ValueError(f"{self.name}: split must be 'regions' or 'joint', got "
+                             f"{self.split!r}")
+        found = setup.discovery
+        return (self.split == "regions" and _is_auto(self.focus_mask)
+                and setup.from_components and found is not None
+                and found.region == "local" and len(found.regions) > 0
+                and setup.focus is not None and self.n_classes >= 2)
 
     def _full_maps(self, state: EMState, halves) -> tuple[torch.Tensor, list, list,
                                                          torch.Tensor | None]:
