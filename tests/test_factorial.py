@@ -81,3 +81,22 @@ def test_ml2d_splits_each_region(two_components):
     assert all(h["stage"] == "region split" for h in m.history_)
     np.testing.assert_allclose(m.posteriors_.sum(1), 1.0, atol=1e-6)
     assert adjusted_rand_score(labels, m.predict()) > 0.9
+
+
+def test_fewer_regions_than_k_leaves_classes_empty_and_says_so(two_components, tmp_path):
+    """K = 8 asks for three regions; the data have two: four classes hold particles,
+    four stay empty, the maps stay finite, and summary.json says why. The half-set test
+    compares the classes that hold particles only."""
+    import json
+
+    particles, labels = two_components
+    m = ML2D(n_classes=8, n_iter=6, random_state=0, progress=False).fit(particles)
+    assert len(m.discovery_.regions) == 2
+    assert np.all(m.priors_[4:] == 0) and np.all(m.predict() < 4)
+    assert adjusted_rand_score(labels, m.predict()) > 0.9
+    assert torch.isfinite(m.class_volumes_).all()
+    m.save(tmp_path, particles)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["regions"] == 2
+    assert "Classes 5-8 of the 8 asked are empty" in summary["statement"]
+    assert all(max(p["classes"]) <= 4 for p in summary["pairs"])

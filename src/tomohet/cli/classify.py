@@ -65,6 +65,10 @@ def _add_ml(p: argparse.ArgumentParser) -> None:
                    help="region to classify on: 'auto' (where the residuals against the "
                    "consensus vary above noise; whole map when none or large), 'none', or "
                    "a mask (mrc)")
+    p.add_argument("--split", default="regions", choices=("regions", "joint"),
+                   help="with --focus-mask auto: 'regions' classifies each separate region "
+                   "found in two (present / absent) and combines them (2^R classes; the "
+                   "others stay empty), 'joint' runs K-class EM over the whole focus mask")
     p.add_argument("--init", default="components", choices=("components", "random"),
                    help="first classes: k-means on the residual maps' leading components "
                    "(random annealed subsets when discovery finds nothing), or random")
@@ -111,7 +115,7 @@ def _ml_params(args: argparse.Namespace, out: str) -> dict:
         "init_lowpass_A": args.init_lowpass, "n_restarts": args.restarts,
         "anneal_iters": args.anneal_iters, "anneal_strength": args.anneal_strength,
         "mask_radius_A": args.mask_radius, "focus_mask": focus_arg(args.focus_mask),
-        "max_dose_e_per_A2": args.max_dose, "min_tilts": args.min_tilts,
+        "split": args.split, "max_dose_e_per_A2": args.max_dose, "min_tilts": args.min_tilts,
         "local_search_deg": args.local_search, "tol": args.tol,
         "batch_size": args.batch_size, "checkpoint_dir": out,
     }

@@ -153,7 +153,8 @@ def focus_fsc(half_volumes: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
 
 
 def run_summary(discovery: Any, half_volumes: torch.Tensor | None, pixel_size_A: float,
-                sigma: float = 3.0, mask: torch.Tensor | None = None
+                sigma: float = 3.0, mask: torch.Tensor | None = None,
+                classes: list[int] | None = None
                 ) -> tuple[dict[str, Any], ClassEvidence | None]:
     """The plain verdict of a discrete run (for ``summary.json`` and the CLI).
 
@@ -165,17 +166,21 @@ def run_summary(discovery: Any, half_volumes: torch.Tensor | None, pixel_size_A:
     statement then says only that the classes differ reproducibly. ``mask``: the focus
     mask the classes were made in; the half-set test runs inside it (over the whole box
     a 5% component's difference is lost in the noise of the rest: z 2.7 there, 9.5 inside
-    the mask on the test set of ``tests/test_small_states.py``).
+    the mask on the test set of ``tests/test_small_states.py``). ``classes``: the class
+    numbers (0-based) of the rows of ``half_volumes`` when empty classes were left out
+    (pairs are reported with those numbers).
     -> (summary dict, evidence or None when there are no half maps / one class).
     """
     ev = None
-    if half_volumes is not None and half_volumes.shape[0] >= 2:
+    k = 0 if half_volumes is None else half_volumes.shape[0]
+    if half_volumes is not None and k >= 2:
         ev = class_evidence(half_volumes, mask=mask, sigma=sigma)
     out: dict[str, Any] = {"discovery": None if discovery is None else discovery.summary(),
                            "half_set_test": "inside the focus mask" if mask is not None
                            else "whole box"}
     if ev is not None:
-        out["pairs"] = [{"classes": [a + 1, b + 1], "z": round(float(z), 2),
+        num = list(range(k)) if classes is None else list(classes)
+        out["pairs"] = [{"classes": [num[a] + 1, num[b] + 1], "z": round(float(z), 2),
                          "above_noise": bool(s)}
                         for (a, b), z, s in zip(ev.pairs, ev.z, ev.significant, strict=True)]
     nothing_found = discovery is not None and discovery.region == "none"

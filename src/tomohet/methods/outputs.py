@@ -123,7 +123,24 @@ def _write_evidence(method: HeterogeneityMethod, out: Path, px: float) -> list[s
 
     halves = getattr(method, "half_volumes_", None)
     focus = getattr(method, "focus_mask_", None)
-    summary, _ = run_summary(getattr(method, "discovery_", None), halves, px, mask=focus)
+    found = getattr(method, "discovery_", None)
+    priors = getattr(method, "priors_", None)
+    kept = None  # classes that hold particles (the half-set test skips empty ones)
+    if halves is not None and priors is not None and (np.asarray(priors) <= 0).any():
+        kept = [int(c) for c in np.nonzero(np.asarray(priors) > 0)[0]]
+        halves = halves[kept]
+    summary, _ = run_summary(found, halves, px, mask=focus, classes=kept)
+    regions = len(getattr(found, "regions", []) or [])
+    if regions and any(h.get("stage") == "region split"
+                       for h in getattr(method, "history_", []) or []):
+        k = len(priors) if priors is not None else 2**regions
+        note = (f" Classified region by region: {regions} separate region(s) above "
+                f"noise, each split in two, {2**regions} classes.")
+        if 2**regions < k:
+            note += (f" Classes {2**regions + 1}-{k} of the {k} asked are empty: the data "
+                     "show no further region (split='joint' runs K-class EM instead).")
+        summary["regions"] = regions
+        summary["statement"] = summary.get("statement", "") + note
     res = getattr(method, "resolution_A_", None)
     if res is not None:
         summary["class_resolution_A"] = [round(float(r), 1) for r in res]
