@@ -131,7 +131,7 @@ def _write_evidence(method: HeterogeneityMethod, out: Path, px: float) -> list[s
         halves = halves[kept]
     summary, _ = run_summary(found, halves, px, mask=focus, classes=kept)
     regions = len(getattr(found, "regions", []) or [])
-    if regions and any(h.get("stage") == "region split"
+    if regions and any(isinstance(h, dict) and h.get("stage") == "region split"
                        for h in getattr(method, "history_", []) or []):
         k = len(priors) if priors is not None else 2**regions
         note = (f" Classified region by region: {regions} separate region(s) above "
