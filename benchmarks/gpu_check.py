@@ -219,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             "threads": a.threads, "cpu_only": a.cpu_only, "torch": torch.__version__,
             "cuda": torch.version.cuda,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    atomic_write_text(out / "gpu_check.csv", pd.DataFrame(rows).to_csv(index=False))
+    table = pd.DataFrame(rows)
+    if "classes_matched" in table:  # NaN on the vae row: keep the counts integers
+        table["classes_matched"] = table["classes_matched"].astype("Int64")
+    atomic_write_text(out / "gpu_check.csv", table.to_csv(index=False))
     atomic_write_text(out / "gpu_check.json",
                       json.dumps({"config": meta, "rows": rows}, indent=2) + "\n")
     _print_table(rows, "cpu2" if a.cpu_only else a.device)
