@@ -8,8 +8,8 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 from synthetic import blob_volume, complex_points, make_tilt_set
 
-from tomohet.methods.detection import Detection
-from tomohet.methods.factorial import candidate_regions, combine_posteriors, n_regions_for
+from tomohet.methods.detection import Detection, candidate_regions, n_regions_for
+from tomohet.methods.factorial import combine_posteriors
 from tomohet.methods.ml import ML2D
 
 torch.set_num_threads(1)
@@ -100,3 +100,19 @@ def test_fewer_regions_than_k_leaves_classes_empty_and_says_so(two_components, t
     assert summary["regions"] == 2
     assert "Classes 5-8 of the 8 asked are empty" in summary["statement"]
     assert all(max(p["classes"]) <= 4 for p in summary["pairs"])
+
+
+def test_states_inside_one_region_are_split_class_by_class():
+    """Three states in one place (nothing, a blob, the blob and its neighbour): one
+    region holds all the variance; its two-class split leaves one class that still
+    varies, which is split again (hierarchical), giving the three states."""
+    base = complex_points()
+    x, y = (8.0, 1.0, -1.0), (8.5, 3.5, -1.0)
+    vols = torch.stack([blob_volume(24, base + extra) for extra in ([], [x], [x, y])])
+    labels = np.arange(150) % 3
+    particles, lab, _ = make_tilt_set(n=150, box=24, n_tilts=15, snr=0.3, seed=11,
+                                      volumes=vols, labels=labels)
+    m = ML2D(n_classes=3, n_iter=8, random_state=0, progress=False).fit(particles)
+    stages = [h["stage"] for h in m.history_]
+    assert "class split" in stages, stages
+    assert adjusted_rand_score(lab, m.predict()) > 0.85

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 __all__ = ["SCALES", "Detection", "gaussian_lowpass", "shell_floor", "robust_z",
-           "split_matrix", "detect"]
+           "split_matrix", "detect", "candidate_regions", "n_regions_for"]
 
 SCALES = (0.0, 0.75, 1.5)
 
@@ -196,3 +197,50 @@ def detect(maps: torch.Tensor, splits: np.ndarray, scales: tuple[float, ...] = S
     best = float(scales[int(z_scales.reshape(len(scales), -1).max(1).values.argmax())])
     assert var0 is not None
     return Detection(z, z_scales, var0, stat, null, thr, p, tuple(scales), best)
+
+
+def n_regions_for(k: int) -> int:
+    """How many independent two-state regions K classes can hold: floor(log2 K)."""
+    return int(np.floor(np.log2(max(k, 1))))
+
+
+def candidate_regions(det: Detection, scale: float, max_regions: int,
+                      alpha_more: float = 0.05, extend: float = 0.6, dilate: int = 2
+                      ) -> list[torch.Tensor]:
+    """Separate regions of the detection's z-map at ``scale``, as soft small-grid masks.
+
+    Clusters are the connected voxels above ``extend`` x the threshold. The first (the
+    highest peak) must exceed the threshold (the detection's alpha); each further one
+    needs ``p <= alpha_more`` against the null maxima. At most ``max_regions``, by
+    decreasing peak; each dilated by ``dilate`` voxels (not into an earlier region) and
+    smoothed like :func:`~tomohet.methods.discovery.focus_from_variance`.
+    det.z_scales (S, d, d, d) -> list of (d, d, d) masks in [0, 1] (empty when nothing
+    is significant).
+    """
+    if not det.significant or max_regions < 1:
+        return []
+    i = int(np.argmin(np.abs(np.asarray(det.scales) - scale)))
+    z = det.z_scales[i].numpy()
+    lab, n = ndimage.label(z > extend * det.threshold)
+    if n == 0:
+        return []
+    peaks = np.asarray(ndimage.maximum(z, lab, index=np.arange(1, n + 1)), dtype=float)
+    null = np.asarray(det.null, dtype=float)
+    p = (1 + (null[None, :] >= peaks[:, None]).sum(1)) / (len(null) + 1)
+    taken = np.zeros(z.shape, dtype=bool)
+    out: list[torch.Tensor] = []
+    for j, c in enumerate(np.argsort(-peaks, kind="stable")):
+        if len(out) == max_regions:
+            break
+        ok = peaks[c] > det.threshold if j == 0 else p[c] <= alpha_more
+        if not ok:
+            break
+        grown = lab == c + 1
+        if dilate > 0:
+            grown = ndimage.binary_dilation(grown, iterations=dilate)
+        grown &= ~taken
+        taken |= grown
+        soft = ndimage.gaussian_filter(grown.astype(np.float64), 0.7)
+        soft = np.clip(soft / max(soft.max(), 1e-12) * 1.5, 0.0, 1.0)
+        out.append(torch.from_numpy(soft.astype(np.float32)))
+    return out

@@ -44,8 +44,15 @@ from scipy import ndimage
 from tomohet import parallel
 from tomohet.data.keys import particle_keys
 from tomohet.methods.clustering import kmeans
-from tomohet.methods.detection import SCALES, Detection, detect, gaussian_lowpass, split_matrix
-from tomohet.methods.factorial import candidate_regions, n_regions_for
+from tomohet.methods.detection import (
+    SCALES,
+    Detection,
+    candidate_regions,
+    detect,
+    gaussian_lowpass,
+    n_regions_for,
+    split_matrix,
+)
 from tomohet.physics.forward import NoiseModel, model_transforms
 from tomohet.physics.projection import Backprojector
 from tomohet.physics.reconstruction import backproject

@@ -9,8 +9,9 @@ drifts away even from a correct partition (ladder ``m05-snr0.05``: ARI 0.36 -> 0
 the true labels), while a 2-class split per region estimates each map from about N / 2
 particles, inside that region's mask only.
 
-1. :func:`candidate_regions` -- the regions of the z-map: the most significant cluster
-   (at the detection's ``alpha``, as :func:`~tomohet.methods.discovery.region_from`),
+1. :func:`~tomohet.methods.detection.candidate_regions` -- the regions of the z-map: the
+   most significant cluster (at the detection's ``alpha``, as
+   :func:`~tomohet.methods.discovery.region_from`),
    then further separate clusters whose peak is significant at ``alpha_more`` against
    the same null of the maximum (conservative for a single cluster: the null is the
    maximum over the whole box), by decreasing peak.
@@ -20,9 +21,13 @@ particles, inside that region's mask only.
    Wiener filter shrinks a noisy class towards the consensus, not towards zero).
 3. :func:`combine_posteriors` -- joint classes ``c = sum_r b_r 2^r`` with posteriors the
    product of the regions' posteriors (independence).
+4. Fewer classes than K (one region, or states that differ inside one region): the
+   largest class whose own particles still vary above noise (:func:`leaf_region`: the
+   same calibrated test on their residual maps) is split in two the same way, until K
+   classes or no class varies (hierarchical two-class splits).
 
-:func:`candidate_regions` and :func:`combine_posteriors` are pure; :func:`classify_regions`
-runs step 2 for an ML classifier.
+:func:`combine_posteriors` is pure; :func:`classify_regions` runs steps 2-4 for an ML
+classifier.
 """
 
 from __future__ import annotations
@@ -32,62 +37,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-from tomohet.methods.detection import Detection
+from tomohet.methods.detection import candidate_regions, detect, gaussian_lowpass
+from tomohet.methods.discovery import (
+    component_labels,
+    null_splits,
+    region_from,
+    residual_maps,
+    upsample_mask,
+)
 from tomohet.methods.em import EMEngine, EMState
+from tomohet.methods.em_steps import batch_order
 
 if TYPE_CHECKING:
     from tomohet.methods.discovery import Setup
 
-__all__ = ["candidate_regions", "combine_posteriors", "n_regions_for", "classify_regions"]
-
-
-def n_regions_for(k: int) -> int:
-    """How many independent two-state regions K classes can hold: floor(log2 K)."""
-    return int(np.floor(np.log2(max(k, 1))))
-
-
-def candidate_regions(det: Detection, scale: float, max_regions: int,
-                      alpha_more: float = 0.05, extend: float = 0.6, dilate: int = 2
-                      ) -> list[torch.Tensor]:
-    """Separate regions of the detection's z-map at ``scale``, as soft small-grid masks.
-
-    Clusters are the connected voxels above ``extend`` x the threshold. The first (the
-    highest peak) must exceed the threshold (the detection's alpha); each further one
-    needs ``p <= alpha_more`` against the null maxima. At most ``max_regions``, by
-    decreasing peak; each dilated by ``dilate`` voxels (not into an earlier region) and
-    smoothed like :func:`~tomohet.methods.discovery.focus_from_variance`.
-    det.z_scales (S, d, d, d) -> list of (d, d, d) masks in [0, 1] (empty when nothing
-    is significant).
-    """
-    if not det.significant or max_regions < 1:
-        return []
-    i = int(np.argmin(np.abs(np.asarray(det.scales) - scale)))
-    z = det.z_scales[i].numpy()
-    lab, n = ndimage.label(z > extend * det.threshold)
-    if n == 0:
-        return []
-    peaks = np.asarray(ndimage.maximum(z, lab, index=np.arange(1, n + 1)), dtype=float)
-    null = np.asarray(det.null, dtype=float)
-    p = (1 + (null[None, :] >= peaks[:, None]).sum(1)) / (len(null) + 1)
-    taken = np.zeros(z.shape, dtype=bool)
-    out: list[torch.Tensor] = []
-    for j, c in enumerate(np.argsort(-peaks, kind="stable")):
-        if len(out) == max_regions:
-            break
-        ok = peaks[c] > det.threshold if j == 0 else p[c] <= alpha_more
-        if not ok:
-            break
-        grown = lab == c + 1
-        if dilate > 0:
-            grown = ndimage.binary_dilation(grown, iterations=dilate)
-        grown &= ~taken
-        taken |= grown
-        soft = ndimage.gaussian_filter(grown.astype(np.float64), 0.7)
-        soft = np.clip(soft / max(soft.max(), 1e-12) * 1.5, 0.0, 1.0)
-        out.append(torch.from_numpy(soft.astype(np.float32)))
-    return out
+__all__ = ["combine_posteriors", "classify_regions", "leaf_region", "class_residual_maps"]
 
 
 def combine_posteriors(region_posteriors: list[np.ndarray], k: int) -> np.ndarray:
@@ -112,45 +77,130 @@ def combine_posteriors(region_posteriors: list[np.ndarray], k: int) -> np.ndarra
     return out / out.sum(1, keepdims=True).clip(1e-300)
 
 
+def leaf_region(maps: torch.Tensor, names, tomo_names, seed: int, box: int,
+                alpha: float = 0.01) -> tuple[torch.Tensor, np.ndarray] | None:
+    """Is there heterogeneity left inside one class? The calibrated test
+    (:func:`~tomohet.methods.detection.detect`) on the residual maps of its particles
+    only (what is constant in the class, such as a component already split on, adds no
+    variance there). -> (full-box mask of the most significant region, two-class
+    k-means start inside it) or None when nothing local is significant at ``alpha``
+    (with ``ceil(1 / alpha)`` - 1 half-split nulls, at least 99: the caller divides its
+    alpha over the classes it tests). maps (n, d, d, d) in the order of ``names``.
+    """
+    if maps.shape[0] < 8:
+        return None
+    n_null = max(99, int(np.ceil(1.0 / alpha)) - 1)
+    det = detect(maps, null_splits(names, tomo_names, seed, n_null), alpha=alpha)
+    region, _, scale = region_from(det)
+    if region != "local":
+        return None
+    masks = candidate_regions(det, scale, 1)
+    if not masks:
+        return None
+    order = batch_order(names, tomo_names)
+    init = component_labels(gaussian_lowpass(maps, scale), masks[0], 2, order, seed)
+    return upsample_mask(masks[0], box), init
+
+
+def class_residual_maps(setup: Setup, members: np.ndarray, halves: np.ndarray,
+                        sigma2: torch.Tensor, small: int) -> torch.Tensor:
+    """Residual maps of one class's particles against that class's own map (both
+    reconstructed from its members), as :func:`~tomohet.methods.discovery.residual_maps`.
+    Against the consensus they would not do for a test inside the class: the class's
+    constant difference from the consensus, seen through each particle's own missing
+    wedge, varies with orientation. -> (len(members), d, d, d)."""
+    plain = setup.plain
+    engine = EMEngine(plain.particles, dataclasses.replace(plain.cfg, n_classes=1),
+                      plain.index[members], plain.reference_mask, progress=plain.progress)
+    bp = engine.reconstruct_pass(np.ones((len(members), 1)), None, halves[members])
+    own = engine.volumes_from(bp)[0][0]
+    noise = engine.new_noise()
+    noise.sigma2 = sigma2.to(engine.device)
+    return residual_maps(engine, own, noise, small)
+
+
+def _split(binary: Any, setup: Setup, particles, members: np.ndarray, halves: np.ndarray,
+           mask: torch.Tensor, init: np.ndarray
+           ) -> tuple[np.ndarray, list[dict[str, Any]], torch.Tensor]:
+    """Two-class focused EM of the particles at positions ``members`` (into
+    ``setup.plain.index``) inside ``mask``, the whole consensus subtracted, from
+    ``init``. -> (posteriors (len(members), 2), EM history, noise sigma2)."""
+    plain = setup.plain
+    assert setup.consensus is not None and setup.discovery is not None
+    engine = EMEngine(plain.particles, dataclasses.replace(plain.cfg, n_classes=2),
+                      plain.index[members], plain.reference_mask, mask.to(plain.device),
+                      setup.consensus.to(plain.device), progress=plain.progress,
+                      subtract_all=True)
+    binary.discovery_ = dataclasses.replace(setup.discovery, focus=mask, labels=init)
+    binary.setup_ = dataclasses.replace(setup, engine=engine, from_components=True,
+                                        focus=mask)
+    state = binary._initialise(engine, particles, members, halves[members], 0)
+    state = binary._iterate(engine, state, halves[members], binary.n_iter, None)
+    return state.posteriors, state.history, state.sigma2
+
+
 def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray) -> EMState:
-    """Step 2 and 3 for an ML classifier ``clf`` (:class:`~tomohet.methods.ml.MLClassifier`):
+    """Steps 2-4 for an ML classifier ``clf`` (:class:`~tomohet.methods.ml.MLClassifier`):
     one two-class focused EM per region of ``setup.discovery`` (started from its
-    two-class k-means labels, not annealed), then the joint posteriors. -> the final
-    state, with class maps reconstructed by ``setup.plain`` (full maps, no subtraction)
-    and the regions' EM histories one after the other (``region``, ``stage`` in each
-    entry; iterations numbered on across regions).
+    two-class k-means labels, not annealed) and the joint posteriors; then, while there
+    are fewer classes than K, the largest class whose particles still vary above noise
+    (:func:`leaf_region`) is split in two the same way (several states in one region).
+    -> the final state, with class maps reconstructed by ``setup.plain`` (full maps, no
+    subtraction) and the EM histories one after the other (``stage`` "region split" or
+    "class split", ``region`` or ``class``; iterations numbered on).
     """
     found, plain = setup.discovery, setup.plain
-    assert found is not None and setup.consensus is not None
+    assert found is not None
     k = clf.n_classes
     binary = clf.__class__(**{**clf.get_params(), "n_classes": 2, "focus_mask": None,
                               "checkpoint_dir": None, "progress": False, "n_restarts": 1})
+    everyone = np.arange(len(plain.index))
     posts: list[np.ndarray] = []
     history: list[dict[str, Any]] = []
+    last: list[float] = []  # each split's final log evidence
     for i, (mask, init) in enumerate(zip(found.regions, found.region_labels, strict=True)):
-        engine = EMEngine(plain.particles, dataclasses.replace(plain.cfg, n_classes=2),
-                          plain.index, plain.reference_mask, mask.to(plain.device),
-                          setup.consensus.to(plain.device), progress=plain.progress,
-                          subtract_all=True)
-        binary.discovery_ = dataclasses.replace(found, focus=mask, labels=init)
-        binary.setup_ = dataclasses.replace(setup, engine=engine, from_components=True,
-                                            focus=mask)
-        state = binary._initialise(engine, particles, plain.index, halves, 0)
-        state = binary._iterate(engine, state, halves, clf.n_iter, None)
-        posts.append(state.posteriors)
+        post_r, hist, sigma2 = _split(binary, setup, particles, everyone, halves, mask, init)
+        posts.append(post_r)
         history += [dict(h, iteration=len(history) + j + 1, region=i, stage="region split",
                          region_fraction_of_box=float(mask.mean()))
-                    for j, h in enumerate(state.history)]
+                    for j, h in enumerate(hist)]
+        last.append(hist[-1]["log_likelihood"])
     post = combine_posteriors(posts, k)
-    # the last iteration of each region (its log evidence; the regions are independent)
-    last = {max(h["iteration"] for h in history if h["region"] == i)
-            for i in range(len(posts))}
+    n_used = 2 ** len(posts)
+    tested: set[int] = set()
+    while n_used < k:
+        labels = post.argmax(1)
+        counts = np.bincount(labels, minlength=k)
+        open_ = [c for c in np.argsort(-counts, kind="stable") if c not in tested
+                 and counts[c] >= 8]
+        if not open_:
+            break
+        c = int(open_[0])
+        tested.add(c)
+        members = np.nonzero(labels == c)[0]
+        # Bonferroni over the classes that could be tested (at most K - 1 of them)
+        maps = class_residual_maps(setup, members, halves, sigma2, found.small_box)
+        leaf = leaf_region(maps, [plain.names[m] for m in members],
+                           [plain.tomo_names[m] for m in members], clf._seed(), plain.box,
+                           alpha=0.01 / max(k - 1, 1))
+        if leaf is None:
+            continue
+        post_c, hist, _ = _split(binary, setup, particles, members, halves, *leaf)
+        # members: the class's mass shared by the split; others keep it in class c
+        post[members, n_used] = post[members, c] * post_c[:, 1]
+        post[members, c] = post[members, c] * post_c[:, 0]
+        history += [dict(h, iteration=len(history) + j + 1, split_class=c, new_class=n_used,
+                         stage="class split", region_fraction_of_box=float(leaf[0].mean()))
+                    for j, h in enumerate(hist)]
+        last.append(hist[-1]["log_likelihood"])
+        tested.discard(c)
+        n_used += 1
+    post = post / post.sum(1, keepdims=True).clip(1e-300)
     noise = plain.new_noise()
-    noise.sigma2 = state.sigma2.to(plain.device)
+    noise.sigma2 = sigma2.to(plain.device)  # estimated on every particle (first region)
     vols, curves, res = plain.volumes_from(plain.reconstruct_pass(post, noise, halves))
     priors = torch.as_tensor(post.mean(0), dtype=torch.float32)
-    return EMState(volumes=vols, priors=priors, sigma2=state.sigma2, posteriors=post,
-                   iteration=len(history), log_likelihood=float(sum(
-                       [h["log_likelihood"] for h in history if h["iteration"] in last])),
+    return EMState(volumes=vols, priors=priors, sigma2=noise.sigma2.cpu(), posteriors=post,
+                   iteration=len(history), log_likelihood=float(sum(last)),
                    fsc=curves, resolution_A=res, particles=plain.fingerprint,
                    history=history)
