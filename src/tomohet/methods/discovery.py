@@ -283,6 +283,16 @@ def region_from(det: Detection, extend: float = 0.6, max_fraction: float = 0.3
     return ("local" if focus is not None else "large"), focus, float(det.scales[i])
 
 
+def region_scale(det: Detection, fraction: float = 0.8) -> float:
+    """The scale the regions are drawn at: the finest whose peak z is at least
+    ``fraction`` of the best scale's (a finer scale draws tighter regions; a much
+    weaker one misses the extent of a large component: ladder m30, SNR 0.05, peaks 5.1
+    at the finest scale and 9.0 at the best, ARI 0.23 vs 0.93)."""
+    peaks = det.z_scales.reshape(len(det.scales), -1).max(1).values.numpy()
+    ok = np.nonzero(peaks >= fraction * peaks.max())[0]
+    return float(det.scales[int(ok[0])])
+
+
 def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
              resolution_A: float | None = None, alpha: float = 0.01, n_null: int = 99,
              scales: tuple[float, ...] = SCALES, seed: int = 0) -> Discovery:
@@ -303,9 +313,12 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
     focus = None if focus_small is None else upsample_mask(focus_small, box)
     regions: list[torch.Tensor] = []
     region_labels: list[np.ndarray] = []
-    if region == "local":
-        lp = gaussian_lowpass(maps, scale)
-        for r in candidate_regions(det, scale, n_regions_for(k)):
+    if det.significant:  # separate regions (large components too)
+        rs = region_scale(det)
+        lp = gaussian_lowpass(maps, rs)
+        for r in candidate_regions(det, rs, n_regions_for(k)):
+            if float(r.mean()) > 0.3:  # not a region: whole-box difference
+                break
             regions.append(upsample_mask(r, box))
             region_labels.append(component_labels(lp, r, 2, engine.order, seed))
     return Discovery(focus, labels, det.z, det.variance, small, px * box / small, region,
