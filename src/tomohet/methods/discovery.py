@@ -313,7 +313,7 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
     focus = None if focus_small is None else upsample_mask(focus_small, box)
     regions: list[torch.Tensor] = []
     region_labels: list[np.ndarray] = []
-    if det.significant:  # separate regions (large components too)
+    if region == "local":  # separate regions (not for whole-subunit differences)
         rs = region_scale(det)
         lp = gaussian_lowpass(maps, rs)
         for r in candidate_regions(det, rs, n_regions_for(k)):

@@ -139,6 +139,21 @@ def _split(binary: Any, setup: Setup, particles, members: np.ndarray, halves: np
     return state.posteriors, state.history, state.sigma2
 
 
+def _drop_empty(post: np.ndarray, n_combos: int, min_fraction: float
+                ) -> tuple[np.ndarray, int]:
+    """Combinations of region states that (almost) no particle takes, such as "neither
+    subunit" when the regions are two subunits, mean the components are not
+    independent: their posterior mass goes to the other combinations and their columns
+    are freed for the class splits that follow. -> (posteriors with the combinations
+    kept first, number kept)."""
+    counts = np.bincount(post[:, :n_combos].argmax(1), minlength=n_combos)
+    keep = np.nonzero(counts >= max(min_fraction * len(post), 1))[0]
+    out = np.zeros_like(post)
+    out[:, : len(keep)] = post[:, keep]
+    out[:, : len(keep)] /= out[:, : len(keep)].sum(1, keepdims=True).clip(1e-300)
+    return out, len(keep)
+
+
 def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray) -> EMState:
     """Steps 2-4 for an ML classifier ``clf`` (:class:`~tomohet.methods.ml.MLClassifier`):
     one two-class focused EM per region of ``setup.discovery`` (started from its
@@ -165,8 +180,8 @@ def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray) -> E
                          region_fraction_of_box=float(mask.mean()))
                     for j, h in enumerate(hist)]
         last.append(hist[-1]["log_likelihood"])
-    post = combine_posteriors(posts, k)
-    n_used = 2 ** len(posts)
+    post, n_used = _drop_empty(combine_posteriors(posts, k), 2 ** len(posts),
+                               clf.min_class_fraction)
     tested: set[int] = set()
     while n_used < k:
         labels = post.argmax(1)

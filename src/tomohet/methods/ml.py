@@ -239,7 +239,8 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         found = setup.discovery
         return (self.split == "regions" and _is_auto(self.focus_mask)
                 and setup.from_components and found is not None
-                and len(found.regions) > 0 and setup.consensus is not None
+                and found.region == "local" and len(found.regions) > 0
+                and setup.consensus is not None
                 and self.n_classes >= 2)
 
     def _full_maps(self, state: EMState, halves) -> tuple[torch.Tensor, list, list,
