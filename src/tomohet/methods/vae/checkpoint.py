@@ -3,15 +3,19 @@ loadable with ``weights_only=True``), written atomically."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from tomohet.io.atomic import atomic_path
 from tomohet.methods.vae.model import TiltVAE
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "model_from_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "model_from_checkpoint",
+           "resume_point"]
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -43,3 +47,21 @@ def model_from_checkpoint(ck: dict[str, Any], device: torch.device | str = "cpu"
     model.load_state_dict(ck["model"])
     model.set_consensus(model.consensus)
     return model
+
+
+def resume_point(checkpoint_dir: str | Path | None, resume: bool, lr: float,
+                 device: torch.device | str, build: Callable[[dict[str, Any], Any], M]
+                 ) -> tuple[dict[str, Any], M, torch.optim.Optimizer] | None:
+    """Where a VAE run resumes (vae and vae3d): the latest checkpoint in
+    ``checkpoint_dir`` when ``resume``, the model ``build(checkpoint, device)`` makes of
+    it, and Adam at ``lr`` with the saved optimizer state; None for a fresh start."""
+    path = latest_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
+    if path is None:
+        return None
+    ck = load_checkpoint(path, device)
+    ck["path"] = str(path)
+    model = build(ck, device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if ck.get("optimizer") is not None:
+        opt.load_state_dict(ck["optimizer"])
+    return ck, model, opt

@@ -59,9 +59,8 @@ from tomohet.methods.base import (
 )
 from tomohet.methods.vae import train as T
 from tomohet.methods.vae.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
     model_from_checkpoint,
+    resume_point,
     save_checkpoint,
 )
 from tomohet.methods.vae.data import SampleSource, select_lowest_dose
@@ -183,14 +182,10 @@ class TiltVAEMethod(HeterogeneityMethod):
                ) -> tuple[TiltVAE, torch.optim.Optimizer, int, list[dict[str, Any]],
                           torch.Tensor | None]:
         """Fresh model (consensus, noise, envelope) or the latest checkpoint's state."""
-        ck_path = (latest_checkpoint(self.checkpoint_dir)
-                   if self.resume and self.checkpoint_dir else None)
-        if ck_path is not None:
-            ck = load_checkpoint(ck_path, dev)
-            model = model_from_checkpoint(ck, dev)
-            opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-            if ck.get("optimizer") is not None:
-                opt.load_state_dict(ck["optimizer"])
+        found = resume_point(self.checkpoint_dir, self.resume, self.lr, dev,
+                             model_from_checkpoint)
+        if found is not None:
+            ck, model, opt = found
             self.reference_ = dict(ck.get("extra", {}).get("reference", {}))
             return model, opt, int(ck["epoch"]), list(ck["history"]), ck["mu"].cpu()
         model = TiltVAE(self.model_config(box)).to(dev)

@@ -37,7 +37,7 @@ from tomohet.methods.base import (
     seed_of,
 )
 from tomohet.methods.nma.method import check_weights
-from tomohet.methods.vae.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tomohet.methods.vae.checkpoint import resume_point, save_checkpoint
 from tomohet.methods.vae.diagnostics import collapse_warning, history_row, latent_diagnostics
 from tomohet.methods.vae.train import progress_bar
 from tomohet.methods.vae3d import data as D
@@ -126,18 +126,14 @@ class Vae3DMethod(HeterogeneityMethod):
                ) -> tuple[Vae3D, torch.optim.Optimizer, int, list[dict[str, Any]],
                           torch.Tensor | None]:
         """A fresh model (consensus, noise, scales from the data) or the latest checkpoint."""
-        ck_path = (latest_checkpoint(self.checkpoint_dir)
-                   if self.resume and self.checkpoint_dir else None)
-        if ck_path is not None:
-            ck = load_checkpoint(ck_path, dev)
-            model = model_from_checkpoint(ck, dev)
+        found = resume_point(self.checkpoint_dir, self.resume, self.lr, dev,
+                             model_from_checkpoint)
+        if found is not None:
+            ck, model, opt = found
             if (model.config["small"], model.zdim) != (data.small, int(self.zdim)):
-                raise ValueError(f"{ck_path}: checkpoint has working box "
+                raise ValueError(f"{ck['path']}: checkpoint has working box "
                                  f"{model.config['small']} and zdim {model.zdim}; this run "
                                  f"{data.small} and {self.zdim}")
-            opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-            if ck.get("optimizer") is not None:
-                opt.load_state_dict(ck["optimizer"])
             return model, opt, int(ck["epoch"]), list(ck["history"]), ck["mu"].cpu()
         floor = D.weight_floor(data)
         model = Vae3D(self.model_config(data, floor))
