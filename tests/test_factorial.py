@@ -136,3 +136,9 @@ def test_combinations_no_particle_takes_are_freed():
     expect = post[:, [0, 1, 3]] / post[:, [0, 1, 3]].sum(1, keepdims=True)
     np.testing.assert_allclose(out[:, :3], expect, rtol=1e-12)
     assert np.all(out[:, 3:] == 0)
+
+
+def test_unknown_split_is_refused_before_any_work(two_components):
+    particles, _ = two_components
+    with pytest.raises(ValueError, match="split must be 'regions' or 'joint'"):
+        ML2D(n_classes=4, split="tree", progress=False).fit(particles)

@@ -157,6 +157,9 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         self._check_input(particles)
         if self.n_classes < 1:
             raise ValueError(f"{self.name}: n_classes must be >= 1")
+        if self.split not in ("regions", "joint"):
+            raise ValueError(f"{self.name}: split must be 'regions' or 'joint', got "
+                             f"{self.split!r}")
         device = resolve_device(self.device)
         filtered, keep = self._filter(particles)
         ref_mask, focus = self._masks(particles, device)
@@ -233,9 +236,6 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
     def _by_region(self, setup) -> bool:
         """Whether to classify region by region (:mod:`tomohet.methods.factorial`):
         ``split="regions"``, a local region found and started from its components."""
-        if self.split not in ("regions", "joint"):
-            raise ValueError(f"{self.name}: split must be 'regions' or 'joint', got "
-                             f"{self.split!r}")
         found = setup.discovery
         return (self.split == "regions" and _is_auto(self.focus_mask)
                 and setup.from_components and found is not None
