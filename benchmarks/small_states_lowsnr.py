@@ -21,11 +21,10 @@ appended to ``benchmarks/results/small_states/lowsnr.jsonl``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
+import small_states  # benchmarks/ is on sys.path when a script here is run
 import torch
 from scipy import ndimage
 from sklearn.metrics import adjusted_rand_score
@@ -37,14 +36,10 @@ from tomohet.methods import discovery as disc
 from tomohet.methods.em import EMEngine
 from tomohet.methods.ml import ML2D
 
-RESULTS = Path(__file__).resolve().parent / "results" / "small_states"
-
 
 def log(record: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "lowsnr.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-    print(json.dumps(record), flush=True)
+    """One JSON line in ``results/small_states/lowsnr.jsonl`` (small_states.log)."""
+    small_states.log("lowsnr", record)
 
 
 def true_focus(vols: torch.Tensor, frac: float = 0.1) -> torch.Tensor:

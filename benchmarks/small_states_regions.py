@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
+import small_states  # benchmarks/ is on sys.path when a script here is run
 import torch
 from scipy import ndimage
 from sklearn.metrics import adjusted_rand_score
@@ -37,14 +36,10 @@ from tomohet.methods.em import EMEngine
 from tomohet.methods.ml import ML2D
 from tomohet.physics.projection import VolumeProjector
 
-RESULTS = Path(__file__).resolve().parent / "results" / "small_states"
-
 
 def log(record: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "regions.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-    print(json.dumps(record), flush=True)
+    """One JSON line in ``results/small_states/regions.jsonl`` (small_states.log)."""
+    small_states.log("regions", record)
 
 
 def factor_ari(truth: np.ndarray, labels: np.ndarray, k: int) -> float:
