@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ranks import as_rank
 from synthetic import make_tilt_set
 
 from tomohet import parallel
@@ -92,21 +93,11 @@ def _check_reductions(out: Path) -> None:
     np.save(out / f"red_shard_{r}.npy", np.asarray(parallel.shard(list(range(5)))))
 
 
-def _rank(out: Path) -> None:
-    torch.set_num_threads(1)
-    assert parallel.init_from_env()
-    try:
-        _fit_all(out)
-        parallel.barrier()
-    finally:
-        parallel.shutdown()
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict[str, np.ndarray | Path]:
     out = tmp_path_factory.mktemp("parallel")
     t0 = time.perf_counter()
-    parallel.spawn(_rank, 2, (out,), timeout_s=120)
+    parallel.spawn(as_rank, 2, (_fit_all, out), timeout_s=120)
     t_two = time.perf_counter() - t0
     _fit_all(out)  # one rank, in this process
     got: dict[str, np.ndarray | Path] = {p.stem: np.load(p) for p in out.glob("*.npy")}

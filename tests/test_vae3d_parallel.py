@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ranks import as_rank
 from synthetic import make_tilt_set
 
 from tomohet import parallel
@@ -58,18 +59,8 @@ def _fit(out: Path) -> None:
         np.save(out / f"z_{world}.npy", z)
 
 
-def _rank(out: Path) -> None:
-    torch.set_num_threads(1)
-    assert parallel.init_from_env()
-    try:
-        _fit(out)
-        parallel.barrier()
-    finally:
-        parallel.shutdown()
-
-
 def test_vae3d_two_ranks_share_data_and_batches_and_give_one_rank_latents(tmp_path):
-    parallel.spawn(_rank, 2, (tmp_path,), timeout_s=120)
+    parallel.spawn(as_rank, 2, (_fit, tmp_path), timeout_s=120)
     _fit(tmp_path)  # one rank, in this process
     one, two = np.load(tmp_path / "z_1.npy"), np.load(tmp_path / "z_2.npy")
     seen = {k: json.loads((tmp_path / f"seen_{k}.json").read_text())

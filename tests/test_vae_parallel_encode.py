@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ranks import as_rank
 from synthetic import make_tilt_set
 
 from tomohet import parallel
@@ -49,18 +50,8 @@ def _encode(out: Path) -> None:
         np.save(out / f"{name}_{world}_{me}.npy", value.numpy())
 
 
-def _rank(out: Path) -> None:
-    torch.set_num_threads(1)
-    assert parallel.init_from_env()
-    try:
-        _encode(out)
-        parallel.barrier()
-    finally:
-        parallel.shutdown()
-
-
 def test_passes_split_over_two_ranks_equal_one_rank(tmp_path):
-    parallel.spawn(_rank, 2, (tmp_path,), timeout_s=120)
+    parallel.spawn(as_rank, 2, (_encode, tmp_path), timeout_s=120)
     _encode(tmp_path)
     seen = {k: json.loads((tmp_path / f"seen_{k}.json").read_text())
             for k in ("1_0", "2_0", "2_1")}
