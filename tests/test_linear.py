@@ -105,6 +105,8 @@ def _assert_linear_coords(z_fit: np.ndarray, z_true: np.ndarray, tol: float = 0.
 def test_subspace_recovered_noise_free(cls, linear_data):
     particles, z, _, u = linear_data
     params = {"components_per_scale": 2} if cls is MultiScale else {"n_components": 2}
+    if cls is not CCMatrix:  # the kernel over the whole sphere (the default focuses)
+        params["mask"] = "sphere"
     m = cls(**params, cluster=None, progress=False, random_state=0).fit(particles)
     fs = _feature_space()
     # multiscale: one pair per scale, all spanning the same space: U must lie in the span
@@ -119,8 +121,8 @@ def test_ppca2d_subspace_noise_free(linear_data):
     particles, z, _, u = linear_data
     sub = particles.subset(np.arange(120))
     # noise-free data: (almost) no regularisation
-    m = PPCA2D(n_components=2, n_iter=8, ridge=1e-4, cluster=None, progress=False,
-               random_state=0)
+    m = PPCA2D(n_components=2, n_iter=8, ridge=1e-4, focus_mask="none", cluster=None,
+               progress=False, random_state=0)
     m.fit(sub)
     fs = _feature_space()
     angles = principal_angles_deg(fs.of_volumes(m.eigenvolumes_), fs.of_volumes(u))
@@ -146,7 +148,8 @@ def test_wmd_removes_missing_wedge_artefact():
     phi = rng.uniform(0, np.pi, n)
     rot = rot_y(torch.as_tensor(np.degrees(phi), dtype=torch.float32))
     particles = make_linear_set(np.zeros((n, 2)), mu, u, rot, n_tilts=11, snr=2.0, seed=4)
-    common = {"n_components": 2, "cluster": None, "progress": False, "random_state": 0}
+    common = {"n_components": 2, "cluster": None, "progress": False, "random_state": 0,
+              "mask": "sphere"}
     plain = WMDPCA(subtract_average=False, **common).fit(particles)
     wmd = WMDPCA(n_refine=0, **common).fit(particles)
     assert _wedge_r2(plain.transform(), phi) > 0.8
@@ -180,7 +183,8 @@ def test_subtomogram_input_matches_tilts(linear_data, tmp_path):
 
     particles, z = linear_data[0].subset(np.arange(100)), linear_data[1][:100]
     sub = subtomograms_from_tilts(particles, tmp_path / "cache", progress=False)
-    common = {"n_components": 2, "cluster": None, "progress": False, "random_state": 0}
+    common = {"n_components": 2, "cluster": None, "progress": False, "random_state": 0,
+              "mask": "sphere"}
     a = WMDPCA(**common).fit(particles).transform()
     b = WMDPCA(**common).fit(sub).transform()
     _assert_linear_coords(b, z, tol=0.08)

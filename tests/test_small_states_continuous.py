@@ -1,7 +1,8 @@
 """Issue 12, continuous methods: a ~5%-mass component is found by wmdpca and ppca2d
-when they restrict their features (wmdpca) or eigenvolumes (ppca2d) to the region the
-discovery step finds (``mask="auto"`` / ``focus_mask="auto"``), clustered with k-means at
-K = the number of states."""
+with their defaults, which restrict the features (wmdpca) or eigenvolumes (ppca2d) to the
+region the discovery step finds (``mask="auto"`` / ``focus_mask="auto"``), clustered with
+k-means at K = the number of states. Without local heterogeneity the default is exactly
+the unfocused method (``mask="sphere"`` / ``focus_mask="none"``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from synthetic import blob_volume, complex_points, make_tilt_set
 
+from tomohet.methods.linear import MultiScale
 from tomohet.methods.linear.common import load_mask
 from tomohet.methods.linear.ppca2d import PPCA2D
 from tomohet.methods.linear.wmdpca import WMDPCA
@@ -45,10 +47,14 @@ def _cap_contrast(mask: torch.Tensor) -> tuple[float, float]:
     return float(mask[z, y, x]), float(far)
 
 
-def test_wmdpca_auto_mask_focuses_on_the_component(small_component):
+def test_defaults_are_auto():
+    assert WMDPCA().mask == "auto" and MultiScale().mask == "auto"
+    assert PPCA2D().focus_mask == "auto"
+
+
+def test_wmdpca_default_focuses_on_the_component(small_component):
     particles, labels = small_component
-    m = WMDPCA(n_components=2, mask="auto", cluster=None, random_state=0,
-               progress=False).fit(particles)
+    m = WMDPCA(n_components=2, cluster=None, random_state=0, progress=False).fit(particles)
     assert m.discovery_ is not None and m.discovery_.region == "local"
     assert m.focus_mask_ is not None
     at_cap, far = _cap_contrast(m.focus_mask_)
@@ -56,9 +62,9 @@ def test_wmdpca_auto_mask_focuses_on_the_component(small_component):
     assert _kmeans_ari(m.transform(), labels) > 0.9
 
 
-def test_ppca2d_auto_focus_confines_the_eigenvolumes(small_component):
+def test_ppca2d_default_focus_confines_the_eigenvolumes(small_component):
     particles, labels = small_component
-    m = PPCA2D(n_components=1, n_iter=6, focus_mask="auto", cluster=None, random_state=0,
+    m = PPCA2D(n_components=1, n_iter=6, cluster=None, random_state=0,
                progress=False).fit(particles)
     assert m.focus_mask_ is not None
     at_cap, far = _cap_contrast(m.focus_mask_)
@@ -69,6 +75,56 @@ def test_ppca2d_auto_focus_confines_the_eigenvolumes(small_component):
     ev = m.eigenvolumes_[0].abs()
     inside = m.focus_mask_ > 0.5
     assert float(ev[inside].mean()) > 3 * float(ev[m.focus_mask_ < 0.01].mean())
+
+
+@pytest.fixture(scope="module")
+def homogeneous():
+    """One structure only (no heterogeneity): discovery finds nothing above noise."""
+    vol = blob_volume(BOX, complex_points())
+    particles, _, _ = make_tilt_set(n=80, box=BOX, n_tilts=11, snr=0.3, seed=5,
+                                    volumes=torch.stack([vol, vol]), labels=np.arange(80) % 2)
+    return particles
+
+
+@pytest.mark.parametrize("cls, params, off", [
+    (WMDPCA, {"n_components": 2}, {"mask": "sphere"}),
+    (PPCA2D, {"n_components": 1, "n_iter": 3}, {"focus_mask": "none"}),
+])
+def test_default_without_local_variation_is_the_unfocused_method(homogeneous, cls, params,
+                                                                  off):
+    common = {**params, "cluster": None, "random_state": 0, "progress": False}
+    auto = cls(**common).fit(homogeneous)
+    plain = cls(**common, **off).fit(homogeneous)
+    assert auto.discovery_ is not None and auto.discovery_.region == "none"
+    assert auto.focus_mask_ is None and plain.discovery_ is None
+    np.testing.assert_array_equal(auto.transform(), plain.transform())
+    np.testing.assert_array_equal(auto.eigenvolumes_.numpy(), plain.eigenvolumes_.numpy())
+
+
+def test_off_words_give_the_unfocused_masks():
+    cpu = torch.device("cpu")
+    sphere = load_mask(None, 16, 5.0, None, cpu)
+    for word in ("sphere", "none", "Sphere"):
+        assert torch.equal(load_mask(word, 16, 5.0, None, cpu), sphere)
+        assert PPCA2D(focus_mask=word)._focus(None, cpu) is None  # type: ignore[arg-type]
+
+
+def test_cli_mask_options_reach_the_methods():
+    import argparse
+
+    from tomohet.cli.embed import add_parser, method_params
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+
+    def params(*argv: str) -> dict:
+        return method_params(parser.parse_args(["embed", *argv, "x.star", "--out", "o"]))
+
+    assert params("wmdpca")["mask"] == "auto" and params("multiscale")["mask"] == "auto"
+    assert params("ppca2d")["focus_mask"] == "auto"
+    assert params("wmdpca", "--mask", "sphere")["mask"] == "sphere"
+    assert params("ppca2d", "--focus-mask", "none")["focus_mask"] == "none"
+    assert params("ppca2d", "--focus-mask", "roi.mrc")["focus_mask"] == "roi.mrc"
 
 
 def test_auto_is_not_a_mask_file():

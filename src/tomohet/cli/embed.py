@@ -23,9 +23,11 @@ from tomohet.cli.common import (
 EXAMPLE = """examples:
   tomohet embed wmdpca run_optimisation_set.star --out wmd/
   tomohet embed wmdpca subtomos.star --components 6 --lowpass 20 --mask roi.mrc --out wmd/
+  tomohet embed wmdpca run_optimisation_set.star --mask sphere --out wmd_sphere/
   tomohet embed ccmatrix subtomos.star --lowpass 25 --cluster ward --k 3 --out cc/
   tomohet embed multiscale run_optimisation_set.star --scales 8,14,21 --out ms/
   tomohet embed ppca2d run_optimisation_set.star --components 2 --iter 10 --out ppca/
+  tomohet embed ppca2d run_optimisation_set.star --focus-mask none --out ppca_all/
   tomohet embed nma run_optimisation_set.star --model atoms.pdb --modes 6 --out nma/
   tomohet embed flow run_optimisation_set.star --levels 2,3,5 --out flow/
 """
@@ -62,9 +64,14 @@ def _add_difference(p: argparse.ArgumentParser, lowpass: bool = True) -> None:
         p.add_argument("--lowpass", type=float, default=None,
                        help="low-pass (A); None: 5 pixels")
     p.add_argument("--highpass", type=float, default=None, help="high-pass (A)")
-    p.add_argument("--mask", default=None, help="region-of-interest mask (mrc)")
+    p.add_argument("--mask", default="auto",
+                   help="where the differences are taken: 'auto' (the region where "
+                   "discovery finds local variation above noise, e.g. a small component; "
+                   "the soft sphere when the variation is not local), 'sphere' (the soft "
+                   "sphere, the behaviour before 'auto' was the default) or a "
+                   "region-of-interest mask (mrc)")
     p.add_argument("--mask-radius", type=float, default=None,
-                   help="soft spherical mask radius (A) when no --mask")
+                   help="soft spherical mask radius (A) when the sphere is used")
     p.add_argument("--normalise", choices=["none", "scale", "std"], default="none",
                    help="per-particle normalisation")
     p.add_argument("--max-memory", type=float, default=2.0,
@@ -117,6 +124,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                            help="highest resolution (A) used")
             m.add_argument("--ridge", type=float, default=0.01,
                            help="regularisation of the volumes (relative, per shell)")
+            m.add_argument("--focus-mask", default="auto",
+                           help="where the eigenvolumes may vary: 'auto' (the region where "
+                           "discovery finds local variation above noise; anywhere when the "
+                           "variation is not local), 'none' (anywhere, the behaviour before "
+                           "'auto' was the default) or a mask (mrc)")
     return p
 
 
@@ -148,7 +160,8 @@ def method_params(args: argparse.Namespace) -> dict[str, Any]:
         params.update(lowpass_A=args.lowpass, highpass_A=args.highpass,
                       max_memory_GB=args.max_memory)
     else:
-        params.update(n_iter=args.iter, max_resolution_A=args.max_resolution, ridge=args.ridge)
+        params.update(n_iter=args.iter, max_resolution_A=args.max_resolution, ridge=args.ridge,
+                      focus_mask=args.focus_mask)
     return params
 
 

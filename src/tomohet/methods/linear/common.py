@@ -33,12 +33,23 @@ from tomohet.methods.outputs import save_continuous
 from tomohet.methods.trajectories import write_component_series
 from tomohet.physics.fourier import ft_to_volume, lowpass_filter, volume_to_ft
 
-__all__ = ["LinearMethod", "load_mask", "discovered_focus", "is_auto"]
+__all__ = ["LinearMethod", "load_mask", "discovered_focus", "is_auto", "is_off"]
+
+# words a mask argument may be instead of a map or an mrc path: "auto" (the default of
+# wmdpca / multiscale / ppca2d: the discovered focus), and the words that give the method
+# without a focus ("sphere" for the difference methods, "none" for ppca2d; both accepted)
+OFF_WORDS = ("none", "sphere")
 
 
 def is_auto(mask: Any) -> bool:
     """Whether a ``mask`` argument asks for the automatic focus mask (``"auto"``)."""
-    return isinstance(mask, str) and mask == "auto"
+    return isinstance(mask, str) and mask.strip().lower() == "auto"
+
+
+def is_off(mask: Any) -> bool:
+    """Whether a ``mask`` argument asks for no focus: None, ``"none"`` or ``"sphere"``
+    (the soft sphere of the difference methods, no restriction in ppca2d)."""
+    return mask is None or (isinstance(mask, str) and mask.strip().lower() in OFF_WORDS)
 
 
 def discovered_focus(particles: ParticleSet, k: int, seed: int, batch_size: int,
@@ -70,10 +81,10 @@ def load_mask(mask: Any, box: int, pixel_size_A: float, radius_A: float | None,
               device: torch.device) -> torch.Tensor:
     """A user mask (mrc path or array, region of interest) or the default soft sphere
     (:func:`tomohet.methods.base.default_mask`, radius ``radius_A`` when given) (D, D, D)."""
-    if isinstance(mask, str) and mask == "auto":
+    if is_auto(mask):
         raise ValueError("mask 'auto' is resolved by the method (discovered_focus), "
                          "not by load_mask")
-    m = load_volume(mask)
+    m = None if is_off(mask) else load_volume(mask)
     if m is None:
         return default_mask(box, radius_A, pixel_size_A, device)
     if tuple(m.shape) != (box,) * 3:

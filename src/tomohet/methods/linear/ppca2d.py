@@ -27,7 +27,7 @@ from tomohet.data.particles import TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch
 from tomohet.io.mrc import load_volume
 from tomohet.methods.base import ParticleSet, default_mask, register, seed_of
-from tomohet.methods.linear.common import LinearMethod, discovered_focus, is_auto
+from tomohet.methods.linear.common import LinearMethod, discovered_focus, is_auto, is_off
 from tomohet.physics.forward import NoiseModel, PreparedBatch, model_transforms
 from tomohet.physics.fourier import (
     freq_grid_2d,
@@ -70,11 +70,13 @@ def _scatter(grid: torch.Tensor, plan, item_weights: torch.Tensor, use_values: b
 class PPCA2D(LinearMethod):
     """Mean volume + ``n_components`` eigenvolumes fitted by EM on the 2D tilt images.
 
-    ``focus_mask``: None (eigenvolumes anywhere), a (D, D, D) map or mrc path, or
-    ``"auto"`` (:func:`~tomohet.methods.linear.common.discovered_focus`: the region where
-    the residuals against the consensus vary above noise; no restriction when the
-    variation is not local). With a focus the eigenvolumes are multiplied by it after
-    every M-step (the subspace varies only there; the mean is unrestricted).
+    ``focus_mask``: ``"auto"`` (the default;
+    :func:`~tomohet.methods.linear.common.discovered_focus`: the region where the
+    residuals against the consensus vary above noise; no restriction when the variation
+    is not local, which is then exactly the method with ``focus_mask="none"``), ``"none"``
+    or None (eigenvolumes anywhere), or a (D, D, D) map or mrc path. With a focus the
+    eigenvolumes are multiplied by it after every M-step (the subspace varies only there;
+    the mean is unrestricted).
     """
 
     name = "ppca2d"
@@ -83,7 +85,7 @@ class PPCA2D(LinearMethod):
 
     def __init__(self, n_components: int = 2, n_iter: int = 10,
                  max_resolution_A: float | None = None, ridge: float = 0.01,
-                 init_scale: float = 0.1, pad: int = 2, focus_mask: Any = None,
+                 init_scale: float = 0.1, pad: int = 2, focus_mask: Any = "auto",
                  cluster: str | None = "gmm",
                  n_clusters: int | None = None, max_clusters: int = 8, batch_size: int = 32,
                  device: str | None = None, progress: bool = True,
@@ -194,7 +196,7 @@ class PPCA2D(LinearMethod):
                ) -> torch.Tensor | None:
         """The eigenvolumes' support (see the class doc); sets ``discovery_``."""
         self.discovery_: Any = None
-        if self.focus_mask is None:
+        if is_off(self.focus_mask):
             return None
         if is_auto(self.focus_mask):
             focus, self.discovery_ = discovered_focus(
@@ -202,7 +204,7 @@ class PPCA2D(LinearMethod):
                 seed_of(self.random_state), self.batch_size, device)
             return focus
         if isinstance(self.focus_mask, str) and not self.focus_mask.endswith(".mrc"):
-            raise ValueError(f"ppca2d: focus_mask must be None, 'auto', a map or an mrc "
+            raise ValueError(f"ppca2d: focus_mask must be 'auto', 'none', a map or an mrc "
                              f"path, got {self.focus_mask!r}")
         m = load_volume(self.focus_mask)
         assert m is not None

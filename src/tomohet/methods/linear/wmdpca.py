@@ -81,10 +81,11 @@ class _DifferenceSVD(LinearMethod):
         return float(self.lowpass_A) if self.lowpass_A else DEFAULT_LOWPASS_PX * pixel_size_A
 
     def _mask(self, particles: ParticleSet, device: torch.device) -> torch.Tensor:
-        """The user's mask, the default sphere, or (``mask="auto"``) the discovered focus
-        region (:func:`~tomohet.methods.linear.common.discovered_focus`; the sphere when
-        the variation is not local). Sets ``focus_mask_`` (None unless a focus was used)
-        and ``discovery_`` (None unless ``"auto"``)."""
+        """The discovered focus region (``mask="auto"``, the default:
+        :func:`~tomohet.methods.linear.common.discovered_focus`; the sphere when the
+        variation is not local), the user's mask, or the soft sphere (``"sphere"`` or None).
+        Sets ``focus_mask_`` (None unless a focus was used) and ``discovery_`` (None unless
+        ``"auto"``)."""
         o = particles.optics
         self.focus_mask_: torch.Tensor | None = None
         self.discovery_: Any = None
@@ -105,13 +106,17 @@ class WMDPCA(_DifferenceSVD):
 
     Particles are brought into the reference frame with their missing wedges; each is
     compared with the global average filtered by its own wedge/CTF (PEET's wedge-masked
-    difference), band-passed, masked (``mask``: region of interest, else a soft sphere)
-    and optionally normalised; a randomised, streaming SVD gives ``n_components``
-    coordinates. ``n_refine`` rounds of alternating least squares then correct for the
-    wedge: eigenvolumes regressed on the coordinates with every particle's wedge/CTF, and
-    each particle's coordinates re-fitted to them through its own wedge (PCA of
-    differences alone scales a particle's coordinates by how much of the eigenvolume its
-    wedge sees). ``subtract_average=False`` is plain PCA of the particles (for contrast).
+    difference), band-passed, masked and optionally normalised. ``mask``: ``"auto"`` (the
+    default) takes the features only inside the region where discovery finds local
+    variation above noise (a small component), and inside the soft sphere when the
+    variation is not local (whole subunits, or nothing found), which is then exactly the
+    method with ``mask="sphere"`` (or None); else a region-of-interest map or mrc path.
+    A randomised, streaming SVD gives ``n_components`` coordinates. ``n_refine`` rounds
+    of alternating least squares then correct for the wedge: eigenvolumes regressed on
+    the coordinates with every particle's wedge/CTF, and each particle's coordinates
+    re-fitted to them through its own wedge (PCA of differences alone scales a particle's
+    coordinates by how much of the eigenvolume its wedge sees). ``subtract_average=False``
+    is plain PCA of the particles (for contrast).
     """
 
     name = "wmdpca"
@@ -119,7 +124,7 @@ class WMDPCA(_DifferenceSVD):
     bench_params = {"n_components": 4, "cluster": None}
 
     def __init__(self, n_components: int = 4, lowpass_A: float | None = None,
-                 highpass_A: float | None = None, mask: Any = None,
+                 highpass_A: float | None = None, mask: Any = "auto",
                  mask_radius_A: float | None = None, normalise: str = "none",
                  subtract_average: bool = True, max_memory_GB: float = 2.0,
                  n_power_iter: int = 3, n_refine: int = 1, cache_dir: str | None = None,
@@ -190,14 +195,15 @@ class MultiScale(_DifferenceSVD):
     Wedge-masked differences low-passed at each length scale in ``scales_A`` (default
     8, 14, 21 A, or 2.5/4/6 px when the pixel is too large); one SVD per scale; the
     ``components_per_scale`` leading components of each, divided by the scale's total
-    standard deviation, are concatenated into the coordinate vector.
+    standard deviation, are concatenated into the coordinate vector. ``mask`` as in
+    :class:`WMDPCA` (default ``"auto"``; ``"sphere"`` for the soft sphere).
     """
 
     name = "multiscale"
     bench_params = {"components_per_scale": 2, "cluster": None}
 
     def __init__(self, scales_A: list[float] | None = None, components_per_scale: int = 2,
-                 highpass_A: float | None = None, mask: Any = None,
+                 highpass_A: float | None = None, mask: Any = "auto",
                  mask_radius_A: float | None = None, normalise: str = "none",
                  max_memory_GB: float = 2.0, n_power_iter: int = 3,
                  cache_dir: str | None = None, cluster: str | None = "gmm",
