@@ -34,6 +34,10 @@ def add_parser(methods: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="region to score: 'auto' (discovery), 'none', or a mask (mrc)")
     p.add_argument("--init", default="components", choices=("components", "random"),
                    help="first classes from the residual maps' components, or random")
+    p.add_argument("--split", default="regions", choices=("regions", "joint"),
+                   help="with separate regions found (focus 'auto', components start): "
+                        "climb each region in two classes and combine them ('regions'), "
+                        "or one K-class climb over all of them ('joint')")
     p.add_argument("--consistency", type=float, default=0.8,
                    help="flag particles agreeing in fewer runs than this fraction")
     p.add_argument("--cache-geometry", type=float, default=0.0, metavar="MB",
@@ -50,5 +54,5 @@ def params(args: argparse.Namespace) -> dict:
         "mask_radius_A": args.mask_radius, "local_search_deg": args.local_search,
         "consistency_threshold": args.consistency, "batch_size": args.batch_size,
         "focus_mask": None if args.focus_mask.lower() == "none" else args.focus_mask,
-        "init": args.init,
+        "init": args.init, "split": args.split,
     }

@@ -26,13 +26,15 @@ particles, inside that region's mask only.
    same calibrated test on their residual maps) is split in two the same way, until K
    classes or no class varies (hierarchical two-class splits).
 
-:func:`combine_posteriors` is pure; :func:`classify_regions` runs steps 2-4 for an ML
-classifier.
+:func:`combine_posteriors` is pure; :func:`region_posteriors` runs steps 2-4 with any
+two-class solver (:mod:`tomohet.methods.shc` uses hill climbing); :func:`classify_regions`
+with focused EM, for an ML classifier.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,7 +54,8 @@ from tomohet.methods.em_steps import batch_order
 if TYPE_CHECKING:
     from tomohet.methods.discovery import Setup
 
-__all__ = ["combine_posteriors", "classify_regions", "leaf_region", "class_residual_maps"]
+__all__ = ["combine_posteriors", "classify_regions", "region_posteriors", "leaf_region",
+           "class_residual_maps", "Split"]
 
 
 def combine_posteriors(region_posteriors: list[np.ndarray], k: int) -> np.ndarray:
@@ -154,34 +157,68 @@ def _drop_empty(post: np.ndarray, n_combos: int, min_fraction: float
     return out, len(keep)
 
 
+# (members: positions into setup.plain.index, full-box mask, two-class start) ->
+# (posteriors (len(members), 2), history with "log_likelihood" when it has one, sigma2)
+Split = Callable[[np.ndarray, torch.Tensor, np.ndarray],
+                 tuple[np.ndarray, list[dict[str, Any]], torch.Tensor]]
+
+
 def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray) -> EMState:
     """Steps 2-4 for an ML classifier ``clf`` (:class:`~tomohet.methods.ml.MLClassifier`):
-    one two-class focused EM per region of ``setup.discovery`` (started from its
-    two-class k-means labels, not annealed) and the joint posteriors; then, while there
-    are fewer classes than K, the largest class whose particles still vary above noise
-    (:func:`leaf_region`) is split in two the same way (several states in one region).
-    -> the final state, with class maps reconstructed by ``setup.plain`` (full maps, no
-    subtraction) and the EM histories one after the other (``stage`` "region split" or
-    "class split", ``region`` or ``class``; iterations numbered on).
+    :func:`region_posteriors` with a two-class focused EM per split (started from the
+    k-means labels, not annealed). -> the final state, with class maps reconstructed by
+    ``setup.plain`` (full maps, no subtraction) and the EM histories one after the other
+    (``stage`` "region split" or "class split", ``region`` or ``class``; iterations
+    numbered on).
     """
-    found, plain = setup.discovery, setup.plain
-    assert found is not None
-    k = clf.n_classes
+    plain = setup.plain
     binary = clf.__class__(**{**clf.get_params(), "n_classes": 2, "focus_mask": None,
                               "checkpoint_dir": None, "progress": False, "n_restarts": 1})
+
+    def split(members: np.ndarray, mask: torch.Tensor, init: np.ndarray):
+        return _split(binary, setup, particles, members, halves, mask, init)
+
+    post, history, sigma2 = region_posteriors(setup, split, clf.n_classes, halves,
+                                              clf.min_class_fraction, clf._seed())
+    # each split's final log evidence (its last history entry)
+    last = [h["log_likelihood"] for h, after in zip(history, history[1:] + [{}], strict=True)
+            if _split_of(after) != _split_of(h)]
+    noise = plain.new_noise()
+    noise.sigma2 = sigma2.to(plain.device)  # estimated on every particle (a region split)
+    vols, curves, res = plain.volumes_from(plain.reconstruct_pass(post, noise, halves))
+    priors = torch.as_tensor(post.mean(0), dtype=torch.float32)
+    return EMState(volumes=vols, priors=priors, sigma2=noise.sigma2.cpu(), posteriors=post,
+                   iteration=len(history), log_likelihood=float(sum(last)),
+                   fsc=curves, resolution_A=res, particles=plain.fingerprint,
+                   history=history)
+
+
+def _split_of(h: dict[str, Any]) -> tuple[Any, ...]:
+    """Which split a history entry belongs to."""
+    return h.get("stage"), h.get("region"), h.get("split_class"), h.get("new_class")
+
+
+def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
+                      min_fraction: float, seed: int
+                      ) -> tuple[np.ndarray, list[dict[str, Any]], torch.Tensor]:
+    """Steps 2-4 with any two-class solver ``split`` (EM, hill climbing): one split per
+    region of ``setup.discovery`` (started from its two-class k-means labels) and the
+    joint posteriors; then, while there are fewer classes than K, the largest class
+    whose particles still vary above noise (:func:`leaf_region`) is split in two the
+    same way (several states in one region). -> (posteriors (N, k), the splits'
+    histories one after the other, the noise sigma2 of the region splits)."""
+    found, plain = setup.discovery, setup.plain
+    assert found is not None
     everyone = np.arange(len(plain.index))
     posts: list[np.ndarray] = []
     history: list[dict[str, Any]] = []
-    last: list[float] = []  # each split's final log evidence
     for i, (mask, init) in enumerate(zip(found.regions, found.region_labels, strict=True)):
-        post_r, hist, sigma2 = _split(binary, setup, particles, everyone, halves, mask, init)
+        post_r, hist, sigma2 = split(everyone, mask, init)
         posts.append(post_r)
         history += [dict(h, iteration=len(history) + j + 1, region=i, stage="region split",
                          region_fraction_of_box=float(mask.mean()))
                     for j, h in enumerate(hist)]
-        last.append(hist[-1]["log_likelihood"])
-    post, n_used = _drop_empty(combine_posteriors(posts, k), 2 ** len(posts),
-                               clf.min_class_fraction)
+    post, n_used = _drop_empty(combine_posteriors(posts, k), 2 ** len(posts), min_fraction)
     tested: set[int] = set()
     while n_used < k:
         labels = post.argmax(1)
@@ -196,26 +233,17 @@ def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray) -> E
         # Bonferroni over the classes that could be tested (at most K - 1 of them)
         maps = class_residual_maps(setup, members, halves, sigma2, found.small_box)
         leaf = leaf_region(maps, [plain.names[m] for m in members],
-                           [plain.tomo_names[m] for m in members], clf._seed(), plain.box,
+                           [plain.tomo_names[m] for m in members], seed, plain.box,
                            alpha=0.01 / max(k - 1, 1))
         if leaf is None:
             continue
-        post_c, hist, _ = _split(binary, setup, particles, members, halves, *leaf)
+        post_c, hist, _ = split(members, *leaf)
         # members: the class's mass shared by the split; others keep it in class c
         post[members, n_used] = post[members, c] * post_c[:, 1]
         post[members, c] = post[members, c] * post_c[:, 0]
         history += [dict(h, iteration=len(history) + j + 1, split_class=c, new_class=n_used,
                          stage="class split", region_fraction_of_box=float(leaf[0].mean()))
                     for j, h in enumerate(hist)]
-        last.append(hist[-1]["log_likelihood"])
         tested.discard(c)
         n_used += 1
-    post = post / post.sum(1, keepdims=True).clip(1e-300)
-    noise = plain.new_noise()
-    noise.sigma2 = sigma2.to(plain.device)  # estimated on every particle (first region)
-    vols, curves, res = plain.volumes_from(plain.reconstruct_pass(post, noise, halves))
-    priors = torch.as_tensor(post.mean(0), dtype=torch.float32)
-    return EMState(volumes=vols, priors=priors, sigma2=noise.sigma2.cpu(), posteriors=post,
-                   iteration=len(history), log_likelihood=float(sum(last)),
-                   fsc=curves, resolution_A=res, particles=plain.fingerprint,
-                   history=history)
+    return post / post.sum(1, keepdims=True).clip(1e-300), history, sigma2

@@ -24,6 +24,12 @@ residual maps' leading components; a large one (whole subunits) gives that start
 a focus; nothing above noise gives random starts. Class maps are full maps either way.
 ``focus_mask=None, init="random"`` is the previous behaviour.
 
+With a local region found, ``split="regions"`` (the default) climbs each of discovery's
+regions in two classes, the whole consensus subtracted, and combines them
+(:mod:`tomohet.methods.shc_regions`, :mod:`tomohet.methods.factorial`); every run does
+the whole region path, and runs are voted as above. ``split="joint"`` is one K-class
+climb over the union of the regions.
+
 Passes run on the compacted pixels (issue 14; :mod:`tomohet.methods.shc_pass`): one pass
 per iteration scores, climbs and re-averages, with one trilinear plan per image for all
 K references. ``compact=False`` (and any local pose search) keeps the dense reference
@@ -58,6 +64,7 @@ from tomohet.methods.consistency import align_runs, match_labels
 from tomohet.methods.discovery import discover_with
 from tomohet.methods.em import EMConfig, EMEngine
 from tomohet.methods.shc_pass import climb_pass
+from tomohet.methods.shc_regions import climb_regions, uses_regions
 from tomohet.methods.shc_scoring import (
     band_resolution,
     figure_of_merit_filter,
@@ -93,6 +100,7 @@ class SHC(HeterogeneityMethod):
         references: Any = None,
         focus_mask: Any = "auto",
         init: str = "components",
+        split: str = "regions",
         lowpass_A: float | None = None,
         highpass_A: float | None = None,
         mask_radius_A: float | None = None,
@@ -113,6 +121,7 @@ class SHC(HeterogeneityMethod):
         self.references = references
         self.focus_mask = focus_mask
         self.init = init
+        self.split = split
         self.lowpass_A = lowpass_A
         self.highpass_A = highpass_A
         self.mask_radius_A = mask_radius_A
@@ -304,6 +313,8 @@ class SHC(HeterogeneityMethod):
         self._check_input(particles)
         if particles.n_particles < self.n_classes:
             raise ValueError("shc: fewer particles than classes")
+        if self.split not in ("regions", "joint"):
+            raise ValueError(f"shc: split must be 'regions' or 'joint', got {self.split!r}")
         device = resolve_device(self.device)
         n, box, px = particles.n_particles, particles.optics.box, particles.optics.pixel_size_A
         cfg = EMConfig(n_classes=self.n_classes, batch_size=self.batch_size,
@@ -331,12 +342,17 @@ class SHC(HeterogeneityMethod):
         self.setup_ = discover_with(engine, self.n_classes, focus, self.init, halves, base)
         self.discovery_, engine = self.setup_.discovery, self.setup_.engine
         self.focus_mask_ = None if self.setup_.focus is None else self.setup_.focus.cpu()
-        runs, self.history_ = [], []
-        for r in range(max(1, self.n_runs)):
-            labels, history = self._run(engine, halves, band, seed=base + 7919 * r)
-            runs.append(labels)
-            self.history_.append(history)
-        self._finish(engine, align_runs(np.stack(runs), self.n_classes), halves)
+        seeds = [base + 7919 * r for r in range(max(1, self.n_runs))]
+        if uses_regions(self, self.setup_):  # one two-class climb per region (issue 12)
+            stacked, self.history_ = climb_regions(self, self.setup_, halves, band, seeds)
+        else:
+            runs, self.history_ = [], []
+            for seed in seeds:
+                labels, history = self._run(engine, halves, band, seed=seed)
+                runs.append(labels)
+                self.history_.append(history)
+            stacked = np.stack(runs)
+        self._finish(engine, align_runs(stacked, self.n_classes), halves)
         bar.close()
         self.pixel_size_A_ = px
         return self
