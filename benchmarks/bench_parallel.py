@@ -2,7 +2,7 @@
 memory of one EM pass and one VAE epoch on a set read from disk.
 
     python benchmarks/bench_parallel.py iteration DATA.star --ranks 1,2 [--k 4]
-    python benchmarks/bench_parallel.py memory DATA.star --what em|vae|vae3d
+    python benchmarks/bench_parallel.py memory DATA.star --what em|vae|vae3d|discover
 
 ``DATA``: any particle file ``tomohet`` reads, e.g. written by
 ``tomohet simulate --n 20000 --fast --out big/`` (images stay on disk, memory-mapped).
@@ -11,7 +11,10 @@ torch thread each), each reading the set; the classes start from keyed random su
 (reconstruct + noise passes, themselves sharded); the time is one E+M pass and the M-step
 maps, between barriers, and the largest posterior difference against the first rank
 count is printed. ``memory``: in this process, peak resident size
-(:func:`tomohet.bench.memory.measure`) over the pass or epoch, and before it.
+(:func:`tomohet.bench.memory.measure`) over the pass or epoch, and before it;
+``--what discover``: over :func:`tomohet.methods.discovery.discover` (residual pass,
+test, partition) after the consensus and noise passes, ``--save FILE.npz`` keeps what it
+found (z-map, threshold, labels) to compare two versions.
 Prints a JSON line per run; nothing is asserted.
 """
 
@@ -104,6 +107,8 @@ def memory(args: argparse.Namespace) -> None:
         start = _rss_MB()
         with measure() as stats:
             engine.em_pass(state, halves)
+    elif args.what == "discover":
+        particles, start, stats = _discover(args)
     else:
         from tomohet.io import read_particles
         from tomohet.methods.base import HeterogeneityMethod
@@ -125,7 +130,33 @@ def memory(args: argparse.Namespace) -> None:
                       "rss_at_import_MB": round(before), "rss_before_MB": round(start),
                       "rss_peak_MB": round(stats["rss_max_MB"]),
                       "rss_growth_MB": round(stats["rss_growth_MB"]),
+                      "rss_peak_in_block_MB": round(start + stats["rss_growth_MB"]),
                       "wall_s": round(stats["wall_s"], 1)}), flush=True)
+
+
+def _discover(args: argparse.Namespace):
+    """Consensus, noise, then :func:`~tomohet.methods.discovery.discover` measured."""
+    from tomohet.io import read_particles
+    from tomohet.methods.discovery import discover
+
+    particles = read_particles(args.data)
+    n = particles.n_particles
+    engine = EMEngine(particles, EMConfig(n_classes=1, batch_size=args.batch_size),
+                      np.arange(n))
+    halves = half_sets(particles.names, particles.tomo_names, 0, particles.table)
+    consensus = engine.volumes_from(engine.reconstruct_pass(np.ones((n, 1)), None,
+                                                            halves))[0][0]
+    noise = engine.noise_pass(consensus[None], np.zeros(n, dtype=np.int64))
+    start = _rss_MB()
+    with measure() as stats:
+        found = discover(engine, consensus, noise, args.k, seed=0)
+    print(json.dumps(found.summary()), flush=True)
+    if args.save:
+        np.savez(args.save, z=found.z.numpy(), variance=found.variance.numpy(),
+                 labels=found.labels, threshold=found.threshold,
+                 p_value=-1.0 if found.p_value is None else found.p_value,
+                 region_labels=np.array(found.region_labels).reshape(-1, n))
+    return particles, start, stats
 
 
 def main() -> None:
@@ -134,7 +165,8 @@ def main() -> None:
     ap.add_argument("mode", choices=("iteration", "memory"))
     ap.add_argument("data")
     ap.add_argument("--ranks", default="1,2", help="rank counts, comma-separated")
-    ap.add_argument("--what", choices=("em", "vae", "vae3d"), default="em")
+    ap.add_argument("--what", choices=("em", "vae", "vae3d", "discover"), default="em")
+    ap.add_argument("--save", help="discover: .npz with what it found")
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)

@@ -35,7 +35,8 @@ import torch
 from scipy import ndimage
 
 __all__ = ["SCALES", "Detection", "gaussian_lowpass", "shell_floor", "robust_z",
-           "split_matrix", "detect", "candidate_regions", "n_regions_for"]
+           "split_matrix", "detect", "VarianceStats", "candidate_regions",
+           "n_regions_for"]
 
 SCALES = (0.0, 0.75, 1.5)
 
@@ -166,37 +167,115 @@ def _half_variances(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, tor
     return va, vb
 
 
+class VarianceStats:
+    """The test's sufficient statistics, added up over blocks of particles.
+
+    Per scale ``s`` of the low-pass, in float64: ``sum x``, ``sum x^2`` over particles
+    and ``W @ x``, ``W @ x^2`` with ``W`` (B, N) the half A of each null split, and the
+    counts. Memory: 2 (B + 1) S d^3 values, whatever N. Blocks can come in any order and
+    from any rank (:meth:`reduce` sums over ranks); :meth:`detection` gives what
+    :func:`detect` gives on all the maps at once.
+
+    splits (B, N) bool over all N particles; :meth:`add` takes the columns of its rows.
+    """
+
+    def __init__(self, splits: np.ndarray, d: int,
+                 scales: tuple[float, ...] = SCALES) -> None:
+        self.splits = np.asarray(splits, dtype=bool).reshape(-1, np.shape(splits)[-1])
+        self.d, self.scales = int(d), tuple(float(s) for s in scales)
+        if not self.scales:
+            raise ValueError("VarianceStats needs at least one scale")
+        b, v, n_s = self.splits.shape[0], self.d**3, len(self.scales)
+        f64 = torch.float64
+        self.count = torch.zeros(1, dtype=f64)
+        self.count_a = torch.zeros(b, dtype=f64)
+        self.s1, self.s2 = torch.zeros((n_s, v), dtype=f64), torch.zeros((n_s, v), dtype=f64)
+        self.a1 = torch.zeros((n_s, b, v), dtype=f64)
+        self.a2 = torch.zeros((n_s, b, v), dtype=f64)
+
+    def add(self, rows: np.ndarray, maps: torch.Tensor) -> None:
+        """Add particles ``rows`` (columns of ``splits``) with maps (len(rows), d, d, d)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if maps.shape != (len(rows), self.d, self.d, self.d):
+            raise ValueError(f"maps {tuple(maps.shape)} for {len(rows)} rows of "
+                             f"{self.d}^3 voxels")
+        w = torch.from_numpy(self.splits[:, rows].astype(np.float64))
+        self.count += len(rows)
+        self.count_a += w.sum(1)
+        for i, s in enumerate(self.scales):
+            x = gaussian_lowpass(maps.cpu(), s).reshape(len(rows), -1).double()
+            x2 = x * x
+            self.s1[i] += x.sum(0)
+            self.s2[i] += x2.sum(0)
+            self.a1[i] += w @ x
+            self.a2[i] += w @ x2
+
+    def reduce(self) -> None:
+        """Sum the statistics over ranks (:func:`tomohet.parallel.all_reduce_sum`)."""
+        from tomohet import parallel
+
+        parallel.all_reduce_sum([self.count, self.count_a, self.s1, self.s2, self.a1,
+                                 self.a2])
+
+    def mean(self, scale: float) -> torch.Tensor | None:
+        """Mean map (V,) float64 at ``scale`` (None when it is not one of the scales)."""
+        if scale not in self.scales:
+            return None
+        return self.s1[self.scales.index(scale)] / self.count.clamp_min(1)
+
+    def variances(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """At scale number ``i``: variances (unbiased) over all particles (V,) and over
+        the halves A and B of each split (B, V) x2, as :func:`_half_variances`."""
+        n = self.count
+        var = (self.s2[i] - self.s1[i] ** 2 / n) / (n - 1)
+        na = self.count_a[:, None].clamp_min(2)
+        nb = (n - self.count_a[:, None]).clamp_min(2)
+        va = (self.a2[i] - self.a1[i] ** 2 / na) / (na - 1)
+        vb = ((self.s2[i] - self.a2[i]) - (self.s1[i] - self.a1[i]) ** 2 / nb) / (nb - 1)
+        return var, va, vb
+
+    def detection(self, alpha: float = 0.01, radius: float | None = None) -> Detection:
+        """The calibrated test (:func:`detect`) from the statistics added so far."""
+        d = self.d
+        inside = _shell_index(d) <= (d / 2 - 1 if radius is None else radius)
+        null = np.full(self.splits.shape[0], -np.inf)
+        zs, var0 = [], None
+        for i in range(len(self.scales)):
+            var_flat, va, vb = self.variances(i)
+            var = var_flat.reshape(d, d, d)
+            var0 = var.float() if var0 is None else var0
+            floor = shell_floor(var, inside)
+            zs.append(robust_z(_cube_root(var / floor), inside).float())
+            if len(null):
+                half_diff = (_cube_root(va / floor.reshape(1, -1))
+                             - _cube_root(vb / floor.reshape(1, -1))) / 2.0
+                null = np.maximum(null, _null_maxima(half_diff, inside))
+        z_scales = torch.stack(zs)
+        z = z_scales.max(0).values
+        stat = float(z.max())
+        thr = float(np.quantile(null, 1.0 - alpha)) if len(null) else float("inf")
+        p = float((1 + np.sum(null >= stat)) / (len(null) + 1))
+        peaks = z_scales.reshape(len(self.scales), -1).max(1).values
+        best = float(self.scales[int(peaks.argmax())])
+        assert var0 is not None
+        return Detection(z, z_scales, var0, stat, null, thr, p, self.scales, best)
+
+
 def detect(maps: torch.Tensor, splits: np.ndarray, scales: tuple[float, ...] = SCALES,
-           alpha: float = 0.01, radius: float | None = None) -> Detection:
-    """The calibrated excess-variance test (module doc).
+           alpha: float = 0.01, radius: float | None = None, block: int = 1024
+           ) -> Detection:
+    """The calibrated excess-variance test (module doc) on maps held in memory.
 
     maps (N, d, d, d); splits (B, N) bool, the half A of each null split (drawn from the
     particle names by the caller); ``radius`` of the search sphere (default d/2 - 1).
+    Through :class:`VarianceStats`, ``block`` particles at a time (no sum over ranks:
+    the maps are all here).
     """
-    n, d = maps.shape[0], maps.shape[-1]
-    inside = _shell_index(d) <= (d / 2 - 1 if radius is None else radius)
-    w = torch.as_tensor(np.asarray(splits), dtype=torch.float64)
-    null = np.full(w.shape[0], -np.inf)
-    zs, var0 = [], None
-    for s in scales:
-        x = gaussian_lowpass(maps, s).reshape(n, -1)
-        va, vb, var_flat = _blockwise_variances(x, w)
-        var = var_flat.reshape(d, d, d)
-        var0 = var.float() if var0 is None else var0
-        floor = shell_floor(var, inside)
-        zs.append(robust_z(_cube_root(var / floor), inside).float())
-        if len(null):
-            half_diff = (_cube_root(va / floor.reshape(1, -1))
-                         - _cube_root(vb / floor.reshape(1, -1))) / 2.0
-            null = np.maximum(null, _null_maxima(half_diff, inside))
-    z_scales = torch.stack(zs)
-    z = z_scales.max(0).values
-    stat = float(z.max())
-    thr = float(np.quantile(null, 1.0 - alpha)) if len(null) else float("inf")
-    p = float((1 + np.sum(null >= stat)) / (len(null) + 1))
-    best = float(scales[int(z_scales.reshape(len(scales), -1).max(1).values.argmax())])
-    assert var0 is not None
-    return Detection(z, z_scales, var0, stat, null, thr, p, tuple(scales), best)
+    stats = VarianceStats(splits, maps.shape[-1], scales)
+    for lo in range(0, maps.shape[0], block):
+        rows = np.arange(lo, min(lo + block, maps.shape[0]))
+        stats.add(rows, maps[lo : lo + block])
+    return stats.detection(alpha, radius)
 
 
 def n_regions_for(k: int) -> int:

@@ -28,12 +28,16 @@ This module finds that region from the data alone and proposes a first partition
    mask, their leading K - 1 principal components, and k-means with K clusters: an
    initial partition.
 
-All functions are pure (tensors in, tensors out) except :func:`residual_maps`, which
-reads the particles through an :class:`~tomohet.methods.em.EMEngine`.
+All functions are pure (tensors in, tensors out) except :func:`residual_maps` and
+:func:`residual_batches`, which read the particles through an
+:class:`~tomohet.methods.em.EMEngine`. :func:`discover` runs 1-4 without holding the N
+maps: :class:`~tomohet.methods.residual_scan.ResidualScan` adds each batch to the test's
+sums and keeps its rows on disk for step 4.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -43,16 +47,14 @@ from scipy import ndimage
 
 from tomohet import parallel
 from tomohet.data.keys import particle_keys
-from tomohet.methods.clustering import kmeans
 from tomohet.methods.detection import (
     SCALES,
     Detection,
     candidate_regions,
-    detect,
-    gaussian_lowpass,
     n_regions_for,
     split_matrix,
 )
+from tomohet.methods.residual_scan import ResidualScan, kmeans_labels
 from tomohet.physics.forward import NoiseModel, model_transforms
 from tomohet.physics.projection import Backprojector
 from tomohet.physics.reconstruction import backproject
@@ -60,7 +62,8 @@ from tomohet.physics.reconstruction import backproject
 if TYPE_CHECKING:
     from tomohet.methods.em import EMEngine
 
-__all__ = ["Discovery", "small_box_for", "crop_to_small", "residual_maps", "variance_map",
+__all__ = ["Discovery", "small_box_for", "crop_to_small", "residual_maps", "residual_batches",
+           "variance_map",
            "focus_from_variance", "upsample_mask", "component_labels", "discover",
            "Setup", "discover_with", "null_splits"]
 
@@ -88,6 +91,22 @@ def crop_to_small(grid: torch.Tensor, small: int) -> torch.Tensor:
     return torch.fft.fftshift(vol, dim=(-3, -2, -1)).real
 
 
+def residual_batches(engine, consensus: torch.Tensor, noise: NoiseModel | None,
+                     small: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """This rank's batches of :func:`residual_maps`, one at a time (nothing kept):
+    (positions into ``engine.index`` (b,), maps (b, d, d, d) float32 on the CPU)."""
+    proj = engine.projector(consensus[None])
+    for rows in parallel.shard(engine.batches()):  # this rank's batches (tomohet.parallel)
+        prep = engine.prepare(engine.index[rows])
+        prep.data = prep.data - prep.transfer * model_transforms(proj, prep)[0]
+        b = len(rows)
+        bp = Backprojector(engine.box, b, pad=1, device=engine.device)
+        backproject(bp, prep, noise=noise, volume_index=torch.arange(b, device=engine.device))
+        yield np.asarray(rows), crop_to_small(bp.grids()[0], small).cpu()
+        if engine.progress:
+            engine.progress(b)
+
+
 def residual_maps(engine, consensus: torch.Tensor, noise: NoiseModel | None,
                   small: int) -> torch.Tensor:
     """Per-particle noise-whitened residual back-projections, low-passed.
@@ -96,19 +115,13 @@ def residual_maps(engine, consensus: torch.Tensor, noise: NoiseModel | None,
     mask applies to the consensus model); consensus (D, D, D). Residual ``r = X - H P V``
     of every image, back-projected as ``sum H^* r / sigma^2`` into one grid per particle
     (subtomograms: rotated into the reference frame), Fourier-cropped to ``small``.
-    -> (N, d, d, d) float32, rows in the order of ``engine.index``.
+    -> (N, d, d, d) float32, rows in the order of ``engine.index``, on every rank. Holds
+    all N maps: :func:`discover` streams them instead
+    (:class:`~tomohet.methods.residual_scan.ResidualScan`).
     """
-    proj = engine.projector(consensus[None])
     out = torch.zeros((len(engine.index), small, small, small))
-    for rows in parallel.shard(engine.batches()):  # this rank's batches (tomohet.parallel)
-        prep = engine.prepare(engine.index[rows])
-        prep.data = prep.data - prep.transfer * model_transforms(proj, prep)[0]
-        b = len(rows)
-        bp = Backprojector(engine.box, b, pad=1, device=engine.device)
-        backproject(bp, prep, noise=noise, volume_index=torch.arange(b, device=engine.device))
-        out[torch.as_tensor(rows)] = crop_to_small(bp.grids()[0], small).cpu()
-        if engine.progress:
-            engine.progress(b)
+    for rows, maps in residual_batches(engine, consensus, noise, small):
+        out[torch.as_tensor(rows)] = maps
     parallel.all_reduce_sum([out])  # each row was filled by one rank, 0 on the others
     return out
 
@@ -211,10 +224,7 @@ def component_labels(maps: torch.Tensor, mask: torch.Tensor | None, k: int,
     x = x - x.mean(0, keepdim=True)
     r = max(1, min(k - 1, x.shape[1], n - 1))
     u, s, _ = torch.linalg.svd(x, full_matrices=False)
-    feats = (u[:, :r] * s[:r]).numpy()
-    labels = np.empty(n, dtype=np.int64)
-    labels[order] = kmeans(feats[order], k, seed, n_init=10).labels
-    return labels
+    return kmeans_labels((u[:, :r] * s[:r]).numpy(), k, order, seed)
 
 
 @dataclass
@@ -300,27 +310,29 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
 
     ``resolution_A`` of the residual maps: default 4 pixels (at least 8 voxels across);
     ``alpha`` the false-positive rate of the test on data without heterogeneity,
-    ``n_null`` half splits for its null.
+    ``n_null`` half splits for its null. The residual maps are never all in memory
+    (:class:`~tomohet.methods.residual_scan.ResidualScan`); the result does not depend on
+    the batch size or the number of ranks.
     """
     box, px = engine.box, engine.px
     small = small_box_for(box, px, resolution_A or 4.0 * px)
-    maps = residual_maps(engine, consensus, noise, small)
     splits = null_splits(engine.names, engine.tomo_names, seed, n_null)
-    det = detect(maps, splits, scales, alpha)
-    region, focus_small, scale = region_from(det)
-    labels = component_labels(gaussian_lowpass(maps, scale), focus_small, k, engine.order,
-                              seed)
-    focus = None if focus_small is None else upsample_mask(focus_small, box)
+    batches = residual_batches(engine, consensus, noise, small)
     regions: list[torch.Tensor] = []
     region_labels: list[np.ndarray] = []
-    if region == "local":  # separate regions (not for whole-subunit differences)
-        rs = region_scale(det)
-        lp = gaussian_lowpass(maps, rs)
-        for r in candidate_regions(det, rs, n_regions_for(k)):
-            if float(r.mean()) > 0.3:  # not a region: whole-box difference
-                break
-            regions.append(upsample_mask(r, box))
-            region_labels.append(component_labels(lp, r, 2, engine.order, seed))
+    # the maps are streamed: test statistics summed over ranks, rows kept on disk
+    with ResidualScan(len(engine.index), small, splits, batches, scales) as scan:
+        det = scan.detection(alpha)
+        region, focus_small, scale = region_from(det)
+        labels = scan.labels(scale, focus_small, k, engine.order, seed)
+        if region == "local":  # separate regions (not for whole-subunit differences)
+            rs = region_scale(det)
+            for r in candidate_regions(det, rs, n_regions_for(k)):
+                if float(r.mean()) > 0.3:  # not a region: whole-box difference
+                    break
+                regions.append(upsample_mask(r, box))
+                region_labels.append(scan.labels(rs, r, 2, engine.order, seed))
+    focus = None if focus_small is None else upsample_mask(focus_small, box)
     return Discovery(focus, labels, det.z, det.variance, small, px * box / small, region,
                      det.threshold, det.p_value, scale, regions, region_labels)
 

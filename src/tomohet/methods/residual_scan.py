@@ -1,0 +1,176 @@
+"""Discovery's residual maps without holding them (issue 17: memory flat in N).
+
+:func:`~tomohet.methods.discovery.discover` needs two things from the N residual maps
+(N, d, d, d): the test's sums over particles (:class:`~tomohet.methods.detection.
+VarianceStats`), and, once the test has chosen a scale and a mask, the leading principal
+components of the low-passed maps inside that mask with a k-means partition
+(:func:`~tomohet.methods.discovery.component_labels`). :class:`ResidualScan` takes the
+maps a batch at a time as the residual pass makes them:
+
+* each batch is added to the test's statistics (float64 sums, summed over ranks), and
+  written to a row store on disk (:class:`~tomohet.methods.vae3d.store.RowStore`: an
+  unlinked temporary file, read back by batch; each rank holds its own rows only);
+* the partition reads this rank's rows back, low-passes them and accumulates the
+  covariance of the masked voxels (m x m, m the voxels in the mask; summed over ranks);
+  its leading eigenvectors give each particle's scores (the same principal components
+  as the SVD of the centred maps, up to sign), whose N x r table is summed over ranks
+  (each row from one rank) and clustered identically on every rank. Beyond
+  :data:`GRAM_MAX` voxels the leading eigenvectors come from subspace iteration over
+  the store instead (no m x m matrix).
+
+Memory per rank: one batch of maps, the statistics (2 (B + 1) S d^3 float64) and the
+covariance (m^2 float64), plus O(N) labels and scores: nothing of size N d^3. What is
+computed does not depend on the batch size or the number of ranks beyond float64
+rounding of the sums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from tomohet import parallel
+from tomohet.methods.clustering import kmeans
+from tomohet.methods.detection import SCALES, Detection, VarianceStats, gaussian_lowpass
+from tomohet.methods.vae3d.store import RowStore
+
+__all__ = ["ResidualScan", "GRAM_MAX", "kmeans_labels"]
+
+# masked voxels up to which the partition forms the m x m covariance (134 MB in float64
+# at 4096: the whole 16^3 grid of a box-32 set); beyond, subspace iteration
+GRAM_MAX = 4096
+
+
+def kmeans_labels(feats: np.ndarray, k: int, order: np.ndarray, seed: int) -> np.ndarray:
+    """K-means (10 starts) on the rows of ``feats`` (N, r) taken in the name-defined
+    ``order`` (so the result does not depend on the input row order). -> (N,) int64."""
+    labels = np.empty(len(feats), dtype=np.int64)
+    labels[order] = kmeans(feats[order], k, seed, n_init=10).labels
+    return labels
+
+
+def _top_eigenvectors(apply: Callable[[torch.Tensor], torch.Tensor], m: int, r: int,
+                      iters: int = 30, seed: int = 0) -> torch.Tensor:
+    """Leading ``r`` eigenvectors (m, r) of a symmetric positive semi-definite operator
+    given as ``apply(q) = C q`` (m, p) -> (m, p): subspace iteration on r + 8 vectors
+    from a fixed random start, then Rayleigh-Ritz."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.linalg.qr(torch.randn((m, min(m, r + 8)), generator=g,
+                                    dtype=torch.float64)).Q
+    for _ in range(iters):
+        q = torch.linalg.qr(apply(q)).Q
+    t = q.T @ apply(q)
+    _, vecs = torch.linalg.eigh((t + t.T) / 2)
+    return (q @ vecs.flip(1))[:, :r]
+
+
+class ResidualScan:
+    """The residual maps of N particles, seen once as they are made.
+
+    n: particles (rows 0..n-1, columns of ``splits``); small: d; splits (B, N) bool,
+    the half-split nulls; batches: this rank's (rows (b,), maps (b, d, d, d)) pairs
+    (:func:`~tomohet.methods.discovery.residual_batches`). Reading them fills the test's
+    statistics (summed over ranks) and this rank's rows of a temporary row store in
+    ``folder`` (default ``TMPDIR``). Call :meth:`close` (or use ``with``) when done.
+    """
+
+    def __init__(self, n: int, small: int, splits: np.ndarray,
+                 batches: Iterable[tuple[np.ndarray, torch.Tensor]],
+                 scales: tuple[float, ...] = SCALES, folder: str | None = None) -> None:
+        self.n, self.small = int(n), int(small)
+        self.stats = VarianceStats(splits, small, scales)
+        self.store = RowStore(self.n, (small, small, small), np.float32, folder=folder)
+        self.blocks: list[np.ndarray] = []  # this rank's rows, batch by batch
+        try:
+            for rows, maps in batches:
+                rows = np.asarray(rows, dtype=np.int64)
+                self.store.write(rows, maps.detach().cpu().float().numpy())
+                self.stats.add(rows, maps)
+                self.blocks.append(rows)
+            self.stats.reduce()
+        except BaseException:
+            self.store.close()
+            raise
+
+    def __enter__(self) -> ResidualScan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def detection(self, alpha: float = 0.01, radius: float | None = None) -> Detection:
+        """The calibrated test on all N maps (every rank gets the same)."""
+        return self.stats.detection(alpha, radius)
+
+    def _masked(self, scale: float, sel: torch.Tensor | None, wts: torch.Tensor | None
+                ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """This rank's rows, low-passed at ``scale``, voxels ``sel`` times ``wts``
+        (all voxels when None): (rows, (b, m) float64)."""
+        for rows in self.blocks:
+            maps = torch.from_numpy(self.store.read(rows))
+            x = gaussian_lowpass(maps, scale).reshape(len(rows), -1).double()
+            yield rows, (x if sel is None or wts is None else x[:, sel] * wts)
+
+    def _mean(self, scale: float, sel: torch.Tensor | None, wts: torch.Tensor | None
+              ) -> torch.Tensor:
+        full = self.stats.mean(scale)
+        if full is not None:
+            return full if sel is None or wts is None else full[sel] * wts
+        total: torch.Tensor | None = None
+        for _, x in self._masked(scale, sel, wts):
+            total = x.sum(0) if total is None else total + x.sum(0)
+        m = int(sel.numel()) if sel is not None else self.small**3
+        acc = torch.zeros(m, dtype=torch.float64) if total is None else total
+        parallel.all_reduce_sum([acc])
+        return acc / max(self.n, 1)
+
+    def features(self, scale: float, mask: torch.Tensor | None, r: int) -> np.ndarray:
+        """Scores (N, r) of every particle on the leading ``r`` principal components of
+        the maps low-passed at ``scale``, inside ``mask`` (d, d, d) (voxels with weight
+        > 0.05, multiplied by it) or everywhere (None); the same on every rank."""
+        if mask is None:
+            sel = wts = None
+            m = self.small**3
+        else:
+            w = mask.reshape(-1).double()
+            sel = torch.nonzero(w > 0.05).reshape(-1)
+            wts = w[sel]
+            m = int(sel.numel())
+        mean = self._mean(scale, sel, wts)
+
+        def apply(q: torch.Tensor) -> torch.Tensor:  # C q, C the covariance (times N)
+            out = torch.zeros((m, q.shape[1]), dtype=torch.float64)
+            for _, x in self._masked(scale, sel, wts):
+                xc = x - mean
+                out += xc.T @ (xc @ q)
+            parallel.all_reduce_sum([out])
+            return out
+
+        if m <= GRAM_MAX:
+            gram = torch.zeros((m, m), dtype=torch.float64)
+            for _, x in self._masked(scale, sel, wts):
+                xc = x - mean
+                gram += xc.T @ xc
+            parallel.all_reduce_sum([gram])
+            vecs = torch.linalg.eigh(gram)[1].flip(1)[:, :r]
+        else:
+            vecs = _top_eigenvectors(apply, m, r)
+        feats = torch.zeros((self.n, r), dtype=torch.float64)
+        for rows, x in self._masked(scale, sel, wts):
+            feats[torch.as_tensor(rows)] = (x - mean) @ vecs
+        parallel.all_reduce_sum([feats])  # each row from one rank
+        return feats.numpy()
+
+    def labels(self, scale: float, mask: torch.Tensor | None, k: int, order: np.ndarray,
+               seed: int = 0) -> np.ndarray:
+        """:func:`~tomohet.methods.discovery.component_labels` of the maps low-passed at
+        ``scale`` inside ``mask``, from the store. -> (N,) int64, the same on every
+        rank."""
+        m = self.small**3 if mask is None else int((mask.reshape(-1) > 0.05).sum())
+        r = max(1, min(k - 1, m, self.n - 1))
+        return kmeans_labels(self.features(scale, mask, r), k, order, seed)
