@@ -179,6 +179,15 @@ def test_discover_streamed_equals_in_memory_and_ignores_batch_size_and_ranks(tmp
         gaussian_lowpass(maps, region_scale(det)), candidate_regions(det, region_scale(det),
                                                                      1)[0],
         2, engine.order, 0))
+    # factorial's test inside a class, streamed, equals it on the maps in memory
+    from tomohet.methods.discovery import local_region
+    from tomohet.methods.factorial import leaf_region
+
+    leaf = leaf_region(maps, engine.names, engine.tomo_names, 3, BOX, alpha=0.005)
+    streamed = local_region(engine, consensus, noise, found.small_box, 3, alpha=0.005)
+    assert leaf is not None and streamed is not None
+    torch.testing.assert_close(streamed[0], leaf[0], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(streamed[1], leaf[1])
     parallel.spawn(as_rank, 2, (_discover_rank, tmp_path), timeout_s=120)
     two = np.load(tmp_path / "two.npz")
     np.testing.assert_array_equal(two["labels"], found.labels)

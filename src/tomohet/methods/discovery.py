@@ -37,7 +37,6 @@ sums and keeps its rows on disk for step 4.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -45,7 +44,6 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from tomohet import parallel
 from tomohet.data.keys import particle_keys
 from tomohet.methods.detection import (
     SCALES,
@@ -54,10 +52,14 @@ from tomohet.methods.detection import (
     n_regions_for,
     split_matrix,
 )
-from tomohet.methods.residual_scan import ResidualScan, kmeans_labels
-from tomohet.physics.forward import NoiseModel, model_transforms
-from tomohet.physics.projection import Backprojector
-from tomohet.physics.reconstruction import backproject
+from tomohet.methods.residual_scan import (  # residual maps: made and streamed there
+    ResidualScan,
+    crop_to_small,
+    kmeans_labels,
+    residual_batches,
+    residual_maps,
+)
+from tomohet.physics.forward import NoiseModel
 
 if TYPE_CHECKING:
     from tomohet.methods.em import EMEngine
@@ -65,7 +67,7 @@ if TYPE_CHECKING:
 __all__ = ["Discovery", "small_box_for", "crop_to_small", "residual_maps", "residual_batches",
            "variance_map",
            "focus_from_variance", "upsample_mask", "component_labels", "discover",
-           "Setup", "discover_with", "null_splits"]
+           "Setup", "discover_with", "null_splits", "local_region"]
 
 
 def small_box_for(box: int, pixel_size_A: float, resolution_A: float) -> int:
@@ -73,57 +75,6 @@ def small_box_for(box: int, pixel_size_A: float, resolution_A: float) -> int:
     (at least 8, at most ``box``)."""
     d = int(round(2 * box * pixel_size_A / resolution_A / 2)) * 2
     return int(min(max(d, 8), box - box % 2))
-
-
-def crop_to_small(grid: torch.Tensor, small: int) -> torch.Tensor:
-    """Fourier crop of fftshifted full transforms (B, P, P, P) to real volumes
-    (B, d, d, d), d = ``small``, with a raised-cosine roll-off over the outer 2 shells
-    (no ringing). The box centre P // 2 maps to d // 2."""
-    p = grid.shape[-1]
-    lo = p // 2 - small // 2
-    ft = grid[..., lo : lo + small, lo : lo + small, lo : lo + small]
-    c = torch.arange(small, device=grid.device, dtype=torch.float32) - small // 2
-    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
-    r = torch.sqrt(x**2 + y**2 + z**2)
-    edge = ((r - (small / 2 - 2)) / 2).clamp(0, 1)
-    ft = ft * (0.5 * (1 + torch.cos(torch.pi * edge)))
-    vol = torch.fft.ifftn(torch.fft.ifftshift(ft, dim=(-3, -2, -1)), dim=(-3, -2, -1))
-    return torch.fft.fftshift(vol, dim=(-3, -2, -1)).real
-
-
-def residual_batches(engine, consensus: torch.Tensor, noise: NoiseModel | None,
-                     small: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """This rank's batches of :func:`residual_maps`, one at a time (nothing kept):
-    (positions into ``engine.index`` (b,), maps (b, d, d, d) float32 on the CPU)."""
-    proj = engine.projector(consensus[None])
-    for rows in parallel.shard(engine.batches()):  # this rank's batches (tomohet.parallel)
-        prep = engine.prepare(engine.index[rows])
-        prep.data = prep.data - prep.transfer * model_transforms(proj, prep)[0]
-        b = len(rows)
-        bp = Backprojector(engine.box, b, pad=1, device=engine.device)
-        backproject(bp, prep, noise=noise, volume_index=torch.arange(b, device=engine.device))
-        yield np.asarray(rows), crop_to_small(bp.grids()[0], small).cpu()
-        if engine.progress:
-            engine.progress(b)
-
-
-def residual_maps(engine, consensus: torch.Tensor, noise: NoiseModel | None,
-                  small: int) -> torch.Tensor:
-    """Per-particle noise-whitened residual back-projections, low-passed.
-
-    engine: an :class:`~tomohet.methods.em.EMEngine` without a focus mask (its reference
-    mask applies to the consensus model); consensus (D, D, D). Residual ``r = X - H P V``
-    of every image, back-projected as ``sum H^* r / sigma^2`` into one grid per particle
-    (subtomograms: rotated into the reference frame), Fourier-cropped to ``small``.
-    -> (N, d, d, d) float32, rows in the order of ``engine.index``, on every rank. Holds
-    all N maps: :func:`discover` streams them instead
-    (:class:`~tomohet.methods.residual_scan.ResidualScan`).
-    """
-    out = torch.zeros((len(engine.index), small, small, small))
-    for rows, maps in residual_batches(engine, consensus, noise, small):
-        out[torch.as_tensor(rows)] = maps
-    parallel.all_reduce_sum([out])  # each row was filled by one rank, 0 on the others
-    return out
 
 
 def _shell_index(small: int) -> torch.Tensor:
@@ -335,6 +286,30 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
     focus = None if focus_small is None else upsample_mask(focus_small, box)
     return Discovery(focus, labels, det.z, det.variance, small, px * box / small, region,
                      det.threshold, det.p_value, scale, regions, region_labels)
+
+
+def local_region(engine, model: torch.Tensor, noise: NoiseModel | None, small: int,
+                 seed: int, alpha: float = 0.01) -> tuple[torch.Tensor, np.ndarray] | None:
+    """:func:`tomohet.methods.factorial.leaf_region` on the residual maps of
+    ``engine``'s particles against ``model`` (D, D, D), streamed like :func:`discover`:
+    the calibrated test at ``alpha`` (``ceil(1 / alpha)`` - 1 half-split nulls, at least
+    99), then the most significant region and a two-class k-means start inside it.
+    -> (full-box mask, (n,) labels in the order of ``engine.index``) or None (fewer
+    than 8 particles, or nothing local significant)."""
+    n = len(engine.index)
+    if n < 8:
+        return None
+    n_null = max(99, int(np.ceil(1.0 / alpha)) - 1)
+    splits = null_splits(engine.names, engine.tomo_names, seed, n_null)
+    batches = residual_batches(engine, model, noise, small)
+    with ResidualScan(n, small, splits, batches) as scan:
+        det = scan.detection(alpha)
+        region, _, scale = region_from(det)
+        masks = candidate_regions(det, scale, 1) if region == "local" else []
+        if not masks:
+            return None
+        init = scan.labels(scale, masks[0], 2, engine.order, seed)
+    return upsample_mask(masks[0], engine.box), init
 
 
 @dataclass

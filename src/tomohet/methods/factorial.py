@@ -43,6 +43,7 @@ import torch
 from tomohet.methods.detection import candidate_regions, detect, gaussian_lowpass
 from tomohet.methods.discovery import (
     component_labels,
+    local_region,
     null_splits,
     region_from,
     residual_maps,
@@ -112,6 +113,14 @@ def class_residual_maps(setup: Setup, members: np.ndarray, halves: np.ndarray,
     Against the consensus they would not do for a test inside the class: the class's
     constant difference from the consensus, seen through each particle's own missing
     wedge, varies with orientation. -> (len(members), d, d, d)."""
+    return residual_maps(*_class_model(setup, members, halves, sigma2), small)
+
+
+def _class_model(setup: Setup, members: np.ndarray, halves: np.ndarray,
+                 sigma2: torch.Tensor) -> tuple[EMEngine, torch.Tensor, Any]:
+    """(engine of the class's particles, the class's own map, noise) for
+    :func:`class_residual_maps` and its streamed test (:func:`~tomohet.methods.
+    discovery.local_region`: the same as :func:`leaf_region` on those maps)."""
     plain = setup.plain
     engine = EMEngine(plain.particles, dataclasses.replace(plain.cfg, n_classes=1),
                       plain.index[members], plain.reference_mask, progress=plain.progress)
@@ -119,7 +128,7 @@ def class_residual_maps(setup: Setup, members: np.ndarray, halves: np.ndarray,
     own = engine.volumes_from(bp)[0][0]
     noise = engine.new_noise()
     noise.sigma2 = sigma2.to(engine.device)
-    return residual_maps(engine, own, noise, small)
+    return engine, own, noise
 
 
 def _split(binary: Any, setup: Setup, particles, members: np.ndarray, halves: np.ndarray,
@@ -231,10 +240,9 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
         tested.add(c)
         members = np.nonzero(labels == c)[0]
         # Bonferroni over the classes that could be tested (at most K - 1 of them)
-        maps = class_residual_maps(setup, members, halves, sigma2, found.small_box)
-        leaf = leaf_region(maps, [plain.names[m] for m in members],
-                           [plain.tomo_names[m] for m in members], seed, plain.box,
-                           alpha=0.01 / max(k - 1, 1))
+        # leaf_region on the class's residual maps, streamed (no (n, d^3) array)
+        leaf = local_region(*_class_model(setup, members, halves, sigma2), found.small_box,
+                            seed, alpha=0.01 / max(k - 1, 1))
         if leaf is None:
             continue
         post_c, hist, _ = split(members, *leaf)

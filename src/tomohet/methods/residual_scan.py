@@ -1,7 +1,9 @@
 """Discovery's residual maps without holding them (issue 17: memory flat in N).
 
-:func:`~tomohet.methods.discovery.discover` needs two things from the N residual maps
-(N, d, d, d): the test's sums over particles (:class:`~tomohet.methods.detection.
+:func:`residual_batches` makes each particle's residual map (the module doc of
+:mod:`tomohet.methods.discovery`, step 1) a batch at a time; :func:`residual_maps` keeps
+them all (N, d, d, d). :func:`~tomohet.methods.discovery.discover` needs two things from
+them: the test's sums over particles (:class:`~tomohet.methods.detection.
 VarianceStats`), and, once the test has chosen a scale and a mask, the leading principal
 components of the low-passed maps inside that mask with a k-means partition
 (:func:`~tomohet.methods.discovery.component_labels`). :class:`ResidualScan` takes the
@@ -35,12 +37,67 @@ from tomohet import parallel
 from tomohet.methods.clustering import kmeans
 from tomohet.methods.detection import SCALES, Detection, VarianceStats, gaussian_lowpass
 from tomohet.methods.vae3d.store import RowStore
+from tomohet.physics.forward import NoiseModel, model_transforms
+from tomohet.physics.projection import Backprojector
+from tomohet.physics.reconstruction import backproject
 
-__all__ = ["ResidualScan", "GRAM_MAX", "kmeans_labels"]
+__all__ = ["ResidualScan", "GRAM_MAX", "kmeans_labels", "crop_to_small", "residual_batches",
+           "residual_maps"]
 
 # masked voxels up to which the partition forms the m x m covariance (134 MB in float64
 # at 4096: the whole 16^3 grid of a box-32 set); beyond, subspace iteration
 GRAM_MAX = 4096
+
+
+def crop_to_small(grid: torch.Tensor, small: int) -> torch.Tensor:
+    """Fourier crop of fftshifted full transforms (B, P, P, P) to real volumes
+    (B, d, d, d), d = ``small``, with a raised-cosine roll-off over the outer 2 shells
+    (no ringing). The box centre P // 2 maps to d // 2."""
+    p = grid.shape[-1]
+    lo = p // 2 - small // 2
+    ft = grid[..., lo : lo + small, lo : lo + small, lo : lo + small]
+    c = torch.arange(small, device=grid.device, dtype=torch.float32) - small // 2
+    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
+    r = torch.sqrt(x**2 + y**2 + z**2)
+    edge = ((r - (small / 2 - 2)) / 2).clamp(0, 1)
+    ft = ft * (0.5 * (1 + torch.cos(torch.pi * edge)))
+    vol = torch.fft.ifftn(torch.fft.ifftshift(ft, dim=(-3, -2, -1)), dim=(-3, -2, -1))
+    return torch.fft.fftshift(vol, dim=(-3, -2, -1)).real
+
+
+def residual_batches(engine, consensus: torch.Tensor, noise: NoiseModel | None,
+                     small: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """This rank's batches of :func:`residual_maps`, one at a time (nothing kept):
+    (positions into ``engine.index`` (b,), maps (b, d, d, d) float32 on the CPU)."""
+    proj = engine.projector(consensus[None])
+    for rows in parallel.shard(engine.batches()):  # this rank's batches (tomohet.parallel)
+        prep = engine.prepare(engine.index[rows])
+        prep.data = prep.data - prep.transfer * model_transforms(proj, prep)[0]
+        b = len(rows)
+        bp = Backprojector(engine.box, b, pad=1, device=engine.device)
+        backproject(bp, prep, noise=noise, volume_index=torch.arange(b, device=engine.device))
+        yield np.asarray(rows), crop_to_small(bp.grids()[0], small).cpu()
+        if engine.progress:
+            engine.progress(b)
+
+
+def residual_maps(engine, consensus: torch.Tensor, noise: NoiseModel | None,
+                  small: int) -> torch.Tensor:
+    """Per-particle noise-whitened residual back-projections, low-passed.
+
+    engine: an :class:`~tomohet.methods.em.EMEngine` without a focus mask (its reference
+    mask applies to the consensus model); consensus (D, D, D). Residual ``r = X - H P V``
+    of every image, back-projected as ``sum H^* r / sigma^2`` into one grid per particle
+    (subtomograms: rotated into the reference frame), Fourier-cropped to ``small``.
+    -> (N, d, d, d) float32, rows in the order of ``engine.index``, on every rank. Holds
+    all N maps: :func:`discover` streams them instead
+    (:class:`ResidualScan`).
+    """
+    out = torch.zeros((len(engine.index), small, small, small))
+    for rows, maps in residual_batches(engine, consensus, noise, small):
+        out[torch.as_tensor(rows)] = maps
+    parallel.all_reduce_sum([out])  # each row was filled by one rank, 0 on the others
+    return out
 
 
 def kmeans_labels(feats: np.ndarray, k: int, order: np.ndarray, seed: int) -> np.ndarray:
@@ -71,7 +128,7 @@ class ResidualScan:
 
     n: particles (rows 0..n-1, columns of ``splits``); small: d; splits (B, N) bool,
     the half-split nulls; batches: this rank's (rows (b,), maps (b, d, d, d)) pairs
-    (:func:`~tomohet.methods.discovery.residual_batches`). Reading them fills the test's
+    (:func:`residual_batches`). Reading them fills the test's
     statistics (summed over ranks) and this rank's rows of a temporary row store in
     ``folder`` (default ``TMPDIR``). Call :meth:`close` (or use ``with``) when done.
     """
