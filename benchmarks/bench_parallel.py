@@ -11,7 +11,9 @@ torch thread each), each reading the set; the classes start from keyed random su
 (reconstruct + noise passes, themselves sharded); the time is one E+M pass and the M-step
 maps, between barriers, and the largest posterior difference against the first rank
 count is printed. ``memory``: in this process, peak resident size
-(:func:`tomohet.bench.memory.measure`) over the pass or epoch, and before it;
+(:func:`tomohet.bench.memory.measure`) over the pass or epoch, and before it, and the
+peak anonymous resident size (``RssAnon``: without the file-backed pages of the
+memory-mapped stacks);
 ``--what discover``: over :func:`tomohet.methods.discovery.discover` (residual pass,
 test, partition) after the consensus and noise passes, ``--save FILE.npz`` keeps what it
 found (z-map, threshold, labels) to compare two versions.
@@ -24,7 +26,10 @@ import argparse
 import json
 import os
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +44,39 @@ from tomohet.methods.em import EMConfig, EMEngine, EMState
 def _rss_MB() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _anon_MB() -> float:
+    """Anonymous resident memory (``RssAnon``: heap, torch and numpy arrays; not the
+    file-backed pages of memory-mapped stacks, which the kernel can drop)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+@contextmanager
+def _measured() -> Iterator[dict[str, float]]:
+    """:func:`tomohet.bench.memory.measure` plus the peak of :func:`_anon_MB` (sampled
+    every 20 ms) as ``anon_before_MB`` / ``anon_peak_MB``."""
+    done = threading.Event()
+    peak = [_anon_MB()]
+    first = peak[0]
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], _anon_MB())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        with measure() as stats:
+            yield stats
+    finally:
+        done.set()
+        thread.join()
+        stats.update(anon_before_MB=first, anon_peak_MB=max(peak[0], _anon_MB()))
 
 
 def _engine_and_state(path: str, k: int, batch_size: int):
@@ -105,7 +143,7 @@ def memory(args: argparse.Namespace) -> None:
         particles, engine, state, halves = _engine_and_state(args.data, args.k,
                                                              args.batch_size)
         start = _rss_MB()
-        with measure() as stats:
+        with _measured() as stats:
             engine.em_pass(state, halves)
     elif args.what == "discover":
         particles, start, stats = _discover(args)
@@ -123,7 +161,7 @@ def memory(args: argparse.Namespace) -> None:
                                                    random_state=0)
         else:
             vae = TiltVAEMethod(n_epochs=1, zdim=8, n_tilts=10, progress=False, random_state=0)
-        with measure() as stats:
+        with _measured() as stats:
             vae.fit(particles)  # data + consensus + one epoch
     print(json.dumps({"what": args.what, "particles": particles.n_particles,
                       "tilts": int(particles.visible.shape[1]), "box": particles.optics.box,
@@ -131,6 +169,8 @@ def memory(args: argparse.Namespace) -> None:
                       "rss_peak_MB": round(stats["rss_max_MB"]),
                       "rss_growth_MB": round(stats["rss_growth_MB"]),
                       "rss_peak_in_block_MB": round(start + stats["rss_growth_MB"]),
+                      "anon_before_MB": round(stats["anon_before_MB"]),
+                      "anon_peak_MB": round(stats["anon_peak_MB"]),
                       "wall_s": round(stats["wall_s"], 1)}), flush=True)
 
 
@@ -148,7 +188,7 @@ def _discover(args: argparse.Namespace):
                                                             halves))[0][0]
     noise = engine.noise_pass(consensus[None], np.zeros(n, dtype=np.int64))
     start = _rss_MB()
-    with measure() as stats:
+    with _measured() as stats:
         found = discover(engine, consensus, noise, args.k, seed=0)
     print(json.dumps(found.summary()), flush=True)
     if args.save:
