@@ -72,8 +72,8 @@ def main() -> None:
     for v in args.variants.split(","):
         t0 = time.perf_counter()
         if v.startswith("truth"):
-            m: SHC = TruthStart(**base, split="joint",
-                                **({"anneal_iters": 0} if v == "truth-noanneal" else {}))
+            m: SHC = TruthStart(**{**base, "split": "joint",
+                                   **({"anneal_iters": 0} if v == "truth-noanneal" else {})})
             m.start = truth
         else:
             m = SHC(**base, split=v)
@@ -90,7 +90,7 @@ def main() -> None:
             rec["discovery_init_ari"] = round(adjusted_rand_score(truth, found.labels), 3)
             rec["n_regions"] = len(found.regions)
         hist = m.history_[0] if m.history_ else []
-        rec["trace"] = [[h.get("iteration"), h.get("changed_fraction"),
+        rec["trace"] = [[h.get("iteration"), h.get("region"), h.get("changed_fraction"),
                          h.get("populations")] for h in hist]
         small_states.log("shc", rec)
 

@@ -60,6 +60,18 @@ def test_default_climbs_each_region_and_finds_both_components(two_components, fi
     assert torch.isfinite(m.class_volumes_).all()
 
 
+def test_saved_summary_says_region_by_region(two_components, fitted, tmp_path):
+    import json
+
+    particles, _ = two_components
+    fitted.save(tmp_path, particles)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["regions"] == 2
+    assert "Classified region by region" in summary["statement"]
+    np.testing.assert_allclose(fitted.priors_, np.bincount(fitted.predict(), minlength=4)
+                               / N)
+
+
 def test_regions_row_permutation_gives_same_result_per_particle(two_components, fitted):
     particles, _ = two_components
     perm = np.random.default_rng(123).permutation(N)

@@ -132,7 +132,8 @@ def _write_evidence(method: HeterogeneityMethod, out: Path, px: float) -> list[s
     summary, _ = run_summary(found, halves, px, mask=focus, classes=kept)
     regions = len(getattr(found, "regions", []) or [])
     if regions and any(isinstance(h, dict) and h.get("stage") == "region split"
-                       for h in getattr(method, "history_", []) or []):
+                       for h in getattr(method, "history_flat_", None)  # shc: all runs
+                       or getattr(method, "history_", []) or []):
         k = len(priors) if priors is not None else 2**regions
         note = (f" Classified region by region: {regions} separate region(s) above "
                 f"noise, each split in two, {2**regions} classes.")

@@ -364,6 +364,8 @@ class SHC(HeterogeneityMethod):
         self.consistency_ = votes.max(1) / runs.shape[0]
         self.consistent_ = self.consistency_ >= self.consistency_threshold
         self.run_labels_ = runs
+        # each class's share of the particles (0: empty, e.g. fewer regions than K needs)
+        self.priors_ = np.bincount(self.labels_, minlength=k) / len(self.labels_)
         weights = np.eye(k)[self.labels_] * self.consistent_[:, None]
         if weights.sum() == 0:
             weights = np.eye(k)[self.labels_]
