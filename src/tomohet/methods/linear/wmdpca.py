@@ -120,8 +120,9 @@ class WMDPCA(_DifferenceSVD):
     """
 
     name = "wmdpca"
-    # lowpass_A None: DEFAULT_LOWPASS_PX pixels
-    bench_params = {"n_components": 4, "cluster": None}
+    # lowpass_A None: DEFAULT_LOWPASS_PX pixels. mask "auto" is the default; named here so
+    # that a bench cache made before it was the default (no focus) is not reused
+    bench_params = {"n_components": 4, "cluster": None, "mask": "auto"}
 
     def __init__(self, n_components: int = 4, lowpass_A: float | None = None,
                  highpass_A: float | None = None, mask: Any = "auto",
@@ -200,7 +201,7 @@ class MultiScale(_DifferenceSVD):
     """
 
     name = "multiscale"
-    bench_params = {"components_per_scale": 2, "cluster": None}
+    bench_params = {"components_per_scale": 2, "cluster": None, "mask": "auto"}
 
     def __init__(self, scales_A: list[float] | None = None, components_per_scale: int = 2,
                  highpass_A: float | None = None, mask: Any = "auto",
