@@ -11,6 +11,7 @@ from tomohet.methods.discovery import (
     crop_to_small,
     focus_from_variance,
     small_box_for,
+    support_radius,
     upsample_mask,
     variance_map,
 )
@@ -232,3 +233,20 @@ def test_summary_reports_the_calibrated_threshold():
     assert facts["threshold"] == 5.31 and facts["p_value"] == 0.23
     summary, _ = run_summary(found, None, 10.0)
     assert "z = 4.2, threshold 5.3" in summary["statement"]
+
+
+def test_support_radius_is_the_particle_extent_not_the_box():
+    """A ball of radius 10 px in a 64 box, searched on a 16 grid (4 px voxels): its
+    extent is 2.5 small voxels, + the low-pass blur (~1) + margin 1; an off-centre ball
+    reaches its centre's distance + its radius; nothing positive -> the whole sphere."""
+    box, small = 64, 16
+    c = torch.arange(box, dtype=torch.float64) - box // 2
+    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
+    ball = ((x**2 + y**2 + z**2) <= 10.0**2).double()
+    r = support_radius(ball, small)
+    assert 3.0 <= r <= 5.0, r
+    shifted = (((x - 12) ** 2 + y**2 + z**2) <= 6.0**2).double()  # reaches 18 px = 4.5
+    r2 = support_radius(shifted, small)
+    assert 5.0 <= r2 <= 7.0, r2
+    assert support_radius(torch.zeros((box,) * 3), small) == small / 2 - 1
+    assert support_radius(ball, small, margin=100.0) == small / 2 - 1  # capped
