@@ -144,7 +144,7 @@ def test_batch_chunk_and_default_window():
     assert both.shape == (2, box, box, box)
     for i in range(2):
         one = local_resolution(h1[i], h2[i], px, window_A=w * px, step_px=3, mask=mask,
-                               chunk=7)
+                               chunk=101)
         torch.testing.assert_close(one, both[i], equal_nan=True, rtol=1e-5, atol=1e-5)
     # the noisier pair is worse resolved
     inside = mask >= 0.5
@@ -159,3 +159,12 @@ def test_bad_shapes_are_refused():
         local_resolution(v, v, 1.0, window_A=4, mask=torch.ones(6, 6, 6))
     with pytest.raises(ValueError, match="pixel_size_A"):
         local_resolution(v, v, 0.0)
+
+
+def test_nan_in_the_maps_is_not_reported_as_nyquist():
+    box, px = 24, 1.0
+    v1, v2 = (torch.tensor(x, dtype=torch.float32) for x in _pair(box, 6))
+    v1[:12] = float("nan")  # the z < 12 half is unknown
+    res = local_resolution(v1, v2, px, window_A=12, step_px=3)
+    assert torch.isnan(res[:6]).all()  # every window there reaches the NaNs
+    assert torch.isfinite(res[-3:]).all()  # windows at z >= 18 do not

@@ -14,7 +14,7 @@ The values at the centres are interpolated back to every voxel (trilinear, in fr
 1/A, normalised over the centres that were computed). With a ``mask`` (values in [0, 1],
 inside = ``>= 0.5``) only centres within ``step_px`` (per axis) of an inside voxel are
 computed, which are all the centres any inside voxel interpolates from; voxels outside
-are ``fill`` (NaN by default).
+are ``fill`` (NaN by default), as are voxels whose windows all hold a NaN.
 
 Window size: as blocres, a few times the resolution expected, at least 12 px
 (:func:`default_window_px`: 3x the global half-map resolution inside the mask).
@@ -130,6 +130,14 @@ def _interp_matrix(box: int, nodes: torch.Tensor) -> torch.Tensor:
     return a
 
 
+def _upsample(values: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``sum_ijk a[z, i] a[y, j] a[x, k] values[i, j, k]`` as three matrix products."""
+    t = torch.tensordot(values, a, dims=([2], [1]))  # (i, j, x)
+    t = torch.tensordot(t, a, dims=([1], [1]))  # (i, x, y)
+    t = torch.tensordot(t, a, dims=([0], [1]))  # (x, y, z)
+    return t.permute(2, 1, 0)
+
+
 def local_resolution(half1: torch.Tensor, half2: torch.Tensor, pixel_size_A: float,
                      window_A: float | None = None, step_px: int | None = None,
                      threshold: float = 0.143, mask: torch.Tensor | None = None,
@@ -173,12 +181,14 @@ def local_resolution(half1: torch.Tensor, half2: torch.Tensor, pixel_size_A: flo
     h2 = half2.reshape(-1, box, box, box)
     out = []
     for v1, v2 in zip(h1, h2, strict=True):
-        res = crossing_resolution(windowed_fsc(v1, v2, centres, w, chunk), t, w,
-                                  pixel_size_A)
+        curves = windowed_fsc(v1, v2, centres, w, chunk)
+        res = crossing_resolution(curves, t, w, pixel_size_A)
+        finite = torch.isfinite(curves).all(1)  # a NaN in the maps is not "Nyquist"
+        valid = grid.clone()
+        valid[grid] = finite
         freq = torch.zeros(grid.shape, dtype=torch.float64, device=dev)
-        freq[grid] = 1 / res
-        num = torch.einsum("zi,yj,xk,ijk->zyx", a, a, a, freq)
-        den = torch.einsum("zi,yj,xk,ijk->zyx", a, a, a, grid.double())
+        freq[valid] = 1 / res[finite]
+        num, den = _upsample(freq, a), _upsample(valid.double(), a)
         ok = inside & (den > 1e-9)
         vol = torch.full((box,) * 3, float(fill), dtype=torch.float64, device=dev)
         vol[ok] = den[ok] / num[ok]
