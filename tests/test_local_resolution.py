@@ -134,7 +134,7 @@ def test_identical_halves_are_at_nyquist_inside_the_mask():
 
 def test_batch_chunk_and_default_window():
     box, px = 24, 2.0
-    pairs = [_pair(box, 4, noise=0.5), _pair(box, 5, noise=2.0)]
+    pairs = [_pair(box, 4, noise=0.5), _pair(box, 5, noise=1.0)]
     h1 = torch.tensor(np.stack([p[0] for p in pairs]), dtype=torch.float32)
     h2 = torch.tensor(np.stack([p[1] for p in pairs]), dtype=torch.float32)
     mask = _sphere(box, 10)
