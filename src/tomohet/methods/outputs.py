@@ -79,8 +79,9 @@ class MapWriteError(RuntimeError):
 
 def _write_maps(method: HeterogeneityMethod, out: Path, px: float) -> tuple[list[str],
                                                                            list[str]]:
-    """Class maps, half maps, class differences ``diff_i_j.mrc`` (class i minus class j)
-    and, after discovery, ``focus_mask.mrc`` and ``variance_z.mrc`` (on its small grid),
+    """Class maps, half maps, class differences ``diff_i_j.mrc`` (class i minus class j),
+    local resolution ``class_NNN_locres.mrc`` and, after discovery, ``focus_mask.mrc``
+    and ``variance_z.mrc`` (on its small grid),
     each atomically; one that cannot be written (NaN, disk) is skipped.
     Returns (written names, 'name: reason' of those skipped)."""
     import tomohet.io
@@ -96,6 +97,9 @@ def _write_maps(method: HeterogeneityMethod, out: Path, px: float) -> tuple[list
     if halves is not None:
         maps += [(f"class_{k + 1:03d}_half{h + 1}.mrc", halves[k, h].numpy(), px)
                  for k in range(halves.shape[0]) for h in range(2)]
+    locres = getattr(method, "local_resolution_", None)  # set by _write_evidence
+    if locres is not None:
+        maps += locres.mrc_maps(px)
     focus = getattr(method, "focus_mask_", None)
     if focus is not None:
         maps.append(("focus_mask.mrc", np.asarray(focus, dtype=np.float32), px))
@@ -156,6 +160,12 @@ def _write_evidence(method: HeterogeneityMethod, out: Path, px: float) -> list[s
         written.append("class_fsc_focus.csv")
         summary["class_resolution_in_focus_A"] = [
             round(resolution_at(curve, px, 0.143), 1) for curve in curves]
+    from tomohet.methods.locres import class_local_resolution
+
+    locres = class_local_resolution(method, px)
+    if locres is not None:
+        summary.update(locres.summary())
+    method.local_resolution_ = locres  # type: ignore[attr-defined]
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     method.summary_ = summary  # type: ignore[attr-defined]
     return written + ["summary.json"]
@@ -164,7 +174,8 @@ def _write_evidence(method: HeterogeneityMethod, out: Path, px: float) -> list[s
 def save_discrete(method: HeterogeneityMethod, out: Path, particles: ParticleSet) -> None:
     """Posteriors, assignments, star, FSCs, iteration log and the evidence
     (``summary.json``: "no heterogeneity found above noise" or not) of a classifier, then
-    its class maps, half maps and class differences.
+    its class maps, half maps, class differences and per-class local resolution
+    (``class_NNN_locres.mrc``, ``local_resolution.png``, :mod:`tomohet.methods.locres`).
 
     Every table is written (atomically) before any map, so a map that cannot be written
     never costs the classification: such maps are skipped and :class:`MapWriteError`
@@ -203,6 +214,12 @@ def save_discrete(method: HeterogeneityMethod, out: Path, particles: ParticleSet
         kept.append("class_fsc.csv")
     kept += _write_evidence(method, out, px)
     plot_populations(history, out / "populations.png")
+    locres = getattr(method, "local_resolution_", None)
+    if locres is not None and getattr(method, "class_volumes_", None) is not None:
+        from tomohet.methods.locres import plot_local_resolution
+
+        plot_local_resolution(locres, method.class_volumes_,  # type: ignore[attr-defined]
+                              out / "local_resolution.png")
     written, failed = _write_maps(method, out, px)
     if failed:
         raise MapWriteError(failed, kept + written)
