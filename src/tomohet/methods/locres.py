@@ -96,34 +96,48 @@ def _centre(inside: np.ndarray) -> tuple[int, int, int]:
 def plot_local_resolution(result: ClassLocalResolution, class_volumes: Any,
                           path: Path) -> None:
     """Per class: the XY, XZ and YZ sections through the centre of the focus region (or
-    the box centre) of its map in grey, coloured by local resolution where the density
-    is above the map's 70th percentile in the reference mask; one colour scale (PNG)."""
+    the box centre) of its map in grey, coloured by local resolution where the map
+    (smoothed by one voxel) is above a quarter of its maximum, the focus region outlined
+    in red; one colour scale for all classes (2-98th percentile of what is coloured,
+    at least 1.5x wide) (PNG).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from scipy import ndimage
 
     from tomohet.io.atomic import save_figure
 
     vols = np.asarray(class_volumes, dtype=np.float32)
     cz, cy, cx = _centre(result.inside)
-    finite = result.maps[result.classes][np.isfinite(result.maps[result.classes])]
-    if not len(finite):
+    cuts: list[tuple[str, Any]] = [("XY", np.s_[cz]), ("XZ", np.s_[:, cy]), ("YZ", np.s_[:, :, cx])]
+    shown = {}
+    for c in result.classes:
+        smooth = ndimage.gaussian_filter(vols[c], 1.0)
+        lr = result.maps[c]
+        dense = np.isfinite(lr) & (smooth > 0.25 * np.max(np.where(np.isfinite(lr), smooth,
+                                                                   -np.inf)))
+        shown[c] = np.where(dense, lr, np.nan)
+    values = np.concatenate([v[np.isfinite(v)] for v in shown.values()])
+    if not len(values):
         return
-    lo, hi = float(np.min(finite)), float(np.max(finite))
+    lo, hi = (float(q) for q in np.percentile(values, [2, 98]))
+    hi = max(hi, 1.5 * lo)  # a scale of at least 1.5x, so that equal values look equal
     rows = len(result.classes)
     fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.4 * rows + 0.4), squeeze=False)
     image = None
     for r, c in enumerate(result.classes):
-        v, lr = vols[c], result.maps[c]
-        level = np.percentile(v[np.isfinite(lr)], 70) if np.isfinite(lr).any() else np.inf
-        for j, (name, sl) in enumerate([("XY", np.s_[cz]), ("XZ", np.s_[:, cy]),
-                                        ("YZ", np.s_[:, :, cx])]):
+        v = vols[c]
+        grey = dict(cmap="gray", vmin=float(v.min()), vmax=float(v.max()), origin="lower")
+        for j, (name, sl) in enumerate(cuts):
             ax = axes[r, j]
-            ax.imshow(v[sl], cmap="gray", origin="lower")
-            shown = np.where(v[sl] > level, lr[sl], np.nan)
-            image = ax.imshow(shown, cmap="viridis_r", vmin=lo, vmax=hi, origin="lower",
-                              alpha=0.85)
+            ax.imshow(v[sl], **grey)
+            image = ax.imshow(shown[c][sl], cmap="viridis_r", vmin=lo, vmax=hi,
+                              origin="lower", alpha=0.85)
+            if result.region == "focus mask" and result.inside[sl].any():
+                ax.contour(result.inside[sl].astype(float), levels=[0.5], colors="red",
+                           linewidths=0.8)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"class {c + 1} {name}" if j == 0 else name, fontsize=8)
