@@ -3,12 +3,13 @@
 Around each point of a coarse grid of *window centres* (every ``step_px`` voxels, the box
 centre among them) both half maps are cut out in a ``W``^3 box (``W`` = ``window_px``,
 even), multiplied by a soft sphere (flat to ``W / 4``, cosine edge to ``W / 2``), and their
-Fourier shell correlation is computed (:func:`tomohet.physics.fsc.fsc`, shells of the
-``W`` box: shell ``i`` is ``i / (W px)`` 1/A). The local resolution is where that FSC first
-drops below ``threshold`` (0.143 as for half maps; linear interpolation between shells,
-the rule of :func:`tomohet.physics.fsc.resolution_at`; blocres also offers 0.5). All
-windows go through one batched FFT (in chunks of a bounded size; the result does not
-depend on the chunk). The estimate lies between ``W`` px (first shell) and 2 px (Nyquist).
+Fourier shell correlation is computed (shells ``round(|k| W)`` as in
+:func:`tomohet.physics.fsc.fsc`: shell ``i`` is ``i / (W px)`` 1/A). The local resolution
+is where that FSC first drops below ``threshold`` (0.143 as for half maps; linear
+interpolation between shells, the rule of :func:`tomohet.physics.fsc.resolution_at`;
+blocres also offers 0.5). All windows go through one batched FFT (in chunks of a bounded
+size; the result does not depend on the chunk). The estimate lies between ``W`` px (first
+shell) and 2 px (Nyquist).
 
 The values at the centres are interpolated back to every voxel (trilinear, in frequency
 1/A, normalised over the centres that were computed). With a ``mask`` (values in [0, 1],
@@ -26,7 +27,7 @@ import math
 
 import torch
 
-from tomohet.physics.fourier import soft_sphere_mask
+from tomohet.physics.fourier import hermitian_weights_3d, radial_shell_index, soft_sphere_mask
 from tomohet.physics.fsc import fsc, resolution_at
 
 __all__ = ["local_resolution", "windowed_fsc", "window_function", "default_window_px",
@@ -70,11 +71,27 @@ def window_centres(box: int, step_px: int) -> torch.Tensor:
     return torch.arange(c0, box, step_px)
 
 
+def _shell_matrix(window_px: int, device: torch.device) -> torch.Tensor:
+    """(W * W * (W//2+1), W//2+1): the Hermitian multiplicity of each rfft sample in its
+    shell ``round(|k| W)`` (0 past Nyquist), so that ``x @ S`` sums ``x`` per shell."""
+    n_shells = window_px // 2 + 1
+    shell = radial_shell_index(window_px, 3, device).flatten()
+    herm = hermitian_weights_3d(window_px, device).flatten()
+    s = torch.zeros(len(shell), n_shells, device=device)
+    keep = shell < n_shells
+    rows = torch.nonzero(keep).squeeze(1)
+    s[rows, shell[keep]] = herm[keep]
+    return s
+
+
 def windowed_fsc(half1: torch.Tensor, half2: torch.Tensor, centres: torch.Tensor,
                  window_px: int, chunk: int | None = None) -> torch.Tensor:
     """FSC of the two half maps in the soft window (:func:`window_function`) around each
     centre. half1, half2 (D, D, D); centres (N, 3) voxel indices (z, y, x); the box is
-    zero outside. -> (N, W//2 + 1) per shell of the W box."""
+    zero outside. -> (N, W//2 + 1) per shell of the W box (0 where a window is empty).
+
+    The FSC needs no phase origin (``F1 F2*`` and ``|F|^2`` do not change under a shift),
+    so the windows are transformed as cut; shell sums are one matrix product."""
     if half1.ndim != 3 or half1.shape != half2.shape:
         raise ValueError(f"half maps must be two (D, D, D) volumes, got {tuple(half1.shape)}"
                          f" and {tuple(half2.shape)}")
@@ -83,13 +100,20 @@ def windowed_fsc(half1: torch.Tensor, half2: torch.Tensor, centres: torch.Tensor
         raise ValueError(f"window_px must be even and >= 4, got {window_px}")
     p = w // 2
     win = window_function(w, half1.device)
+    shells = _shell_matrix(w, half1.device)
     views = [torch.nn.functional.pad(h.float(), (p, p, p, p, p, p))
              .unfold(0, w, 1).unfold(1, w, 1).unfold(2, w, 1) for h in (half1, half2)]
     c = centres.long().to(half1.device)
     size = chunk or max(1, _CHUNK_VOXELS // w**3)
-    out = [fsc(views[0][c[i:i + size, 0], c[i:i + size, 1], c[i:i + size, 2]] * win,
-               views[1][c[i:i + size, 0], c[i:i + size, 1], c[i:i + size, 2]] * win)
-           for i in range(0, len(c), size)]
+    out = []
+    for i in range(0, len(c), size):
+        z, y, x = c[i:i + size].unbind(1)
+        f1, f2 = (torch.fft.rfftn(v[z, y, x] * win, dim=(-3, -2, -1)).flatten(1)
+                  for v in views)
+        num = (f1.real * f2.real + f1.imag * f2.imag) @ shells
+        p1 = (f1.real.square() + f1.imag.square()) @ shells
+        p2 = (f2.real.square() + f2.imag.square()) @ shells
+        out.append(num / torch.sqrt(p1 * p2).clamp_min(1e-30))
     return torch.cat(out) if out else torch.zeros((0, w // 2 + 1), device=half1.device)
 
 
@@ -170,8 +194,11 @@ def local_resolution(half1: torch.Tensor, half2: torch.Tensor, pixel_size_A: flo
     s = max(1, int(step_px) if step_px is not None else w // 4)
     nodes = window_centres(box, s)
     # centres within s (per axis) of an inside voxel: all any inside voxel interpolates from
-    near = torch.nn.functional.max_pool3d(inside.float()[None, None], 2 * s + 1, stride=1,
-                                          padding=s)[0, 0] > 0
+    near = inside.float()[None, None]
+    for k in ((2 * s + 1, 1, 1), (1, 2 * s + 1, 1), (1, 1, 2 * s + 1)):  # separable max
+        near = torch.nn.functional.max_pool3d(near, k, stride=1,
+                                              padding=tuple(x // 2 for x in k))
+    near = near[0, 0] > 0
     grid = near[nodes][:, nodes][:, :, nodes]
     centres = torch.stack(torch.meshgrid(nodes, nodes, nodes, indexing="ij"), -1)[grid]
     t = torch.full((w // 2 + 1,), float(threshold), dtype=torch.float64, device=dev)
