@@ -33,11 +33,11 @@ from tomohet.methods.residual_scan import ResidualScan
 torch.set_num_threads(1)
 
 
-def _reference_detect(maps, splits, scales=SCALES, alpha=0.01):
+def _reference_detect(maps, splits, scales=SCALES, alpha=0.01, radius=None):
     """The in-memory test as it was before streaming: each scale's low-passed maps
     whole, variances by voxel blocks (torch's two-pass variance)."""
     n, d = maps.shape[0], maps.shape[-1]
-    inside = _shell_index(d) <= d / 2 - 1
+    inside = _shell_index(d) <= (d / 2 - 1 if radius is None else radius)
     w = torch.as_tensor(splits, dtype=torch.float64)
     null = np.full(w.shape[0], -np.inf)
     zs = []
@@ -72,6 +72,10 @@ def test_detect_from_sums_equals_the_in_memory_test_in_any_block_order():
     torch.testing.assert_close(det.z, z_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(det.null, null_ref, rtol=1e-6)
     assert det.threshold == pytest.approx(thr_ref, rel=1e-6)
+    z_small, _, thr_small = _reference_detect(maps, splits, radius=3.0)  # a smaller sphere
+    inner = detect(maps, splits, alpha=0.01, radius=3.0)
+    torch.testing.assert_close(inner.z, z_small, rtol=1e-5, atol=1e-5)
+    assert inner.threshold == pytest.approx(thr_small, rel=1e-6) and thr_small != thr_ref
     # blocks of 17 rows in a shuffled order, as ranks and batches would bring them
     stats = VarianceStats(splits, maps.shape[-1])
     perm = np.random.default_rng(1).permutation(len(maps))
@@ -163,14 +167,17 @@ def test_discover_streamed_equals_in_memory_and_ignores_batch_size_and_ranks(tmp
         region_from,
         region_scale,
         residual_maps,
+        support_radius,
+        upsample_mask,
     )
 
     maps = residual_maps(engine, consensus, noise, found.small_box)
     splits = null_splits(engine.names, engine.tomo_names, 0, 99)
-    z_ref, _, thr_ref = _reference_detect(maps, splits)
+    radius = found.search_radius
+    z_ref, _, thr_ref = _reference_detect(maps, splits, radius=radius)
     torch.testing.assert_close(found.z, z_ref, rtol=1e-5, atol=1e-5)
     assert found.threshold == pytest.approx(thr_ref, rel=1e-5)
-    det = detect(maps, splits)
+    det = detect(maps, splits, radius=radius)
     region, focus_small, scale = region_from(det)
     assert (region, scale) == (found.region, found.scale)
     ref = component_labels(gaussian_lowpass(maps, scale), focus_small, 2, engine.order, 0)
@@ -180,14 +187,18 @@ def test_discover_streamed_equals_in_memory_and_ignores_batch_size_and_ranks(tmp
                                                                      1)[0],
         2, engine.order, 0))
     # factorial's test inside a class, streamed, equals it on the maps in memory
+    # (factorial.leaf_region's steps, searched within the model's support as there)
     from tomohet.methods.discovery import local_region
-    from tomohet.methods.factorial import leaf_region
 
-    leaf = leaf_region(maps, engine.names, engine.tomo_names, 3, BOX, alpha=0.005)
+    det = detect(maps, null_splits(engine.names, engine.tomo_names, 3, 199), alpha=0.005,
+                 radius=support_radius(consensus, found.small_box))
+    scale = region_from(det)[2]
+    mask = candidate_regions(det, scale, 1)[0]
     streamed = local_region(engine, consensus, noise, found.small_box, 3, alpha=0.005)
-    assert leaf is not None and streamed is not None
-    torch.testing.assert_close(streamed[0], leaf[0], rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(streamed[1], leaf[1])
+    assert streamed is not None
+    torch.testing.assert_close(streamed[0], upsample_mask(mask, BOX), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(streamed[1], component_labels(
+        gaussian_lowpass(maps, scale), mask, 2, engine.order, 3))
     parallel.spawn(as_rank, 2, (_discover_rank, tmp_path), timeout_s=120)
     two = np.load(tmp_path / "two.npz")
     np.testing.assert_array_equal(two["labels"], found.labels)

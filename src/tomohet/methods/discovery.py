@@ -331,7 +331,8 @@ def local_region(engine, model: torch.Tensor, noise: NoiseModel | None, small: i
     """:func:`tomohet.methods.factorial.leaf_region` on the residual maps of
     ``engine``'s particles against ``model`` (D, D, D), streamed like :func:`discover`:
     the calibrated test at ``alpha`` (``ceil(1 / alpha)`` - 1 half-split nulls, at least
-    99), then the most significant region and a two-class k-means start inside it.
+    99) within ``model``'s support (:func:`support_radius`), then the most significant
+    region and a two-class k-means start inside it.
     -> (full-box mask, (n,) labels in the order of ``engine.index``) or None (fewer
     than 8 particles, or nothing local significant)."""
     n = len(engine.index)
