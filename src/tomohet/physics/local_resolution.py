@@ -192,7 +192,7 @@ def local_resolution(half1: torch.Tensor, half2: torch.Tensor, pixel_size_A: flo
     w = (_even_window(window_A / pixel_size_A, box) if window_A is not None else
          default_window_px(half1, half2, pixel_size_A, mask))
     s = max(1, int(step_px) if step_px is not None else w // 4)
-    nodes = window_centres(box, s)
+    nodes = window_centres(box, s).to(dev)
     # centres within s (per axis) of an inside voxel: all any inside voxel interpolates from
     near = inside.float()[None, None]
     for k in ((2 * s + 1, 1, 1), (1, 2 * s + 1, 1), (1, 1, 2 * s + 1)):  # separable max
