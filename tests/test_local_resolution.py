@@ -168,3 +168,17 @@ def test_nan_in_the_maps_is_not_reported_as_nyquist():
     res = local_resolution(v1, v2, px, window_A=12, step_px=3)
     assert torch.isnan(res[:6]).all()  # every window there reaches the NaNs
     assert torch.isfinite(res[-3:]).all()  # windows at z >= 18 do not
+
+
+def test_vectorised_crossing_matches_resolution_at_curve_by_curve():
+    from tomohet.physics.local_resolution import crossing_resolution
+
+    rng = np.random.default_rng(7)
+    w, px = 16, 2.5
+    curves = np.cumsum(-rng.uniform(0, 0.3, (300, w // 2 + 1)), axis=1) + 1.0
+    curves[:20] = 1.0  # never below: Nyquist
+    curves[20:40, 1] = 0.0  # below at the first shell: W px
+    got = crossing_resolution(torch.tensor(curves), torch.full((w // 2 + 1,), 0.143,
+                                                                 dtype=torch.float64), w, px)
+    want = [resolution_at(c, px, 0.143) for c in curves]
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
