@@ -51,6 +51,7 @@ from tomohet.methods.detection import (
     candidate_regions,
     n_regions_for,
     split_matrix,
+    support_radius,
 )
 from tomohet.methods.residual_scan import (  # residual maps: made and streamed there
     ResidualScan,
@@ -75,40 +76,6 @@ def small_box_for(box: int, pixel_size_A: float, resolution_A: float) -> int:
     (at least 8, at most ``box``)."""
     d = int(round(2 * box * pixel_size_A / resolution_A / 2)) * 2
     return int(min(max(d, 8), box - box % 2))
-
-
-def support_radius(volume: torch.Tensor, small: int, fraction: float = 0.1,
-                   margin: float = 1.0) -> float:
-    """Radius (small-grid voxels, about the box centre) of the sphere the search for
-    heterogeneity is confined to: the farthest voxel where ``volume`` (D, D, D), low-passed
-    to the small grid by Fourier cropping, exceeds ``fraction`` of its maximum, plus
-    ``margin`` voxels (the low-pass has already blurred the edge outwards by about one);
-    at most d/2 - 1 (also when the volume has no positive density).
-
-    A component that comes and goes is part of the particle, so it lies inside the
-    consensus's support. The box around a particle is larger than the particle, and the
-    residual variance there is not flat (on the box-48 ladder the observed spread of the
-    variance ratio is 1.1-1.4x the half-split noise inside the particle and 1.6-2.2x
-    towards the box edge); that spread enters the robust z's denominator and the voxels the
-    null maximum is taken over. Confined to the particle (radius 7 of 11 small voxels),
-    component B of ``ladder-m05-snr0.05-n1000`` rose from z 3.7 (threshold 4.8, 95%
-    point of the null 4.4) to 4.7 (threshold 4.5, 95% point 4.2). -> radius."""
-    d_max = small / 2 - 1
-    v = torch.as_tensor(volume, dtype=torch.float64)
-    big = v.shape[-1]
-    if small >= big:
-        low = v
-    else:
-        ft = torch.fft.fftshift(torch.fft.fftn(v), dim=(-3, -2, -1))
-        lo = big // 2 - small // 2
-        crop = ft[lo : lo + small, lo : lo + small, lo : lo + small]
-        low = torch.fft.ifftn(torch.fft.ifftshift(crop, dim=(-3, -2, -1))).real
-    top = float(low.max())
-    if not np.isfinite(top) or top <= 0:
-        return float(d_max)
-    shell = _shell_index(small).double()
-    r = float(shell[low > fraction * top].max())
-    return float(min(r + margin, d_max))
 
 
 def _shell_index(small: int) -> torch.Tensor:
