@@ -85,6 +85,36 @@ def test_figure_of_merit_filter_damps_unresolved_class():
     assert float(out[2].norm()) < 0.5 * float(noise_a.norm())
 
 
+def test_shared_figure_of_merit_filter_weights_every_class_alike():
+    """shared=True (region splits): both classes get sqrt of the mean FSC, so a map
+    common to both classes cancels in their difference; filtered per class it does not."""
+    from tomohet.methods.shc import figure_of_merit_filter
+    from tomohet.physics.fourier import ft_to_volume, radial_shell_index, volume_to_ft
+    from tomohet.physics.fsc import fsc
+
+    g = torch.Generator().manual_seed(0)
+    common = torch.randn(16, 16, 16, generator=g)
+    noise = torch.randn(2, 16, 16, 16, generator=g)
+    # class 0: the common map in both halves (FSC 1); class 1: it plus noise (FSC < 1)
+    halves = torch.stack([common, common, common + noise[0], common + noise[1]])
+    curve = fsc(halves[0::2], halves[1::2]).clamp(0, 1)
+    curve[:, 0] = 1.0
+    shell = radial_shell_index(16, 3).clamp_max(curve.shape[1] - 1)
+
+    def weighted(vol, w):
+        return ft_to_volume(volume_to_ft(vol) * w, 16)
+
+    w_mean = torch.sqrt(curve.mean(0))[shell]
+    shared = figure_of_merit_filter(halves, shared=True)
+    torch.testing.assert_close(shared, weighted(halves, w_mean), atol=1e-4, rtol=1e-4)
+    # class 1 - class 0 (first halves): only class 1's noise, filtered
+    torch.testing.assert_close(shared[2] - shared[0], weighted(noise[0], w_mean),
+                               atol=1e-4, rtol=1e-4)
+    own = figure_of_merit_filter(halves)
+    left = own[2] - own[0] - weighted(noise[0], torch.sqrt(curve[1])[shell])
+    assert float(left.norm()) > 0.1 * float(common.norm())  # (w1 - w0) x common
+
+
 def test_half_set_renaming_permutes_sums_like_a_fresh_backprojection():
     """_references renames half-1 classes by permuting accumulated sums; that must equal
     back-projecting again with the renamed labels."""

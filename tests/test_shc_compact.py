@@ -75,6 +75,39 @@ def test_compact_ncc_equals_dense(kind, shells, tilt_set, subtomo_set):
     torch.testing.assert_close(comp, dense, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["tilt", "subtomo"])
+def test_distance_scores_are_minus_half_the_squared_distance(kind, tilt_set, subtomo_set):
+    """distance=True (region splits): dense and compact scores both equal
+    (|X|^2 - |X - HV|^2) / 2 over the scored pixels, computed directly from the
+    residual, and the closest reference wins per particle."""
+    from tomohet.physics.fourier import hermitian_weights_2d, hermitian_weights_3d
+
+    particles = tilt_set if kind == "tilt" else subtomo_set
+    n = particles.n_particles
+    engine = EMEngine(particles, EMConfig(n_classes=K), np.arange(n))
+    prep = engine.prepare(np.arange(n))
+    if kind == "subtomo":
+        prep.mask &= (freq_grid_3d(BOX).norm(dim=-1) - 0.5).abs() > 1e-4
+    ndim = 2 if kind == "tilt" else 3
+    band = _band(ndim, 1, 7)
+    refs = torch.cat([TRUE, TRUE[:1] + 0.3 * _volumes()[:1]])
+    proj = VolumeProjector(refs, pad=2)
+    model = model_transforms(proj, prep)  # (K, B, ...)
+    dense = ncc_scores(prep, model, band, distance=True)
+    cb = compact_batch(prep, proj.padded, 1)
+    comp = ncc_scores_compact(cb, project_compact(proj, cb),
+                              pixel_weights(band).index_select(0, cb.pixel), distance=True)
+    herm = (hermitian_weights_2d(BOX) if ndim == 2 else hermitian_weights_3d(BOX))
+    w = (prep.mask & band).double() * herm.double()
+    x = prep.data.to(torch.complex128)
+    expect = torch.stack([0.5 * ((x.abs() ** 2 - (x - m.to(torch.complex128)
+                                                  * prep.transfer).abs() ** 2) * w)
+                          .flatten(1).sum(1) for m in model], dim=1)  # (B, K)
+    torch.testing.assert_close(dense.double(), expect, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(comp.double(), expect, rtol=1e-4, atol=1e-3)
+    assert expect.std() > 1.0  # not a trivial 0 == 0
+
+
 def test_pixel_weights_are_hermitian_multiplicity_inside_the_band():
     band = _band(2, 2, 5)
     w = pixel_weights(band).reshape(band.shape)

@@ -134,6 +134,12 @@ class SHC(HeterogeneityMethod):
         self.progress = progress
         self.random_state = random_state
 
+    # set by region splits (shc_regions) on their two-class climbs: scores by distance,
+    # one figure-of-merit filter for both classes measured inside the region, and no
+    # renaming of half 1's classes (both halves start from the same labels: class c is
+    # one class in both). See shc_regions' module doc.
+    _region_split = False
+
     # ------------------------------------------------------------------ helpers
     def _band(self, box: int, px: float, ndim: int, device: torch.device,
               resolution_A: float | None = None) -> torch.Tensor:
@@ -161,7 +167,7 @@ class SHC(HeterogeneityMethod):
         """:meth:`_references` from the half-set sums ``bp`` of ``labels``."""
         k = self.n_classes
         maps = wiener_reconstruct(bp)
-        if k > 1:
+        if k > 1 and not self._region_split:
             h0 = maps[0::2].reshape(k, -1)
             h1 = maps[1::2].reshape(k, -1)
             h0 = (h0 - h0.mean(1, keepdim=True)) / h0.std(1, keepdim=True).clamp_min(1e-12)
@@ -178,7 +184,10 @@ class SHC(HeterogeneityMethod):
         # the classes' half-map FSC, as engine.volumes_from measures it (under the focus
         # mask), without its merged maps
         curves = half_map_fsc(maps, engine.focus_mask).cpu().numpy()
-        return (figure_of_merit_filter(maps.cpu()), band_resolution(curves, engine.px),
+        inside = engine.focus_mask if self._region_split else None
+        return (figure_of_merit_filter(maps.cpu(), self._region_split,
+                                       None if inside is None else inside.cpu()),
+                band_resolution(curves, engine.px),
                 labels)
 
     def _keyed_labels(self, engine: EMEngine, seed: int, stream: str) -> np.ndarray:
@@ -234,7 +243,8 @@ class SHC(HeterogeneityMethod):
                 if engine.deltas is None:
                     model = model[:, None]
                 j = model.shape[1]
-                s = ncc_scores(prep, model.flatten(0, 1), band).reshape(len(chunk), k, j)
+                s = ncc_scores(prep, model.flatten(0, 1), band, self._region_split
+                               ).reshape(len(chunk), k, j)
                 out[chunk] = s.cpu().numpy()
                 if engine.progress:
                     engine.progress(len(chunk))
@@ -292,7 +302,7 @@ class SHC(HeterogeneityMethod):
             draws = self._draws(engine, seed, it)
             if self._fused(engine):  # score, climb and re-average in one compact pass
                 new, bp = climb_pass(engine, refs, band_fn(res), halves,
-                                     self._climber(labels, temp, draws))
+                                     self._climber(labels, temp, draws), self._region_split)
                 changed = float((new != labels).mean())
                 refs, res, labels = self._references_from(engine, bp, new, halves)
             else:

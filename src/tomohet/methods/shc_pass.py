@@ -41,7 +41,7 @@ Climb = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def batch_scores(cb: CompactBatch, tables: list[CompactProjector], weight: torch.Tensor,
-                 side: torch.Tensor) -> torch.Tensor:
+                 side: torch.Tensor, distance: bool = False) -> torch.Tensor:
     """Scores (B, K) of a batch's particles: particle b against ``tables[side[b]]`` (the
     references of the other half set). ``weight`` (M,): each kept pixel's scoring
     weight (0 outside the band: not projected)."""
@@ -54,7 +54,8 @@ def batch_scores(cb: CompactBatch, tables: list[CompactProjector], weight: torch
         if keep.numel() == 0:
             continue
         sub = subset_batch(cb, keep)
-        s = ncc_scores_compact(sub, project_compact(tables[h], sub), weight[keep])
+        s = ncc_scores_compact(sub, project_compact(tables[h], sub), weight[keep],
+                               distance)
         out[mine] = s[mine]
     return out
 
@@ -70,13 +71,15 @@ def hard_volume_weights(labels: np.ndarray, side: torch.Tensor, k: int) -> torch
 
 
 def climb_pass(engine, refs: torch.Tensor, band: torch.Tensor, halves: np.ndarray,
-               climb: Climb) -> tuple[np.ndarray, Backprojector]:
+               climb: Climb, distance: bool = False) -> tuple[np.ndarray, Backprojector]:
     """New classes (N,) of every particle and the 2K half-set sums with them.
 
     ``engine``: an :class:`~tomohet.methods.em.EMEngine` on the compact path; ``refs``
     (2K, D, D, D) half-set references (class c, half h at 2c + h; particles of half h
     are scored against half 1 - h); ``band`` (D, D//2+1) or (D, D, D//2+1) bool: the
-    shells scored; ``halves`` (N,); ``climb``: see :data:`Climb`.
+    shells scored; ``halves`` (N,); ``climb``: see :data:`Climb`; ``distance``: score
+    by distance instead of normalised cross-correlation
+    (:func:`~tomohet.methods.shc_scoring.ncc_scores_compact`).
     """
     k = refs.shape[0] // 2
     dev = engine.device
@@ -90,7 +93,8 @@ def climb_pass(engine, refs: torch.Tensor, band: torch.Tensor, halves: np.ndarra
         # the engine's compacted batch (from its geometry cache when it holds it)
         cb, _ = engine._compact_for(rows, n_groups, sums.padded)
         side = h_all[torch.as_tensor(rows, device=dev)]
-        scores = batch_scores(cb, tables, weight_all.index_select(0, cb.pixel), side)
+        scores = batch_scores(cb, tables, weight_all.index_select(0, cb.pixel), side,
+                              distance)
         lab = climb(rows, scores.cpu().numpy()[:, :, None])
         new[rows] = lab
         insert_compact(sums, cb, hard_volume_weights(lab, side, k), None)

@@ -67,6 +67,7 @@ def _climb_split(shc: SHC, setup: Setup, halves: np.ndarray, band_fn: Callable,
                       subtract_all=True)
     binary = shc.__class__(**{**shc.get_params(), "n_classes": 2, "focus_mask": None,
                               "references": None, "n_runs": 1, "progress": False})
+    binary._region_split = True  # distance scores, shared filter (module doc)
     binary.discovery_ = dataclasses.replace(found, focus=mask, labels=np.asarray(init))
     binary.setup_ = Setup(engine, plain, binary.discovery_, True, mask, setup.consensus)
     labels, history = binary._run(engine, halves[members], band_fn, seed)

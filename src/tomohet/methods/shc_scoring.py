@@ -23,7 +23,8 @@ from tomohet.physics.fsc import fsc, resolution_at
 from tomohet.physics.projection import Backprojector
 
 __all__ = ["temperature_schedule", "band_resolution", "ncc_scores", "ncc_scores_compact",
-           "pixel_weights", "figure_of_merit_filter", "half_map_fsc", "rename_half_one"]
+           "pixel_weights", "distance_from_sums", "figure_of_merit_filter", "half_map_fsc",
+           "rename_half_one"]
 
 
 def temperature_schedule(iteration: int, t0: float, anneal_iters: int) -> float:
@@ -47,12 +48,14 @@ def band_resolution(curves: list[list[float]] | np.ndarray, pixel_size_A: float,
     return max(resolved) if resolved else None
 
 
-def ncc_scores(prep: PreparedBatch, model: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
+def ncc_scores(prep: PreparedBatch, model: torch.Tensor, band: torch.Tensor,
+               distance: bool = False) -> torch.Tensor:
     """Normalised cross-correlation of data with each model, where the data has signal.
 
     model (M, B, ...) reference transforms in each item's frame; band: bool shell mask of
     the trailing frequency shape. Tilt stacks are scored over all visible tilts together.
-    -> (B, M).
+    ``distance``: instead ``Re<X, HV> - |HV|^2 / 2``, which is ``-|X - HV|^2 / 2`` up to
+    a per-particle constant (:func:`distance_from_sums`). -> (B, M).
     """
     d = prep.data.shape[-2]
     herm = (hermitian_weights_2d(d, prep.data.device) if prep.geometry == "tilt"
@@ -62,7 +65,20 @@ def ncc_scores(prep: PreparedBatch, model: torch.Tensor, band: torch.Tensor) -> 
     num = ((prep.data.conj() * pred).real * w).flatten(2).sum(-1)  # (M, B)
     p2 = ((pred.real**2 + pred.imag**2) * w).flatten(2).sum(-1)
     x2 = ((prep.data.real**2 + prep.data.imag**2) * w).flatten(1).sum(-1)  # (B,)
+    if distance:
+        return distance_from_sums(num.T, p2.T)
     return (num / torch.sqrt(p2 * x2[None]).clamp_min(1e-20)).T
+
+
+def distance_from_sums(num: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
+    """Minus half the squared distance of data X from model HV, up to the same constant
+    |X|^2 / 2 for every class of a particle: ``num - p2 / 2`` with num = Re<X, HV> and
+    p2 = |HV|^2 (B, K). Used by region splits (:mod:`tomohet.methods.shc_regions`),
+    whose references are differences from the consensus: their directions can be
+    nearly equal (what both classes differ from the consensus by), which normalised
+    cross-correlation cannot tell apart, while the distance compares them at their
+    size (the midpoint between the two class means)."""
+    return (num - 0.5 * p2).float()
 
 
 def pixel_weights(band: torch.Tensor) -> torch.Tensor:
@@ -74,14 +90,15 @@ def pixel_weights(band: torch.Tensor) -> torch.Tensor:
     return (herm * band).reshape(-1)
 
 
-def ncc_scores_compact(cb: CompactBatch, model: torch.Tensor, weight: torch.Tensor
-                       ) -> torch.Tensor:
+def ncc_scores_compact(cb: CompactBatch, model: torch.Tensor, weight: torch.Tensor,
+                       distance: bool = False) -> torch.Tensor:
     """:func:`ncc_scores` on the kept pixels of a compact batch.
 
     model (K, M): the K references at the kept pixels
     (:func:`~tomohet.physics.compact.project_compact`, one trilinear plan for all K);
     weight (M,): each pixel's weight (:func:`pixel_weights` at ``cb.pixel``; 0 leaves it
-    out). -> (B, K), every particle's pixels (all its tilts) together.
+    out; ``distance``: as :func:`ncc_scores`). -> (B, K), every particle's pixels (all
+    its tilts) together.
     """
     k = model.shape[0]
     a = cb.data.conj() * cb.transfer * weight  # Re(X^* H V) = Re(a V), shared by K
@@ -101,11 +118,14 @@ def ncc_scores_compact(cb: CompactBatch, model: torch.Tensor, weight: torch.Tens
                           dtype=torch.float64 if wide else torch.float32)
     per_img.index_add_(0, cb.image, terms.double() if wide else terms)
     sums = per_img.double().reshape(cb.n_particles, cb.n_tilts, -1).sum(1)
+    if distance:
+        return distance_from_sums(sums[:, :k], sums[:, k : 2 * k])
     den = torch.sqrt(sums[:, k : 2 * k] * sums[:, 2 * k :]).clamp_min(1e-20)
     return (sums[:, :k] / den).float()
 
 
-def figure_of_merit_filter(half_maps: torch.Tensor) -> torch.Tensor:
+def figure_of_merit_filter(half_maps: torch.Tensor, shared: bool = False,
+                           mask: torch.Tensor | None = None) -> torch.Tensor:
     """Weight each class's half maps per shell by sqrt(FSC) of its own two halves.
 
     (2K, D, D, D) -> (2K, D, D, D), class c half h at 2c + h. sqrt(FSC) estimates a half
@@ -113,11 +133,24 @@ def figure_of_merit_filter(half_maps: torch.Tensor) -> torch.Tensor:
     damped. Without it a class averaged from fewer particles carries more noise power
     and scores lower against every particle under normalised cross-correlation, and
     hill climbing drains it (rich-get-richer collapse).
+
+    ``shared``: every class weighted by sqrt of the classes' mean FSC. Region splits
+    (:mod:`tomohet.methods.shc_regions`) need it: their references are differences from
+    the consensus, and what both classes differ from it by (the part the consensus's
+    own filtering left out) is large; weighted per class by unequal FSCs it no longer
+    cancels between the two classes' scores, and its pose-dependent correlation with
+    each particle outweighs the component.
+    ``mask`` (D, D, D): the FSC measured on the masked half maps (:func:`half_map_fsc`).
+    Region splits pass their region: their difference maps are large outside it (the
+    consensus's misfit, the same in both halves), which would pass for signal and
+    leave the region's noise undamped.
     """
     d = half_maps.shape[-1]
     k = half_maps.shape[0] // 2
     pairs = half_maps.reshape(k, 2, d, d, d)
-    curve = fsc(pairs[:, 0], pairs[:, 1]).clamp(0.0, 1.0)  # (K, D//2 + 1)
+    curve = half_map_fsc(half_maps, mask).clamp(0.0, 1.0)  # (K, D//2 + 1)
+    if shared:
+        curve = curve.mean(0, keepdim=True).expand_as(curve).clone()
     curve[:, 0] = 1.0
     shell = radial_shell_index(d, 3, device=half_maps.device).clamp_max(curve.shape[1] - 1)
     weight = torch.sqrt(curve)[:, shell]  # (K, D, D, D//2 + 1)
