@@ -238,7 +238,8 @@ def test_summary_reports_the_calibrated_threshold():
 def test_support_radius_is_the_particle_extent_not_the_box():
     """A ball of radius 10 px in a 64 box, searched on a 16 grid (4 px voxels): its
     extent is 2.5 small voxels, + the low-pass blur (~1) + margin 1; an off-centre ball
-    reaches its centre's distance + its radius; nothing positive -> the whole sphere."""
+    reaches its centre's distance + its radius (a separate speckle does not count);
+    nothing positive -> the whole sphere."""
     box, small = 64, 16
     c = torch.arange(box, dtype=torch.float64) - box // 2
     z, y, x = torch.meshgrid(c, c, c, indexing="ij")
@@ -248,5 +249,8 @@ def test_support_radius_is_the_particle_extent_not_the_box():
     shifted = (((x - 12) ** 2 + y**2 + z**2) <= 6.0**2).double()  # reaches 18 px = 4.5
     r2 = support_radius(shifted, small)
     assert 5.0 <= r2 <= 7.0, r2
+    speckle = shifted.clone()
+    speckle[2:6, 2:6, 2:6] = 1.0  # a separate blob in the corner (noise): not the particle
+    assert support_radius(speckle, small) == r2
     assert support_radius(torch.zeros((box,) * 3), small) == small / 2 - 1
     assert support_radius(ball, small, margin=100.0) == small / 2 - 1  # capped

@@ -50,10 +50,11 @@ def _shell_index(small: int) -> torch.Tensor:
 def support_radius(volume: torch.Tensor, small: int, fraction: float = 0.1,
                    margin: float = 1.0) -> float:
     """Radius (small-grid voxels, about the box centre) of the sphere the search for
-    heterogeneity is confined to: the farthest voxel where ``volume`` (D, D, D), low-passed
-    to the small grid by Fourier cropping, exceeds ``fraction`` of its maximum, plus
-    ``margin`` voxels (the low-pass has already blurred the edge outwards by about one);
-    at most d/2 - 1 (also when the volume has no positive density).
+    heterogeneity is confined to: the farthest voxel of the largest connected region where
+    ``volume`` (D, D, D), low-passed to the small grid by Fourier cropping, exceeds
+    ``fraction`` of its maximum, plus ``margin`` voxels (the low-pass has already blurred
+    the edge outwards by about one); at most d/2 - 1 (also when the volume has no
+    positive density).
 
     A component that comes and goes is part of the particle, so it lies inside the
     consensus's support. The box around a particle is larger than the particle, and the
@@ -76,8 +77,13 @@ def support_radius(volume: torch.Tensor, small: int, fraction: float = 0.1,
     top = float(low.max())
     if not np.isfinite(top) or top <= 0:
         return float(d_max)
-    shell = _shell_index(small).double()
-    r = float(shell[low > fraction * top].max())
+    # the particle is the largest connected blob above the contour; noise speckles of a
+    # low-SNR consensus are separate (ladder m30, SNR 0.02: 9 blobs, the particle 575
+    # voxels, the others <= 7; without this the radius was the whole box)
+    lab, n = ndimage.label((low > fraction * top).numpy())
+    sizes = ndimage.sum(np.ones(lab.shape), lab, index=np.arange(1, n + 1))
+    blob = lab == int(np.argmax(sizes)) + 1
+    r = float(_shell_index(small).numpy()[blob].max())
     return float(min(r + margin, d_max))
 
 
