@@ -11,6 +11,22 @@ consensus). The joint classes are the products (:func:`~tomohet.methods.factoria
 region_posteriors`, hard labels: one-hot posteriors), followed by hierarchical two-class
 splits while there are fewer classes than K.
 
+Four things differ from the joint climb inside a split (``SHC._region_split``), each
+because the references are differences from the consensus:
+
+* the figure-of-merit filter (:func:`~tomohet.methods.shc_scoring.figure_of_merit_filter`)
+  measures the half-map FSC inside the region, not over the box: outside it the
+  difference maps hold the consensus's misfit, the same in both halves, which passed for
+  signal and left the region's noise undamped. Ladder m05, region 0 from discovery's
+  start (0.99 of the particles on the right side): 0.66 after two annealed climbs with
+  the box FSC, 0.96 after four with the region's (1.00 without annealing);
+* one filter for both classes (their mean FSC), so what both differ from the consensus
+  by cancels between their scores;
+* scores are distances, ``Re<X, HV> - |HV|^2 / 2``
+  (:func:`~tomohet.methods.shc_scoring.distance_from_sums`): two difference maps can
+  point nearly the same way, which normalised cross-correlation cannot tell apart;
+* no renaming of half 1's classes: both halves start from the same labels.
+
 STOPGAP semantics are kept: every one of the ``n_runs`` runs does the whole region path
 with its own seed (annealing draws), giving one hard labelling per run; the runs are
 aligned and voted as for the joint climb (:func:`~tomohet.methods.consistency.align_runs`),
