@@ -58,6 +58,23 @@ def test_candidate_regions_first_significant_then_by_p_value():
     assert candidate_regions(_detection([((3, 3, 3), 9.0)], threshold=9.5), 0.0, 2) == []
 
 
+def test_candidate_regions_confirm_takes_further_regions_inside_the_particle():
+    """Further regions judged on the particle-confined test: its peaks order them and its
+    null gives their p; the first region and the clusters still come from ``det``."""
+    det = _detection([((3, 3, 3), 9.8), ((12, 12, 12), 6.0), ((3, 12, 8), 7.0)],
+                     threshold=9.5)  # clusters: z > 0.6 x 9.5; p of 7.0 = 31 / 101
+    assert len(candidate_regions(det, 0.0, max_regions=3, dilate=1)) == 1
+    # confined: (12, 12, 12) now peaks at 9.7 (p 3/101), (3, 12, 8) lies outside (0)
+    conf = _detection([((3, 3, 3), 9.9), ((12, 12, 12), 9.7)], threshold=9.5)
+    regions = candidate_regions(det, 0.0, max_regions=3, dilate=1, confirm=conf)
+    assert len(regions) == 2
+    assert regions[0][3, 3, 3] == 1.0 and regions[1][12, 12, 12] == 1.0
+    assert all(float(r[3, 12, 8]) == 0.0 for r in regions)
+    # the confined test's null decides: with a higher null, nothing more is taken
+    conf.null = conf.null + 1.0
+    assert len(candidate_regions(det, 0.0, max_regions=3, dilate=1, confirm=conf)) == 1
+
+
 @pytest.fixture(scope="module")
 def two_components():
     """Two independent surface blobs, 1/21 (4.8%) of the mass each, on opposite sides:

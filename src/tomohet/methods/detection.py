@@ -324,8 +324,8 @@ def n_regions_for(k: int) -> int:
 
 
 def candidate_regions(det: Detection, scale: float, max_regions: int,
-                      alpha_more: float = 0.05, extend: float = 0.6, dilate: int = 2
-                      ) -> list[torch.Tensor]:
+                      alpha_more: float = 0.05, extend: float = 0.6, dilate: int = 2,
+                      confirm: Detection | None = None) -> list[torch.Tensor]:
     """Separate regions of the detection's z-map at ``scale``, as soft small-grid masks.
 
     Clusters are the connected voxels above ``extend`` x the threshold at ``scale``;
@@ -334,6 +334,10 @@ def candidate_regions(det: Detection, scale: float, max_regions: int,
     ``p <= alpha_more`` against the null maxima. At most ``max_regions``, by
     decreasing peak; each dilated by ``dilate`` voxels (not into an earlier region) and
     smoothed like :func:`~tomohet.methods.discovery.focus_from_variance`.
+    ``confirm``: the same test confined to the particle (``radius`` =
+    :func:`support_radius`): further clusters are then taken by their peak in its z-map,
+    with p against its null (a cluster outside the particle has peak 0); the first
+    region and the clusters' shapes still come from ``det``.
     det.z_scales (S, d, d, d) -> list of (d, d, d) masks in [0, 1] (empty when nothing
     is significant).
     """
@@ -349,11 +353,18 @@ def candidate_regions(det: Detection, scale: float, max_regions: int,
     # shapes the regions (ladder m05, SNR 0.1: component B at p 0.07 at scale 0)
     zmax = det.z.numpy()
     peaks = np.asarray(ndimage.maximum(zmax, lab, index=np.arange(1, n + 1)), dtype=float)
-    null = np.asarray(det.null, dtype=float)
-    p = (1 + (null[None, :] >= peaks[:, None]).sum(1)) / (len(null) + 1)
+    more, ref = peaks, det
+    if confirm is not None:
+        more = np.asarray(ndimage.maximum(confirm.z.numpy(), lab,
+                                          index=np.arange(1, n + 1)), dtype=float)
+        ref = confirm
+    null = np.asarray(ref.null, dtype=float)
+    p = (1 + (null[None, :] >= more[:, None]).sum(1)) / (len(null) + 1)
+    first = int(np.argmax(peaks))  # np.argmax: the first of equal peaks, as a stable sort
+    rest = [int(c) for c in np.argsort(-more, kind="stable") if c != first]
     taken = np.zeros(z.shape, dtype=bool)
     out: list[torch.Tensor] = []
-    for j, c in enumerate(np.argsort(-peaks, kind="stable")):
+    for j, c in enumerate([first, *rest]):
         if len(out) == max_regions:
             break
         ok = peaks[c] > det.threshold if j == 0 else p[c] <= alpha_more

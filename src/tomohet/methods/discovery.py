@@ -278,12 +278,13 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
     # the maps are streamed: test statistics summed over ranks, rows kept on disk
     radius = support_radius(consensus, small)
     with ResidualScan(len(engine.index), small, splits, batches, scales) as scan:
-        det = scan.detection(alpha, radius)
+        det = scan.detection(alpha)  # the whole box: whether, where first, at what scale
+        confirm = scan.detection(alpha, radius)  # confined to the particle: more regions
         region, focus_small, scale = region_from(det)
         labels = scan.labels(scale, focus_small, k, engine.order, seed)
         if region == "local":  # separate regions (not for whole-subunit differences)
             rs = region_scale(det)
-            for r in candidate_regions(det, rs, n_regions_for(k)):
+            for r in candidate_regions(det, rs, n_regions_for(k), confirm=confirm):
                 if float(r.mean()) > 0.3:  # not a region: whole-box difference
                     break
                 regions.append(upsample_mask(r, box))
@@ -298,8 +299,8 @@ def local_region(engine, model: torch.Tensor, noise: NoiseModel | None, small: i
     """:func:`tomohet.methods.factorial.leaf_region` on the residual maps of
     ``engine``'s particles against ``model`` (D, D, D), streamed like :func:`discover`:
     the calibrated test at ``alpha`` (``ceil(1 / alpha)`` - 1 half-split nulls, at least
-    99) within ``model``'s support (:func:`support_radius`), then the most significant
-    region and a two-class k-means start inside it.
+    99) over the whole box (as :func:`discover`'s first region), then the most
+    significant region and a two-class k-means start inside it.
     -> (full-box mask, (n,) labels in the order of ``engine.index``) or None (fewer
     than 8 particles, or nothing local significant)."""
     n = len(engine.index)
@@ -309,7 +310,7 @@ def local_region(engine, model: torch.Tensor, noise: NoiseModel | None, small: i
     splits = null_splits(engine.names, engine.tomo_names, seed, n_null)
     batches = residual_batches(engine, model, noise, small)
     with ResidualScan(n, small, splits, batches) as scan:
-        det = scan.detection(alpha, support_radius(model, small))
+        det = scan.detection(alpha)
         region, _, scale = region_from(det)
         masks = candidate_regions(det, scale, 1) if region == "local" else []
         if not masks:
