@@ -47,7 +47,6 @@ from tomohet.methods.factorial import region_posteriors
 
 if TYPE_CHECKING:
     from tomohet.methods.discovery import Setup
-    from tomohet.methods.shc import SHC
 
 __all__ = ["climb_regions", "uses_regions"]
 
@@ -55,7 +54,7 @@ __all__ = ["climb_regions", "uses_regions"]
 MIN_CLASS_FRACTION = 0.02
 
 
-def uses_regions(shc: SHC, setup: Setup) -> bool:
+def uses_regions(shc: Any, setup: Setup) -> bool:
     """Whether :class:`~tomohet.methods.shc.SHC` classifies region by region:
     ``split="regions"``, ``focus_mask="auto"``, a local region found and started from
     its components (as :class:`~tomohet.methods.ml.MLClassifier`)."""
@@ -66,7 +65,7 @@ def uses_regions(shc: SHC, setup: Setup) -> bool:
             and setup.consensus is not None and shc.n_classes >= 2)
 
 
-def _climb_split(shc: SHC, setup: Setup, halves: np.ndarray, band_fn: Callable,
+def _climb_split(shc: Any, setup: Setup, halves: np.ndarray, band_fn: Callable,
                  seed: int, sigma2: torch.Tensor, members: np.ndarray,
                  mask: torch.Tensor, init: np.ndarray
                  ) -> tuple[np.ndarray, list[dict[str, Any]], torch.Tensor]:
@@ -90,7 +89,7 @@ def _climb_split(shc: SHC, setup: Setup, halves: np.ndarray, band_fn: Callable,
     return np.eye(2)[labels], history, sigma2
 
 
-def climb_regions(shc: SHC, setup: Setup, halves: np.ndarray, band_fn: Callable,
+def climb_regions(shc: Any, setup: Setup, halves: np.ndarray, band_fn: Callable,
                   seeds: list[int]) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
     """One region-by-region classification per seed. -> (labels (R, N), one history per
     run: the splits' climbs one after the other, ``stage`` "region split" or "class
