@@ -49,19 +49,23 @@ def _band(ndim: int, lo: int, hi: int) -> torch.Tensor:
     return (shell >= lo) & (shell <= hi)
 
 
+def _prepared(particles, kind: str):
+    """Every particle of the set prepared by an EM engine; for subtomograms without the
+    voxels at |k| = 1/2 exactly (whether they are projected depends on the rounding of
+    their rotated norm, which differs between the dense and compact paths)."""
+    n = particles.n_particles
+    prep = EMEngine(particles, EMConfig(n_classes=K), np.arange(n)).prepare(np.arange(n))
+    if kind == "subtomo":
+        prep.mask &= (freq_grid_3d(BOX).norm(dim=-1) - 0.5).abs() > 1e-4
+    return prep
+
+
 @pytest.mark.parametrize("kind", ["tilt", "subtomo"])
 @pytest.mark.parametrize("shells", [(1, BOX // 2), (2, 6)])  # the whole band, a narrow one
 def test_compact_ncc_equals_dense(kind, shells, tilt_set, subtomo_set):
     """NCC of every particle with every reference on the kept pixels (one trilinear plan
     for the K references) equals the dense ``ncc_scores`` over the full transforms."""
-    particles = tilt_set if kind == "tilt" else subtomo_set
-    n = particles.n_particles
-    engine = EMEngine(particles, EMConfig(n_classes=K), np.arange(n))
-    prep = engine.prepare(np.arange(n))
-    if kind == "subtomo":
-        # voxels at |k| = 1/2 exactly: whether they are projected depends on the rounding
-        # of their rotated norm, which differs between the two paths
-        prep.mask &= (freq_grid_3d(BOX).norm(dim=-1) - 0.5).abs() > 1e-4
+    prep = _prepared(tilt_set if kind == "tilt" else subtomo_set, kind)
     band = _band(2 if kind == "tilt" else 3, *shells)
     # the two simulated states, and one of them with noise: scores far from 0
     refs = torch.cat([TRUE, TRUE[:1] + 0.3 * _volumes()[:1]])
@@ -82,12 +86,7 @@ def test_distance_scores_are_minus_half_the_squared_distance(kind, tilt_set, sub
     residual, and the closest reference wins per particle."""
     from tomohet.physics.fourier import hermitian_weights_2d, hermitian_weights_3d
 
-    particles = tilt_set if kind == "tilt" else subtomo_set
-    n = particles.n_particles
-    engine = EMEngine(particles, EMConfig(n_classes=K), np.arange(n))
-    prep = engine.prepare(np.arange(n))
-    if kind == "subtomo":
-        prep.mask &= (freq_grid_3d(BOX).norm(dim=-1) - 0.5).abs() > 1e-4
+    prep = _prepared(tilt_set if kind == "tilt" else subtomo_set, kind)
     ndim = 2 if kind == "tilt" else 3
     band = _band(ndim, 1, 7)
     refs = torch.cat([TRUE, TRUE[:1] + 0.3 * _volumes()[:1]])
