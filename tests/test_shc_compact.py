@@ -12,7 +12,7 @@ from tomohet.data.keys import half_sets
 from tomohet.methods.em import EMConfig, EMEngine
 from tomohet.methods.shc import SHC
 from tomohet.methods.shc_pass import batch_scores, climb_pass
-from tomohet.methods.shc_scoring import ncc_scores, ncc_scores_compact, pixel_weights
+from tomohet.methods.shc_scoring import climb_step, ncc_scores, ncc_scores_compact, pixel_weights
 from tomohet.physics.compact import CompactProjector, compact_batch, project_compact
 from tomohet.physics.forward import model_transforms
 from tomohet.physics.fourier import freq_grid_3d, radial_shell_index
@@ -149,7 +149,7 @@ def test_climb_pass_equals_dense_scores_climb_and_reconstruction(tilt_set):
     g = np.random.default_rng(0)
     labels = g.integers(0, K, n)
     draws = (g.random((n, K)), g.random((n, K)))
-    expect = model._climb(dense, labels, 5.0, draws)
+    expect = climb_step(dense, labels, 5.0, draws)
     new, bp = climb_pass(engine, refs, band, halves, model._climber(labels, 5.0, draws))
     np.testing.assert_array_equal(new, expect)
     fresh = engine.reconstruct_pass(np.eye(K)[expect], None, halves)

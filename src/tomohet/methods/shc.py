@@ -67,6 +67,7 @@ from tomohet.methods.shc_pass import climb_pass
 from tomohet.methods.shc_regions import climb_regions, uses_regions
 from tomohet.methods.shc_scoring import (
     band_resolution,
+    climb_step,
     figure_of_merit_filter,
     half_map_fsc,
     ncc_scores,
@@ -257,33 +258,12 @@ class SHC(HeterogeneityMethod):
 
     def _climber(self, labels: np.ndarray, temp: float,
                  draws: tuple[np.ndarray, np.ndarray]):
-        """:meth:`_climb` of a batch's rows (positions into the engine's index)."""
+        """:func:`~tomohet.methods.shc_scoring.climb_step` of a batch's rows (positions
+        into the engine's index)."""
         def climb(rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
-            return self._climb(scores, labels[rows], temp, (draws[0][rows], draws[1][rows]))
+            return climb_step(scores, labels[rows], temp, (draws[0][rows], draws[1][rows]))
 
         return climb
-
-    def _climb(self, scores: np.ndarray, current: np.ndarray, temp: float,
-               draws: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """One stochastic hill-climbing (annealing) step for all particles -> new labels.
-
-        scores (N, K, J): a class scores its best pose candidate. Other classes are visited
-        in random order; the first that beats the current score (or, at temperature T,
-        any with probability T/100) is taken. ``draws``: two (N, K) uniforms per particle
-        (visiting order, acceptance), drawn from the particle names.
-        """
-        n, k, _ = scores.shape
-        u_order, u_accept = draws
-        best = scores.max(axis=2)  # (N, K)
-        now = best[np.arange(n), current]
-        order = u_order.argsort(axis=1, kind="stable")
-        better = best > now[:, None] + 1e-12
-        lucky = u_accept < temp / 100.0
-        acceptable = (better | lucky) & (np.arange(k)[None] != current[:, None])
-        ranked = np.take_along_axis(acceptable, order, axis=1)
-        first = ranked.argmax(axis=1)
-        has = ranked[np.arange(n), first]
-        return np.where(has, order[np.arange(n), first], current)
 
     def _draws(self, engine: EMEngine, seed: int, iteration: int
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -307,7 +287,7 @@ class SHC(HeterogeneityMethod):
                 refs, res, labels = self._references_from(engine, bp, new, halves)
             else:
                 scores = self._score_pass(engine, refs, band_fn(res), halves)
-                new = self._climb(scores, labels, temp, draws)
+                new = climb_step(scores, labels, temp, draws)
                 changed = float((new != labels).mean())
                 refs, res, labels = self._references(engine, new, halves)
             history.append({"iteration": it + 1, "temperature": temp,

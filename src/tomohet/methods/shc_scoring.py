@@ -22,9 +22,9 @@ from tomohet.physics.fourier import (
 from tomohet.physics.fsc import fsc, resolution_at
 from tomohet.physics.projection import Backprojector
 
-__all__ = ["temperature_schedule", "band_resolution", "ncc_scores", "ncc_scores_compact",
-           "pixel_weights", "distance_from_sums", "figure_of_merit_filter", "half_map_fsc",
-           "rename_half_one"]
+__all__ = ["climb_step", "temperature_schedule", "band_resolution", "ncc_scores",
+           "ncc_scores_compact", "pixel_weights", "distance_from_sums",
+           "figure_of_merit_filter", "half_map_fsc", "rename_half_one"]
 
 
 def temperature_schedule(iteration: int, t0: float, anneal_iters: int) -> float:
@@ -176,3 +176,26 @@ def rename_half_one(bp: Backprojector, rename: np.ndarray) -> None:
     order[2 * rename + 1] = 2 * np.arange(k) + 1
     perm = torch.as_tensor(order, device=bp.data.device)
     bp.data, bp.weight = bp.data[perm], bp.weight[perm]
+
+
+def climb_step(scores: np.ndarray, current: np.ndarray, temp: float,
+               draws: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """One stochastic hill-climbing (annealing) step for all particles -> new labels.
+
+    scores (N, K, J): a class scores its best pose candidate. Other classes are visited
+    in random order; the first that beats the current score (or, at temperature T,
+    any with probability T/100) is taken. ``draws``: two (N, K) uniforms per particle
+    (visiting order, acceptance), drawn from the particle names.
+    """
+    n, k, _ = scores.shape
+    u_order, u_accept = draws
+    best = scores.max(axis=2)  # (N, K)
+    now = best[np.arange(n), current]
+    order = u_order.argsort(axis=1, kind="stable")
+    better = best > now[:, None] + 1e-12
+    lucky = u_accept < temp / 100.0
+    acceptable = (better | lucky) & (np.arange(k)[None] != current[:, None])
+    ranked = np.take_along_axis(acceptable, order, axis=1)
+    first = ranked.argmax(axis=1)
+    has = ranked[np.arange(n), first]
+    return np.where(has, order[np.arange(n), first], current)
