@@ -1,7 +1,8 @@
 """The VAE's passes over the whole set on 2 gloo ranks (spawned here, CPU): for the
 consensus, the noise power and the encoding each rank reads and transforms only its
-blocks of particles; the latents are exactly those of one rank, the consensus and noise
-(sums over ranks) equal within float rounding."""
+blocks of particles; the consensus and noise (sums over ranks) and the latents encoded
+against them equal those of one rank within float rounding (bit for bit with the native
+kernels; ATEN_CPU_CAPABILITY=default in a shuffled order gave 2.4e-7 on the latents)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def test_passes_split_over_two_ranks_equal_one_rank(tmp_path):
         one = np.load(tmp_path / f"{kind}_1_0.npy")
         assert np.isfinite(one).all() and np.abs(one).max() > 0
         for me in (0, 1):  # every rank ends with every particle's row
-            np.testing.assert_array_equal(np.load(tmp_path / f"{kind}_2_{me}.npy"), one)
+            np.testing.assert_allclose(np.load(tmp_path / f"{kind}_2_{me}.npy"), one,
+                                       rtol=1e-5, atol=1e-6)
     for kind in ("vol", "noise"):
         one = np.load(tmp_path / f"{kind}_1_0.npy")
         for me in (0, 1):
