@@ -16,14 +16,22 @@ does not explain:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 import torch.nn as nn
 
 from tomohet.methods.vae.data import PointBatch
 from tomohet.methods.vae.layers import half_space_flip, mlp
+from tomohet.methods.vae.moments import StreamedMoments, inverse_std_scale
 from tomohet.physics.fourier import freq_grid_2d
 
 __all__ = ["BackprojectEncoder", "TiltEncoder"]
+
+# calibrate(): a pass over this rank's batches (a fresh iterable per call), and the
+# residual the encoder sees for a batch
+Batches = Callable[[], Iterable[PointBatch]]
+Residual = Callable[[PointBatch], torch.Tensor]
 
 
 class BackprojectEncoder(nn.Module):
@@ -50,8 +58,9 @@ class BackprojectEncoder(nn.Module):
         self.register_buffer("lam", torch.tensor(1.0))
         self.mlp = mlp(2 * self.n_vox, hidden, layers, 2 * zdim)
 
-    def pooled(self, pb: PointBatch, resid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(num (B, G, 2), den (B, G)) sums of ``conj(H) r w`` and ``|H|^2 w``."""
+    def _slots(self, pb: PointBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(samples inside the lattice (M,) bool, their Friedel flip (M',) bool, their
+        flat target ``b * G + voxel`` (M',))."""
         r = self.radius
         idx = torch.round(pb.freq * self.box).long()
         flip = half_space_flip(idx.float())
@@ -60,10 +69,22 @@ class BackprojectEncoder(nn.Module):
         flat = ((idx[:, 2] + r) * (2 * r + 1) + (idx[:, 1] + r)) * (2 * r + 1) + idx[:, 0] + r
         slot = torch.where(inside, self.lookup[flat.clamp(0, len(self.lookup) - 1)], -1)
         ok = slot >= 0
+        return ok, flip[ok], pb.particle[ok] * self.n_vox + slot[ok]
+
+    def pooled_weight(self, pb: PointBatch) -> torch.Tensor:
+        """den (B, G): sums of ``|H|^2 w`` (no residual needed)."""
+        ok, _flip, tgt = self._slots(pb)
+        h, w = pb.transfer[ok], pb.weight()[ok]
+        den = torch.zeros(pb.n_particles * self.n_vox, device=h.device)
+        den.index_add_(0, tgt, ((h.real**2 + h.imag**2) * w).float())
+        return den.reshape(pb.n_particles, self.n_vox)
+
+    def pooled(self, pb: PointBatch, resid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(num (B, G, 2), den (B, G)) sums of ``conj(H) r w`` and ``|H|^2 w``."""
+        ok, flip, tgt = self._slots(pb)
         h, w = pb.transfer[ok], pb.weight()[ok]  # cos(tilt) / M^2 (premultiplied)
         v = h.conj() * resid[ok] * w
-        v = torch.where(flip[ok], v.conj(), v)
-        tgt = pb.particle[ok] * self.n_vox + slot[ok]
+        v = torch.where(flip, v.conj(), v)
         b = pb.n_particles
         num = torch.zeros((b * self.n_vox, 2), device=v.device)
         num.index_add_(0, tgt, torch.stack([v.real, v.imag], -1).float())
@@ -77,21 +98,25 @@ class BackprojectEncoder(nn.Module):
         val = num / (den + self.lam)[..., None]
         return torch.cat([val[..., 0], val[..., 1]], dim=-1)
 
-    def calibrate(self, batches) -> None:
-        """Set ``lam`` (0.1 x mean non-zero weight) and per-input scales (1 / std) from
-        an iterable of (PointBatch, residual)."""
-        dens, vals = [], []
-        for pb, resid in batches:
-            num, den = self.pooled(pb, resid)
-            dens.append(den[den > 0])
-            vals.append((num, den))
-        lam = 0.1 * float(torch.cat(dens).mean()) if dens else 1.0
+    def calibrate(self, batches: Batches, residual: Residual) -> None:
+        """Set ``lam`` (0.1 x mean non-zero pooled weight) and the per-input scales (1 /
+        std of the pooled lattice) in two streamed passes: ``batches()`` yields this
+        rank's PointBatches (called twice), ``residual(pb)`` the encoder's residual.
+
+        Under ``torch.distributed`` every rank calls it with its own particles: the
+        float64 moments are summed over ranks, so every rank gets the ``lam`` and scales
+        of one rank on all of them (:mod:`tomohet.methods.vae.moments`).
+        """
+        weights = StreamedMoments(1, self.lam.device)
+        for pb in batches():  # pass 1: lam, from the weights alone
+            den = self.pooled_weight(pb)
+            weights.add(den[den > 0].reshape(-1, 1))
+        lam = 0.1 * float(weights.reduce().mean()[0]) if weights.n else 1.0
         self.lam.fill_(max(lam, 1e-12))
-        x = torch.cat([torch.cat([(n / (d + self.lam)[..., None])[..., 0],
-                                  (n / (d + self.lam)[..., None])[..., 1]], -1)
-                       for n, d in vals])
-        std = x.std(0) if len(x) > 1 else torch.ones(x.shape[1], device=x.device)
-        self.scale.copy_(1.0 / std.clamp_min(float(std.mean()) * 1e-3 + 1e-12))
+        inputs = StreamedMoments(2 * self.n_vox, self.lam.device)
+        for pb in batches():  # pass 2: the inputs' moments at that lam
+            inputs.add(self.inputs(pb, residual(pb)))
+        self.scale.copy_(inverse_std_scale(inputs.reduce()))
 
     def forward(self, pb: PointBatch, resid: torch.Tensor) -> torch.Tensor:
         """-> (B, 2 Z) posterior mean and log-variance, concatenated."""
@@ -137,14 +162,16 @@ class TiltEncoder(nn.Module):
         x = x.reshape(n_img, self.n_pix, 2)
         return torch.cat([x[..., 0], x[..., 1]], -1), seen
 
-    def calibrate(self, batches) -> None:
-        xs = []
-        for pb, resid in batches:
-            x, seen = self.inputs(pb, resid)
-            xs.append(x[seen])
-        x = torch.cat(xs)
-        std = x.std(0) if len(x) > 1 else torch.ones(x.shape[1], device=x.device)
-        self.scale.copy_(1.0 / std.clamp_min(float(std.mean()) * 1e-3 + 1e-12))
+    def calibrate(self, batches: Batches, residual: Residual) -> None:
+        """Per-input scales (1 / std over every visible tilt image of the set) in one
+        streamed pass: ``batches()`` yields this rank's PointBatches, ``residual(pb)``
+        the encoder's residual; moments summed over ranks as in
+        :meth:`BackprojectEncoder.calibrate`."""
+        inputs = StreamedMoments(2 * self.n_pix, self.scale.device)
+        for pb in batches():
+            x, seen = self.inputs(pb, residual(pb))
+            inputs.add(x[seen])
+        self.scale.copy_(inverse_std_scale(inputs.reduce()))
 
     def forward(self, pb: PointBatch, resid: torch.Tensor) -> torch.Tensor:
         x, seen = self.inputs(pb, resid)

@@ -93,7 +93,8 @@ def prepare_model(model: TiltVAE, cache: SampleSource, device: torch.device,
 
     cache on ``device``; halves (N,) 0/1 half set of each cached particle (from
     :func:`tomohet.data.keys.half_sets`). -> summary (consensus FSC at 0.5 in pixels,
-    noise range).
+    noise range). Under ``torch.distributed`` every pass reads only this rank's blocks of
+    ``batch`` particles and sums over ranks: each rank ends with the same model.
     """
     vol, curve = consensus_volume(cache, device, halves, batch=batch)
     model.set_consensus(vol.to(device))
@@ -111,9 +112,13 @@ def prepare_model(model: TiltVAE, cache: SampleSource, device: torch.device,
         model.config["train_max_shell"] = max(max_shell, radius + 1)
     model.decoder.envelope.copy_(env.to(device))
     if model.encoder is not None:
+        # this rank's blocks only (as the consensus and noise passes); the encoder sums
+        # its input moments over ranks. Residuals as the encoder sees them in training
+        use_v0 = model.config.get("use_consensus", True)
         model.encoder.calibrate(
-            (pb, pb.data - pb.transfer * model.consensus_at(pb.freq))
-            for _rows, pb in iterate_all(cache, batch))
+            lambda: (pb for _rows, pb in iterate_all(cache, batch, owned_only=True)),
+            lambda pb: pb.data - pb.transfer * model.consensus_at(pb.freq) if use_v0
+            else pb.data)
     below = (curve < 0.5).nonzero()
     return {"consensus_fsc05_px": int(below[0]) if len(below) else len(curve),
             "train_max_shell": model.config.get("train_max_shell"),

@@ -19,6 +19,11 @@ transform by ``(small/box)^3``) and ``W`` is cropped without that factor, so tha
 32-voxel working box) live on disk (:class:`~tomohet.methods.vae3d.store.RowStore`, a
 temporary file freed at the end of the fit); batches and blocks are read as needed and
 the set-wide sums and the weight median are streamed, so memory does not grow with N.
+Under ``torch.distributed`` each rank streams only its blocks of particles
+(:meth:`SubtomoData.blocks` with ``owned_only``) and the sums and histograms are added
+over ranks (:func:`tomohet.parallel.all_reduce_sum`): the set-up passes cost 1 / ranks
+of one rank's, and every rank gets one rank's consensus, noise, scales and floor up to
+float64 rounding.
 """
 
 from __future__ import annotations
@@ -43,10 +48,12 @@ from tomohet.methods.vae3d.store import RowStore
 from tomohet.physics.fourier import ft_to_volume, hermitian_weights_3d, radial_shell_index
 
 __all__ = ["SubtomoData", "build_data", "weight_volume", "loss_mask", "weight_floor",
-           "positive_median", "WEIGHT_FLOOR"]
+           "positive_median", "WEIGHT_FLOOR", "BLOCK"]
 
 # a weight below this fraction of the median positive weight is treated as missing
 WEIGHT_FLOOR = 1e-4
+# particles per block of the set-up passes (block b is rank b % world's)
+BLOCK = 64
 
 
 @dataclass
@@ -73,10 +80,17 @@ class SubtomoData:
         idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)
         return torch.from_numpy(self.y.read(idx)), torch.from_numpy(self.w.read(idx))
 
-    def blocks(self, size: int = 64) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-        """(rows, Y, W) over the set in consecutive blocks of ``size`` particles."""
-        for start in range(0, self.n_particles, size):
-            idx = np.arange(start, min(self.n_particles, start + size))
+    def blocks(self, size: int | None = None, owned_only: bool = False
+               ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+        """(rows, Y, W) over the set in consecutive blocks of ``size`` (default
+        :data:`BLOCK`) particles;
+        ``owned_only``: only this rank's blocks (block ``b`` is rank ``b % world``'s,
+        :func:`tomohet.parallel.owns`; all of them on one rank)."""
+        step = size or BLOCK
+        for block, start in enumerate(range(0, self.n_particles, step)):
+            if owned_only and not parallel.owns(block):
+                continue
+            idx = np.arange(start, min(self.n_particles, start + step))
             yield (idx, *self.rows(idx))
 
     def close(self) -> None:
@@ -145,8 +159,9 @@ def loss_mask(w: torch.Tensor, floor: float) -> torch.Tensor:
 
 def weight_floor(data: SubtomoData) -> float:
     """:data:`WEIGHT_FLOOR` times the median positive weight of the set (the lower
-    median, as :func:`torch.median`), found exactly in two passes over the blocks."""
-    med = positive_median(lambda: (w for _idx, _y, w in data.blocks()))
+    median, as :func:`torch.median`), found exactly in two passes over the blocks (each
+    rank its own; a collective under ``torch.distributed``)."""
+    med = positive_median(lambda: (w for _idx, _y, w in data.blocks(owned_only=True)))
     return float(WEIGHT_FLOOR * (1.0 if med is None else med))
 
 
@@ -154,11 +169,14 @@ def positive_median(blocks: Callable[[], Iterable[torch.Tensor]]) -> float | Non
     """Lower median of the positive values of the float32 tensors that ``blocks()``
     yields (called twice: two passes), None without any. Positive float32
     numbers order as their bit patterns: a histogram of the high 16 bits finds the bin of
-    the median, a histogram of the low 16 bits inside that bin the value."""
+    the median, a histogram of the low 16 bits inside that bin the value. The histograms
+    are counts, summed over ranks (exact): under ``torch.distributed`` every rank passes
+    its own share of the values and all get the median of the union."""
     hi = torch.zeros(1 << 15, dtype=torch.int64)
     for b in blocks():
         bits = b[b > 0].float().contiguous().view(torch.int32)
         hi += torch.bincount((bits >> 16).long(), minlength=1 << 15)
+    parallel.all_reduce_sum([hi])
     total = int(hi.sum())
     if total == 0:
         return None
@@ -170,6 +188,7 @@ def positive_median(blocks: Callable[[], Iterable[torch.Tensor]]) -> float | Non
     for b in blocks():
         bits = b[b > 0].float().contiguous().view(torch.int32)
         lo += torch.bincount((bits[(bits >> 16) == top] & 0xFFFF).long(), minlength=1 << 16)
+    parallel.all_reduce_sum([lo])
     low = int(torch.searchsorted(torch.cumsum(lo, 0), torch.tensor(rank), right=True))
     return float(torch.tensor([(top << 16) | low], dtype=torch.int32).view(torch.float32))
 
@@ -193,13 +212,15 @@ def consensus_and_noise(data: SubtomoData, floor: float, reg: float = 1e-3
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Consensus ``mu = sum Y / (sum W + reg mean W)`` (rfft, working box) and the noise
     power per shell ``s2(k) = < |Y - W mu|^2 / W >`` over the samples the loss sees
-    (shells without any get the mean of the others)."""
+    (shells without any get the mean of the others). Each rank streams its own blocks;
+    the sums are added over ranks (a collective under ``torch.distributed``)."""
     s = data.small
     sy = torch.zeros((s, s, s // 2 + 1), dtype=torch.complex128)
     sw = torch.zeros((s, s, s // 2 + 1), dtype=torch.float64)
-    for _idx, y, w in data.blocks():
+    for _idx, y, w in data.blocks(owned_only=True):
         sy += y.sum(0)
         sw += w.sum(0)
+    parallel.all_reduce_sum([sy, sw])
     sy, sw = sy.to(torch.complex64), sw.float()
     scale = sw[sw > 0].mean() if bool((sw > 0).any()) else torch.tensor(1.0)
     mu = sy / (sw + reg * scale)
@@ -208,7 +229,7 @@ def consensus_and_noise(data: SubtomoData, floor: float, reg: float = 1e-3
     n_sh = s // 2 + 1
     num = torch.zeros(n_sh, dtype=torch.float64)
     den = torch.zeros(n_sh, dtype=torch.float64)
-    for _idx, y, w in data.blocks():
+    for _idx, y, w in data.blocks(owned_only=True):
         m = loss_mask(w, floor)
         r = (y - w * mu).abs() ** 2 / w.clamp_min(floor)
         val = (r * m * herm).double()
@@ -216,6 +237,7 @@ def consensus_and_noise(data: SubtomoData, floor: float, reg: float = 1e-3
         sh = shell.clamp_max(n_sh - 1).expand_as(val)
         num.index_add_(0, sh.reshape(-1), val.reshape(-1))
         den.index_add_(0, sh.reshape(-1), cnt.reshape(-1))
+    parallel.all_reduce_sum([num, den])
     ok = den > 0
     s2 = torch.where(ok, num / den.clamp_min(1), torch.zeros_like(num))
     fill = s2[ok & (s2 > 0)].mean() if bool((ok & (s2 > 0)).any()) else torch.tensor(1.0)
@@ -226,14 +248,14 @@ def consensus_and_noise(data: SubtomoData, floor: float, reg: float = 1e-3
 def encoder_scales(data: SubtomoData, mu: torch.Tensor, filt: torch.Tensor
                    ) -> tuple[float, float]:
     """RMS of the (filtered) residual volumes ``ift(filt (Y - W mu))`` and mean weight
-    over the set: the encoder divides its two channels by them."""
-    ss, n, sw, nw = 0.0, 0, 0.0, 0
-    for _idx, y, w in data.blocks():
+    over the set: the encoder divides its two channels by them. Each rank streams its
+    own blocks; the sums are added over ranks (a collective under ``torch.distributed``)."""
+    acc = np.zeros(4)  # sum r^2, voxels of r, sum w, voxels of w (counts exact < 2^53)
+    for _idx, y, w in data.blocks(owned_only=True):
         r = ft_to_volume((y - w * mu) * filt, data.small)
-        ss += float((r.double() ** 2).sum())
-        n += r.numel()
-        sw += float(w.double().sum())
-        nw += w.numel()
+        acc += [float((r.double() ** 2).sum()), r.numel(), float(w.double().sum()), w.numel()]
+    parallel.all_reduce_sum([acc])
+    ss, n, sw, nw = (float(v) for v in acc)
     rms = float(np.sqrt(ss / max(n, 1))) or 1.0
     wm = sw / max(nw, 1) or 1.0
     return rms, wm
