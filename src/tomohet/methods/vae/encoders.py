@@ -46,6 +46,9 @@ class BackprojectEncoder(nn.Module):
         super().__init__()
         self.box, self.radius = box, int(radius)
         r = self.radius
+        # no sample past this 2D shell reaches the lattice: |round(k D)| <= r means
+        # |k| D <= r + sqrt(3) / 2, so round(|k| D) <= r + 1
+        self.max_shell = float(r + 1)
         c = torch.arange(-r, r + 1)
         gz, gy, gx = torch.meshgrid(c, c, c, indexing="ij")
         pts = torch.stack([gx, gy, gz], -1).reshape(-1, 3)
@@ -137,6 +140,7 @@ class TiltEncoder(nn.Module):
         self.box, self.pooling = box, pooling
         k = freq_grid_2d(box).reshape(-1, 2).norm(dim=-1) * box
         keep = k <= radius
+        self.max_shell = float(radius)  # no sample past this 2D shell is an input
         lookup = torch.full((len(k),), -1, dtype=torch.long)
         lookup[keep] = torch.arange(int(keep.sum()))
         self.n_pix = int(keep.sum())

@@ -113,10 +113,13 @@ def prepare_model(model: TiltVAE, cache: SampleSource, device: torch.device,
     model.decoder.envelope.copy_(env.to(device))
     if model.encoder is not None:
         # this rank's blocks only (as the consensus and noise passes); the encoder sums
-        # its input moments over ranks. Residuals as the encoder sees them in training
+        # its input moments over ranks. Only the samples the encoder reads (the same
+        # inputs, without sampling the consensus at every other frequency); residuals as
+        # the encoder sees them in training
         use_v0 = model.config.get("use_consensus", True)
+        inputs = cache.restrict(model.encoder.max_shell)
         model.encoder.calibrate(
-            lambda: (pb for _rows, pb in iterate_all(cache, batch, owned_only=True)),
+            lambda: (pb for _rows, pb in iterate_all(inputs, batch, owned_only=True)),
             lambda pb: pb.data - pb.transfer * model.consensus_at(pb.freq) if use_v0
             else pb.data)
     below = (curve < 0.5).nonzero()
