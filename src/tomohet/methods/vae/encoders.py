@@ -140,7 +140,7 @@ class TiltEncoder(nn.Module):
         self.box, self.pooling = box, pooling
         k = freq_grid_2d(box).reshape(-1, 2).norm(dim=-1) * box
         keep = k <= radius
-        self.max_shell = float(radius)  # no sample past this 2D shell is an input
+        self.max_shell = float(radius) + 1.0  # round(|k| D) of every input <= this
         lookup = torch.full((len(k),), -1, dtype=torch.long)
         lookup[keep] = torch.arange(int(keep.sum()))
         self.n_pix = int(keep.sum())
