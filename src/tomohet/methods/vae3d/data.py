@@ -29,6 +29,8 @@ float64 rounding.
 from __future__ import annotations
 
 import os
+import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,28 +108,33 @@ def build_data(particles: ParticleSet, max_resolution_A: float | None, batch_siz
     ``folder``, default ``TMPDIR``); per particle, independent of the others (so of row
     order and batch size).
 
-    Under ``torch.distributed`` with a ``folder`` (shared by the ranks: the run's
-    checkpoint folder) each rank computes its row blocks (:func:`tomohet.parallel.
-    owned_rows`) into one pair of files, which every rank then reads; without a folder
-    each rank computes every row into its own temporary file.
+    Under ``torch.distributed`` the ranks share one pair of files: each rank computes only
+    its row blocks (:func:`tomohet.parallel.owned_rows`) and writes them there, a barrier,
+    then every rank reads any row (training takes its share of every keyed batch). The
+    files live in ``folder`` (the run's checkpoint folder, which the ranks share) or,
+    without one, in ``TMPDIR`` when every rank runs on this machine (``tomohet --ranks N``,
+    one-node ``torchrun``). Nothing is left half-written on disk if a rank dies: on one
+    machine the files are unlinked as soon as every rank has them open (before any row is
+    written: the kernel frees them when the last rank closes or dies); across machines
+    the names (random per run) stay until every rank has reopened them after the writes,
+    and a later run in the same ``folder`` removes any a dead run left. Across machines
+    without a ``folder``, or when some rank cannot open the files (``folder`` not
+    shared), each rank computes every row into its own anonymous file, as on one rank.
     """
     o = particles.optics
     small = working_box(o.box, o.pixel_size_A, max_resolution_A)
     n, h = particles.n_particles, small // 2 + 1
     shape = (small, small, h)
-    shared = folder is not None and parallel.world() > 1
-    paths = [str(Path(folder or ".", f".vae3d_{k}_rows.bin")) for k in ("y", "w")]
-    if shared:
-        if parallel.is_main():
-            for path, dt in zip(paths, (np.complex64, np.float32), strict=True):
-                RowStore(n, shape, dt, path=path).close()  # sized before any rank opens it
-        parallel.barrier()
-        y = RowStore(n, shape, np.complex64, path=paths[0], create=False)
-        w = RowStore(n, shape, np.float32, path=paths[1], create=False)
-    else:
+    local = _one_machine()
+    where = folder or (tempfile.gettempdir() if local else None)
+    shared = _shared_stores(n, shape, where, local, folder is not None) \
+        if parallel.world() > 1 and where is not None else None
+    if shared is None:
         y = RowStore(n, shape, np.complex64, folder)
         w = RowStore(n, shape, np.float32, folder)
-    rows = parallel.owned_rows(n) if shared else None
+    else:
+        y, w, paths = shared
+    rows = parallel.owned_rows(n) if shared is not None else None
     for idx, yb, wb in iter_reference(particles, batch_size, device, rows=rows):
         ys = crop_rfft(subsample_rfft(yb), o.box, small)
         ws = crop_rfft(subsample_rfft(wb), o.box, small) / (small / o.box) ** 3
@@ -135,18 +142,66 @@ def build_data(particles: ParticleSet, max_resolution_A: float | None, batch_siz
         w.write(idx, (ws.real if ws.is_complex() else ws).float().clamp_min(0).cpu().numpy())
         if progress is not None:
             progress(len(idx))
-    if shared:
+    if shared is not None and local:
+        parallel.barrier()  # one machine, one page cache: every rank's rows are readable
+    elif shared is not None:
         for store in (y, w):
             store.flush()
             store.close()
         parallel.barrier()  # every rank's rows are on disk: open them afresh to read
-        y = RowStore(n, shape, np.complex64, path=paths[0], create=False)
-        w = RowStore(n, shape, np.float32, path=paths[1], create=False)
+        y, w = (RowStore(n, shape, dt, path=p, create=False)
+                for p, dt in zip(paths, _DTYPES, strict=True))
         parallel.barrier()
         if parallel.is_main():
             for path in paths:  # the open files stay readable; nothing is left behind
                 os.unlink(path)
     return SubtomoData(y=y, w=w, box=o.box, small=small, pixel_size_A=float(o.pixel_size_A))
+
+
+_DTYPES = (np.complex64, np.float32)  # of Y and W
+
+
+def _one_machine() -> bool:
+    """Whether every rank runs on this machine (torchrun's and :func:`tomohet.parallel.
+    spawn`'s ``LOCAL_WORLD_SIZE`` equals the number of ranks)."""
+    return os.environ.get("LOCAL_WORLD_SIZE", "") == str(parallel.world())
+
+
+def _shared_stores(n: int, shape: tuple[int, ...], folder: str, local: bool, own_folder: bool
+                   ) -> tuple[RowStore, RowStore, list[str]] | None:
+    """(Y store, W store, paths): one pair of files in ``folder`` that rank 0 makes (at a
+    name drawn by rank 0 for this run) and every rank opens (a collective); None on every
+    rank when some rank cannot open them (``folder`` not shared), the files removed.
+    ``local``: the names are removed as soon as every rank has the files open.
+    ``own_folder``: ``folder`` is this run's (not ``TMPDIR``): rank 0 first removes the
+    files of a run of it that died."""
+    token = torch.tensor([secrets.randbits(62) if parallel.is_main() else 0])
+    parallel.broadcast([token])
+    paths = [str(Path(folder, f".vae3d_rows_{int(token):016x}_{k}.bin")) for k in "yw"]
+    if parallel.is_main():
+        if own_folder:
+            for old in Path(folder).glob(".vae3d_*rows*.bin"):
+                old.unlink(missing_ok=True)
+        for path, dt in zip(paths, _DTYPES, strict=True):
+            RowStore(n, shape, dt, path=path).close()  # sized before any rank opens it
+    parallel.barrier()
+    opened: list[RowStore] = []
+    try:
+        for path, dt in zip(paths, _DTYPES, strict=True):
+            opened.append(RowStore(n, shape, dt, path=path, create=False))
+    except OSError:
+        pass
+    ok = torch.tensor([len(opened) == len(paths)], dtype=torch.int64)
+    parallel.all_reduce_sum([ok])  # returns once every rank has tried to open them
+    everyone = int(ok) == parallel.world()
+    if parallel.is_main() and (local or not everyone):
+        for path in paths:
+            os.unlink(path)
+    if not everyone:
+        for store in opened:
+            store.close()
+        return None
+    return opened[0], opened[1], paths
 
 
 def loss_mask(w: torch.Tensor, floor: float) -> torch.Tensor:

@@ -9,7 +9,10 @@ through that particle's own wedge and CTF, in Fourier space, never in its missin
 Memory: each particle's (Y, W) on the working box ``s`` (12 s^2 (s/2+1) bytes: 209 KB at
 s = 32) is kept in an anonymous temporary file for the length of the fit
 (:mod:`tomohet.methods.vae3d.store`), not in memory: in ``checkpoint_dir`` when one is
-given, else in ``TMPDIR`` (which should then be a disk, not a RAM-backed tmpfs).
+given, else in ``TMPDIR`` (which should then be a disk, not a RAM-backed tmpfs). Under
+``tomohet --ranks N`` / ``torchrun`` the ranks share that file, each computing its own
+row blocks (:func:`tomohet.methods.vae3d.data.build_data`), and each encodes its own
+blocks, the latents gathered on every rank (:func:`tomohet.methods.vae3d.train.encode_all`).
 
 Outputs of :meth:`save` are those of ``vae`` (so ``tomohet analyze`` reads a vae3d run
 folder as it reads a vae one): ``latent.csv``, ``latent_logvar.csv``, ``weights.pt``

@@ -22,7 +22,7 @@ from tomohet.methods.vae3d.data import SubtomoData, loss_mask
 from tomohet.methods.vae3d.model import Vae3D, kl_divergence, particle_nll
 from tomohet.physics.fourier import radial_shell_index, volume_to_ft
 
-__all__ = ["batch_loss", "train_epoch", "encode_all"]
+__all__ = ["batch_loss", "train_epoch", "encode_all", "loss_of"]
 
 
 def batch_loss(model: Vae3D, y: torch.Tensor, w: torch.Tensor, eps: torch.Tensor | None,
@@ -82,30 +82,37 @@ def train_epoch(model: Vae3D, optimizer: torch.optim.Optimizer, data: SubtomoDat
 @torch.no_grad()
 def encode_all(model: Vae3D, data: SubtomoData, device: torch.device,
                batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and log-variances ((N, Z), (N, Z)) on the CPU; each particle on its
-    own (no batch statistics), so independent of batch size and row order."""
+    """Posterior means and log-variances ((N, Z), (N, Z)) on the CPU, in particle order;
+    each particle on its own (no batch statistics), so independent of batch size and row
+    order. Under ``torch.distributed`` each rank encodes only its blocks of ``batch``
+    particles (block ``b`` is rank ``b % world``'s, as in the set-up passes) and the rows
+    are summed over ranks (each row is one rank's, the others add zeros: exact), so every
+    rank ends with every row (a collective)."""
     model.eval()
-    mus, lvs = [], []
-    for _idx, y, w in data.blocks(batch):
+    n, z = data.n_particles, model.zdim
+    mus, lvs = torch.zeros((n, z)), torch.zeros((n, z))
+    for idx, y, w in data.blocks(batch, owned_only=True):
         mu, lv = model.encode(y.to(device), w.to(device))
-        mus.append(mu.cpu())
-        lvs.append(lv.cpu())
-    z = model.zdim
-    return (torch.cat(mus) if mus else torch.zeros((0, z)),
-            torch.cat(lvs) if lvs else torch.zeros((0, z)))
+        mus[idx] = mu.float().cpu()
+        lvs[idx] = lv.float().cpu()
+    parallel.all_reduce_sum([mus, lvs])
+    return mus, lvs
 
 
 def loss_of(model: Vae3D, data: SubtomoData, floor: float, device: torch.device,
             batch: int = 32) -> np.ndarray:
-    """Per-particle negative ELBO at the posterior means (no sampling), (N,)."""
+    """Per-particle negative ELBO at the posterior means (no sampling), (N,) in particle
+    order; under ``torch.distributed`` each rank computes its blocks and every rank gets
+    every value (summed over ranks as in :func:`encode_all`; a collective)."""
     model.eval()
-    out = []
+    out = np.zeros(data.n_particles, dtype=np.float32)
     with torch.no_grad():
-        for _idx, y_cpu, w_cpu in data.blocks(batch):
+        shell = radial_shell_index(model.small, 3, device=device)
+        for idx, y_cpu, w_cpu in data.blocks(batch, owned_only=True):
             y, w = y_cpu.to(device), w_cpu.to(device)
             mu, lv = model.encode(y, w)
             v_ft = volume_to_ft(model.decode(mu))
-            shell = radial_shell_index(model.small, 3, device=device)
             nll = particle_nll(v_ft, y, w, loss_mask(w, floor), model.noise, shell)
-            out.append((nll + kl_divergence(mu, lv)).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+            out[idx] = (nll + kl_divergence(mu, lv)).cpu().numpy()
+    parallel.all_reduce_sum([out])
+    return out
