@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +22,8 @@ from tomohet import parallel
 
 torch.set_num_threads(1)
 N, ROWS, ENC = 23, 5, 4  # particles, rows per build block, particles per encoding block
-KW = {"zdim": 2, "enc_channels": 4, "enc_hidden": 16, "dec_channels": 4, "progress": False,
-      "random_state": 2}
+KW: dict[str, Any] = {"zdim": 2, "enc_channels": 4, "enc_hidden": 16, "dec_channels": 4,
+                      "progress": False, "random_state": 2}
 
 
 def _builds(out: Path, particles, built: dict[str, list[int]], left: dict[str, list[str]]):
