@@ -47,12 +47,12 @@ def _fit(out: Path) -> None:
 
     world, me = parallel.world(), parallel.rank()
     vt.batch_loss, vd.iter_reference = counting, building
-    block, parallel.ROW_BLOCK = parallel.ROW_BLOCK, 5  # several row blocks per rank
+    block, vd.BLOCK = vd.BLOCK, 5  # several row blocks per rank
     try:
         z = Vae3DMethod(checkpoint_dir=str(out / f"ck_{world}"), **KW).fit(particles).transform()
     finally:
         vt.batch_loss, vd.iter_reference = batch_loss, iter_reference
-        parallel.ROW_BLOCK = block
+        vd.BLOCK = block
     (out / f"seen_{world}_{me}.json").write_text(json.dumps(seen))
     (out / f"built_{world}_{me}.json").write_text(json.dumps(built))
     if parallel.is_main():

@@ -48,8 +48,8 @@ def _builds(out: Path, particles, built: dict[str, list[int]], left: dict[str, l
         return data
 
     env = os.environ.get("LOCAL_WORLD_SIZE")
-    saved = vd.iter_reference, parallel.ROW_BLOCK, tempfile.tempdir
-    vd.iter_reference, parallel.ROW_BLOCK, tempfile.tempdir = building, ROWS, str(out / "tmp")
+    saved = vd.iter_reference, vd.BLOCK, tempfile.tempdir
+    vd.iter_reference, vd.BLOCK, tempfile.tempdir = building, ROWS, str(out / "tmp")
     try:
         data = build("tmp")  # no folder, every rank on this machine: TMPDIR is shared
         os.environ["LOCAL_WORLD_SIZE"] = "1"  # as if each rank ran on a machine of its own
@@ -61,7 +61,7 @@ def _builds(out: Path, particles, built: dict[str, list[int]], left: dict[str, l
             np.testing.assert_array_equal(other.w.read(np.arange(N)), data.w.read(np.arange(N)))
             other.close()
     finally:
-        vd.iter_reference, parallel.ROW_BLOCK, tempfile.tempdir = saved
+        vd.iter_reference, vd.BLOCK, tempfile.tempdir = saved
         if env is None:
             os.environ.pop("LOCAL_WORLD_SIZE", None)
         else:

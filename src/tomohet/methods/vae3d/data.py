@@ -109,7 +109,8 @@ def build_data(particles: ParticleSet, max_resolution_A: float | None, batch_siz
     order and batch size).
 
     Under ``torch.distributed`` the ranks share one pair of files: each rank computes only
-    its row blocks (:func:`tomohet.parallel.owned_rows`) and writes them there, a barrier,
+    its blocks of :data:`BLOCK` rows (block ``b`` is rank ``b % world``'s, the blocks its
+    set-up passes read: :meth:`SubtomoData.blocks`) and writes them there, a barrier,
     then every rank reads any row (training takes its share of every keyed batch). The
     files live in ``folder`` (the run's checkpoint folder, which the ranks share) or,
     without one, in ``TMPDIR`` when every rank runs on this machine (``tomohet --ranks N``,
@@ -134,7 +135,8 @@ def build_data(particles: ParticleSet, max_resolution_A: float | None, batch_siz
         w = RowStore(n, shape, np.float32, folder)
     else:
         y, w, paths = shared
-    rows = parallel.owned_rows(n) if shared is not None else None
+    # this rank's blocks of BLOCK rows: those its set-up passes read (blocks(owned_only))
+    rows = parallel.owned_rows(n, BLOCK) if shared is not None else None
     for idx, yb, wb in iter_reference(particles, batch_size, device, rows=rows):
         ys = crop_rfft(subsample_rfft(yb), o.box, small)
         ws = crop_rfft(subsample_rfft(wb), o.box, small) / (small / o.box) ** 3
