@@ -5,8 +5,10 @@ encoding of every particle (each rank its blocks, gathered). One torch thread pe
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/results/vae3d_shard/measure.py \
         --n 256 --box 32 --ranks 1,2
 
-Prints one JSON line per rank and rank count: seconds of build_data and encode_all
-(between barriers) and the rows this rank back-projected and encoded."""
+Prints one JSON line per rank and rank count: wall seconds of build_data and encode_all
+(between barriers), this rank's CPU seconds in them (the work it did, whatever the
+machine's load; includes waiting in gloo collectives, which spin) and the rows it
+back-projected and encoded."""
 
 from __future__ import annotations
 
@@ -44,8 +46,9 @@ def _work(n: int, box: int) -> None:
 
         vd.iter_reference = building  # type: ignore[assignment]
         parallel.barrier()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         data = vd.build_data(particles, None, 8)
+        c_build = time.process_time() - c0
         parallel.barrier()
         t_build = time.perf_counter() - t0
         cpu = torch.device("cpu")
@@ -58,13 +61,16 @@ def _work(n: int, box: int) -> None:
 
         data.rows = reading  # type: ignore[method-assign]
         parallel.barrier()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         mu, _lv = encode_all(model, data, cpu)
+        c_enc = time.process_time() - c0
         parallel.barrier()
         t_enc = time.perf_counter() - t0
         print(json.dumps({"ranks": parallel.world(), "rank": parallel.rank(), "n": n,
                           "box": box, "build_s": round(t_build, 2),
-                          "encode_s": round(t_enc, 2), "rows_built": built[0],
+                          "encode_s": round(t_enc, 2),
+                          "build_cpu_s": round(c_build, 2), "encode_cpu_s": round(c_enc, 2),
+                          "rows_built": built[0],
                           "rows_encoded": encoded[0], "latents": list(mu.shape),
                           "mu_sum": float(mu.double().sum()),
                           "load": os.getloadavg()}), flush=True)
