@@ -19,7 +19,8 @@ transform by ``(small/box)^3``) and ``W`` is cropped without that factor, so tha
 32-voxel working box) live on disk (:class:`~tomohet.methods.vae3d.store.RowStore`, a
 temporary file freed at the end of the fit); batches and blocks are read as needed and
 the set-wide sums and the weight median are streamed, so memory does not grow with N.
-Under ``torch.distributed`` each rank streams only its blocks of particles
+Under ``torch.distributed`` each rank back-projects only its blocks of particles into a
+store the ranks share (:func:`build_data`), streams only those blocks
 (:meth:`SubtomoData.blocks` with ``owned_only``) and the sums and histograms are added
 over ranks (:func:`tomohet.parallel.all_reduce_sum`): the set-up passes cost 1 / ranks
 of one rank's, and every rank gets one rank's consensus, noise, scales and floor up to
