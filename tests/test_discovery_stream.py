@@ -207,3 +207,33 @@ def test_discover_streamed_equals_in_memory_and_ignores_batch_size_and_ranks(tmp
     # the consensus and noise behind the maps are float32 sums over batches (1e-7)
     assert float(two["threshold"]) == pytest.approx(found.threshold, rel=1e-5)
     assert float(two["p"]) == found.p_value and str(two["region"]) == found.region
+
+
+@pytest.mark.parametrize("gram_max", [residual_scan.GRAM_MAX, 10])
+def test_scan_fit_rows_use_only_those_maps(monkeypatch, gram_max):
+    """features/labels with ``fit`` (the held-out test's k-means start): components and
+    k-means from those rows only -- equal to the SVD and component_labels of that subset
+    in memory; the other rows' maps do not change them; the others get label -1."""
+    monkeypatch.setattr(residual_scan, "GRAM_MAX", gram_max)
+    maps, splits, bump = _maps()
+    mask = (bump / bump.max()).clamp(0, 1)
+    fit = np.zeros(len(maps), dtype=bool)
+    fit[np.random.default_rng(5).permutation(len(maps))[: len(maps) // 2]] = True
+    rows = np.nonzero(fit)[0]
+    order = np.random.default_rng(3).permutation(len(maps))
+    with _scan(maps, splits) as scan:
+        got = scan.features(0.75, mask, 2, fit=fit)[rows]
+        labels = scan.labels(0.75, mask, 2, order, seed=4, fit=fit)
+    ref = _svd_scores(maps[rows], 0.75, mask, 2)
+    signs = np.sign((got * ref).sum(0))
+    np.testing.assert_allclose(got * signs, ref, atol=1e-6 * np.abs(ref).max())
+    sub_order = np.argsort(np.argsort(order)[rows], kind="stable")
+    ref_labels = component_labels(gaussian_lowpass(maps[rows], 0.75), mask, 2, sub_order,
+                                  seed=4)
+    np.testing.assert_array_equal(labels[rows], ref_labels)
+    assert np.all(labels[~fit] == -1)
+    other = maps.clone()
+    other[~torch.as_tensor(fit)] *= -3.0  # the held-out rows changed: nothing moves
+    with _scan(other, splits) as scan:
+        again = scan.labels(0.75, mask, 2, order, seed=4, fit=fit)
+    np.testing.assert_array_equal(again, labels)

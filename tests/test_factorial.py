@@ -9,7 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 from synthetic import blob_volume, complex_points, make_tilt_set
 
 from tomohet.methods.detection import Detection, candidate_regions, n_regions_for
-from tomohet.methods.factorial import combine_posteriors
+from tomohet.methods.factorial import combine_posteriors, region_posteriors
 from tomohet.methods.ml import ML2D
 
 torch.set_num_threads(1)
@@ -159,3 +159,75 @@ def test_unknown_split_is_refused_before_any_work(two_components):
     particles, _ = two_components
     with pytest.raises(ValueError, match="split must be 'regions' or 'joint'"):
         ML2D(n_classes=4, split="tree", progress=False).fit(particles)
+
+
+def _fake_setup(n: int, n_candidates: int):
+    from types import SimpleNamespace
+
+    from tomohet.methods.discovery import Discovery, Setup
+
+    zeros = torch.zeros(4, 4, 4)
+    masks = [torch.full((8, 8, 8), float(i + 1)) for i in range(1 + n_candidates)]
+    rng = np.random.default_rng(0)
+    cands = [(masks[1 + c], rng.integers(0, 2, n), rng.integers(0, 2, n))
+             for c in range(n_candidates)]
+    found = Discovery(masks[0], np.zeros(n, np.int64), zeros, zeros, 4, 1.0,
+                      regions=[masks[0]], region_labels=[rng.integers(0, 2, n)],
+                      candidates=cands)
+    plain = SimpleNamespace(index=np.arange(n))
+    return Setup(None, plain, found, True, masks[0], torch.zeros(8, 8, 8)), masks
+
+
+def test_further_candidates_split_only_when_the_held_out_test_accepts():
+    """K = 4 and one region: the candidates are tested in turn at alpha / (number of
+    candidates); the first is rejected (p above that level, though below alpha), the
+    second accepted and split; then K holds no more regions, so the third is not even
+    tested. Each test is recorded in the discovery."""
+    from tomohet.methods.region_test import RegionTest
+
+    n = 64
+    setup, masks = _fake_setup(n, 3)
+    state = np.arange(n) % 4
+    truth = {1: state % 2, 3: state // 2}  # mask value -> the particles' true split
+    calls = []
+
+    def split(members, mask, init):
+        key = int(mask.flatten()[0])
+        lab = truth.get(key, np.arange(n) // 32)  # candidates 1, 3 (mask values 2, 4): noise
+        return np.eye(2)[lab[members]] * 0.98 + 0.01, [{"log_likelihood": 0.0}], torch.ones(3)
+
+    def test(mask, fold_labels):
+        key = int(mask.flatten()[0])
+        calls.append(key)
+        return RegionTest(np.zeros(n), 0.0, {2: 0.008, 3: 1e-6}.get(key, 0.5))
+
+    post, history, _ = region_posteriors(setup, split, 4, np.arange(n) % 2, 0.02, 0, test)
+    assert calls == [2, 3]  # 0.008 > 0.01 / 3: rejected; the second accepted
+    assert [t["accepted"] for t in setup.discovery.region_tests] == [False, True]
+    assert {h["region"] for h in history} == {0, 1}
+    assert adjusted_rand_score(state, post.argmax(1)) == 1.0
+
+
+def test_a_candidate_that_repeats_a_region_is_not_kept(monkeypatch):
+    """A candidate accepted by the test whose split sorts the particles as the first
+    region's did (that component's signal reaching into it) adds no state."""
+    from tomohet.methods import factorial
+    from tomohet.methods.region_test import RegionTest
+
+    # the class splits that follow find nothing left to split
+    monkeypatch.setattr(factorial, "_class_model", lambda *a: (None, None, None))
+    monkeypatch.setattr(factorial, "local_region", lambda *a, **k: None)
+    n = 64
+    setup, _ = _fake_setup(n, 1)
+    first = np.arange(n) % 2
+
+    def split(members, mask, init):
+        return np.eye(2)[first[members]], [{"log_likelihood": 0.0}], torch.ones(3)
+
+    def test(mask, fold_labels):
+        return RegionTest(np.zeros(n), 9.0, 1e-9)
+
+    post, history, _ = region_posteriors(setup, split, 4, np.arange(n) % 2, 0.02, 0, test)
+    assert setup.discovery.region_tests[0]["repeats_region"] == 0
+    assert not setup.discovery.region_tests[0]["accepted"]
+    assert {h["region"] for h in history} == {0}

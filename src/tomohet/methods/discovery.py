@@ -48,6 +48,7 @@ from tomohet.data.keys import particle_keys
 from tomohet.methods.detection import (
     SCALES,
     Detection,
+    _shell_index,
     candidate_regions,
     n_regions_for,
     split_matrix,
@@ -59,6 +60,8 @@ from tomohet.methods.residual_scan import (  # residual maps: made and streamed 
     kmeans_labels,
     residual_batches,
     residual_maps,
+    small_box_for,
+    upsample_mask,
 )
 from tomohet.physics.forward import NoiseModel
 
@@ -69,19 +72,6 @@ __all__ = ["Discovery", "small_box_for", "crop_to_small", "residual_maps", "resi
            "variance_map",
            "focus_from_variance", "upsample_mask", "component_labels", "discover",
            "Setup", "discover_with", "null_splits", "local_region", "support_radius"]
-
-
-def small_box_for(box: int, pixel_size_A: float, resolution_A: float) -> int:
-    """Even grid size whose Nyquist is ``resolution_A`` for a ``box`` at ``pixel_size_A``
-    (at least 8, at most ``box``)."""
-    d = int(round(2 * box * pixel_size_A / resolution_A / 2)) * 2
-    return int(min(max(d, 8), box - box % 2))
-
-
-def _shell_index(small: int) -> torch.Tensor:
-    c = torch.arange(small, dtype=torch.float32) - small // 2
-    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
-    return torch.round(torch.sqrt(x**2 + y**2 + z**2)).long()
 
 
 def variance_map(maps: torch.Tensor, radius: float | None = None
@@ -147,18 +137,6 @@ def focus_from_variance(z: torch.Tensor, threshold: float = 4.0, min_voxels: int
     return torch.from_numpy(soft.astype(np.float32))
 
 
-def upsample_mask(mask: torch.Tensor, box: int) -> torch.Tensor:
-    """A small-grid mask (d, d, d) on the full box (D, D, D) by Fourier zero-padding
-    (centre d // 2 -> D // 2), clipped to [0, 1]."""
-    d = mask.shape[-1]
-    ft = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(mask.double())))
-    big = torch.zeros((box, box, box), dtype=ft.dtype)
-    lo = box // 2 - d // 2
-    big[lo : lo + d, lo : lo + d, lo : lo + d] = ft
-    vol = torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(big))).real * (box / d) ** 3
-    return vol.clamp(0, 1).float()
-
-
 def component_labels(maps: torch.Tensor, mask: torch.Tensor | None, k: int,
                      order: np.ndarray, seed: int = 0) -> np.ndarray:
     """Initial classes: k-means (K) on the leading K - 1 principal components of the
@@ -205,6 +183,13 @@ class Discovery:
     regions: list[torch.Tensor] = field(default_factory=list)
     region_labels: list[np.ndarray] = field(default_factory=list)
     search_radius: float | None = None  # small-grid voxels (:func:`support_radius`)
+    # further regions below the variance test's threshold, for the held-out test of
+    # :mod:`tomohet.methods.region_test` (when K wants more regions than were found):
+    # (full-box mask, (N,) two-class k-means start from each particle's own half,
+    # (N,) the start from all particles), by decreasing peak
+    candidates: list[tuple[torch.Tensor, np.ndarray, np.ndarray]] = field(
+        default_factory=list)
+    region_tests: list[dict[str, object]] = field(default_factory=list)  # their results
 
     @property
     def max_z(self) -> float:
@@ -221,7 +206,9 @@ class Discovery:
                 "small_box": self.small_box,
                 "small_pixel_size_A": self.pixel_size_A,
                 "search_radius_A": None if self.search_radius is None
-                else round(self.search_radius * self.pixel_size_A, 1)}
+                else round(self.search_radius * self.pixel_size_A, 1),
+                "n_candidates": len(self.candidates),
+                "candidate_tests": list(self.region_tests)}
 
 
 def null_splits(names, tomo_names, seed: int, n_splits: int) -> np.ndarray:
@@ -260,14 +247,17 @@ def region_scale(det: Detection, fraction: float = 0.8) -> float:
 
 def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
              resolution_A: float | None = None, alpha: float = 0.01, n_null: int = 99,
-             scales: tuple[float, ...] = SCALES, seed: int = 0) -> Discovery:
+             scales: tuple[float, ...] = SCALES, seed: int = 0,
+             halves: np.ndarray | None = None, n_candidates: int = 3) -> Discovery:
     """Automatic focus mask and initial partition (see the module doc).
 
     ``resolution_A`` of the residual maps: default 4 pixels (at least 8 voxels across);
     ``alpha`` the false-positive rate of the test on data without heterogeneity,
     ``n_null`` half splits for its null. The residual maps are never all in memory
     (:class:`~tomohet.methods.residual_scan.ResidualScan`); the result does not depend on
-    the batch size or the number of ranks.
+    the batch size or the number of ranks. ``halves`` (N,) 0/1: with them, when K wants
+    more regions than are significant, up to ``n_candidates`` further regions are kept
+    for :mod:`tomohet.methods.region_test` (``Discovery.candidates``).
     """
     box, px = engine.box, engine.px
     small = small_box_for(box, px, resolution_A or 4.0 * px)
@@ -282,6 +272,7 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
         confirm = scan.detection(alpha, radius)  # confined to the particle: more regions
         region, focus_small, scale = region_from(det)
         labels = scan.labels(scale, focus_small, k, engine.order, seed)
+        candidates: list[tuple[torch.Tensor, np.ndarray, np.ndarray]] = []
         if region == "local":  # separate regions (not for whole-subunit differences)
             rs = region_scale(det)
             for r in candidate_regions(det, rs, n_regions_for(k), confirm=confirm):
@@ -289,9 +280,34 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
                     break
                 regions.append(upsample_mask(r, box))
                 region_labels.append(scan.labels(rs, r, 2, engine.order, seed))
+            if halves is not None and 0 < len(regions) < n_regions_for(k):
+                candidates = _candidates(scan, det, confirm, rs, len(regions), n_candidates,
+                                         np.asarray(halves), engine.order, seed, box)
     focus = None if focus_small is None else upsample_mask(focus_small, box)
     return Discovery(focus, labels, det.z, det.variance, small, px * box / small, region,
-                     det.threshold, det.p_value, scale, regions, region_labels, radius)
+                     det.threshold, det.p_value, scale, regions, region_labels, radius,
+                     candidates)
+
+
+def _candidates(scan: ResidualScan, det: Detection, confirm: Detection, scale: float,
+                n_found: int, n_more: int, halves: np.ndarray, order: np.ndarray,
+                seed: int, box: int) -> list[tuple[torch.Tensor, np.ndarray, np.ndarray]]:
+    """The next ``n_more`` regions after the ``n_found`` significant ones (the same
+    clusters and order as :func:`candidate_regions`, without the significance cut), each
+    with a two-class start from k-means on each half's own maps (for the held-out test)
+    and one from all maps. -> [(full-box mask, fold labels (N,), labels (N,))]."""
+    masks = candidate_regions(det, scale, n_found + n_more, alpha_more=1.0,
+                              confirm=confirm)[n_found:]
+    out = []
+    for r in masks:
+        if float(r.mean()) > 0.3:
+            break
+        fold = np.zeros(len(halves), dtype=np.int64)
+        for f in (0, 1):
+            part = scan.labels(scale, r, 2, order, seed, fit=halves == f)
+            fold[halves == f] = part[halves == f]
+        out.append((upsample_mask(r, box), fold, scan.labels(scale, r, 2, order, seed)))
+    return out
 
 
 def local_region(engine, model: torch.Tensor, noise: NoiseModel | None, small: int,
@@ -364,7 +380,7 @@ def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray,
     found, from_components = None, False
     if auto or init == "components":
         noise = engine.noise_pass(consensus[None], np.zeros(n, dtype=np.int64))
-        found = discover(engine, consensus, noise, k, seed=seed)
+        found = discover(engine, consensus, noise, k, seed=seed, halves=halves)
         from_components = init == "components" and found.region != "none"
     focus = user if user is not None else (found.focus if auto and found is not None
                                            else None)

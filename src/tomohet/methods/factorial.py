@@ -51,6 +51,7 @@ from tomohet.methods.discovery import (
 )
 from tomohet.methods.em import EMEngine, EMState
 from tomohet.methods.em_steps import batch_order
+from tomohet.methods.region_test import RegionTest, em_region_test
 
 if TYPE_CHECKING:
     from tomohet.methods.discovery import Setup
@@ -170,6 +171,8 @@ def _drop_empty(post: np.ndarray, n_combos: int, min_fraction: float
 # (posteriors (len(members), 2), history with "log_likelihood" when it has one, sigma2)
 Split = Callable[[np.ndarray, torch.Tensor, np.ndarray],
                  tuple[np.ndarray, list[dict[str, Any]], torch.Tensor]]
+# (full-box mask, (N,) two-class start from each particle's own half) -> held-out test
+Test = Callable[[torch.Tensor, np.ndarray], RegionTest]
 
 
 def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray) -> EMState:
@@ -187,8 +190,11 @@ def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray) -> E
     def split(members: np.ndarray, mask: torch.Tensor, init: np.ndarray):
         return _split(binary, setup, particles, members, halves, mask, init)
 
+    def test(mask: torch.Tensor, fold_labels: np.ndarray) -> RegionTest:
+        return em_region_test(clf, setup, particles, mask, fold_labels, halves, clf._seed())
+
     post, history, sigma2 = region_posteriors(setup, split, clf.n_classes, halves,
-                                              clf.min_class_fraction, clf._seed())
+                                              clf.min_class_fraction, clf._seed(), test)
     # each split's final log evidence (its last history entry)
     last = [h["log_likelihood"] for h, after in zip(history, history[1:] + [{}], strict=True)
             if _split_of(after) != _split_of(h)]
@@ -202,20 +208,42 @@ def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray) -> E
                    history=history)
 
 
+def _redundant(post: np.ndarray, posts: list[np.ndarray], limit: float = 0.5
+               ) -> int | None:
+    """The first region whose two-class split the split ``post`` (N, 2) repeats: |phi|
+    (the correlation of the two hard labels) above ``limit``; None when independent.
+    Components are modelled as independent, so a further region that sorts the
+    particles as an earlier one did (an earlier component's signal reaching into it)
+    adds no state."""
+    a = post.argmax(1).astype(float)
+    for i, other in enumerate(posts):
+        b = other.argmax(1).astype(float)
+        if a.std() == 0 or b.std() == 0:
+            continue
+        if abs(float(np.corrcoef(a, b)[0, 1])) > limit:
+            return i
+    return None
+
+
 def _split_of(h: dict[str, Any]) -> tuple[Any, ...]:
     """Which split a history entry belongs to."""
     return h.get("stage"), h.get("region"), h.get("split_class"), h.get("new_class")
 
 
 def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
-                      min_fraction: float, seed: int
+                      min_fraction: float, seed: int, test: Test | None = None,
+                      alpha: float = 0.01
                       ) -> tuple[np.ndarray, list[dict[str, Any]], torch.Tensor]:
     """Steps 2-4 with any two-class solver ``split`` (EM, hill climbing): one split per
-    region of ``setup.discovery`` (started from its two-class k-means labels) and the
-    joint posteriors; then, while there are fewer classes than K, the largest class
-    whose particles still vary above noise (:func:`leaf_region`) is split in two the
-    same way (several states in one region). -> (posteriors (N, k), the splits'
-    histories one after the other, the noise sigma2 of the region splits)."""
+    region of ``setup.discovery`` (started from its two-class k-means labels); then,
+    while K can hold another region, the discovery's further candidates (below the
+    variance test's threshold) in turn, each split only when ``test``
+    (:mod:`tomohet.methods.region_test`, held out) finds it real at ``alpha`` divided
+    over the candidates; the joint posteriors; then, while there are fewer classes than
+    K, the largest class whose particles still vary above noise (:func:`leaf_region`)
+    is split in two the same way (several states in one region). -> (posteriors (N, k),
+    the splits' histories one after the other, the noise sigma2 of the region splits).
+    The candidates' test results are appended to ``setup.discovery.region_tests``."""
     found, plain = setup.discovery, setup.plain
     assert found is not None
     everyone = np.arange(len(plain.index))
@@ -226,6 +254,25 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
         posts.append(post_r)
         history += [dict(h, iteration=len(history) + j + 1, region=i, stage="region split",
                          region_fraction_of_box=float(mask.mean()))
+                    for j, h in enumerate(hist)]
+    level = alpha / max(len(found.candidates), 1)  # Bonferroni over the candidates
+    for c, (mask, fold_labels, init) in enumerate(found.candidates):
+        if test is None or 2 ** (len(posts) + 1) > k:
+            break
+        result = test(mask, fold_labels)
+        found.region_tests.append({"candidate": c, **result.summary(),
+                                   "accepted": result.p <= level})
+        if result.p > level:
+            continue
+        post_r, hist, sigma2 = split(everyone, mask, init)
+        same = _redundant(post_r, posts)
+        if same is not None:  # the split repeats a region's (its signal leaked in)
+            found.region_tests[-1].update(accepted=False, repeats_region=same)
+            continue
+        posts.append(post_r)
+        history += [dict(h, iteration=len(history) + j + 1, region=len(posts) - 1,
+                         stage="region split", region_fraction_of_box=float(mask.mean()),
+                         held_out_z=round(result.z, 2))
                     for j, h in enumerate(hist)]
     post, n_used = _drop_empty(combine_posteriors(posts, k), 2 ** len(posts), min_fraction)
     tested: set[int] = set()

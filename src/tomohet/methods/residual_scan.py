@@ -43,11 +43,31 @@ from tomohet.physics.projection import Backprojector
 from tomohet.physics.reconstruction import backproject
 
 __all__ = ["ResidualScan", "GRAM_MAX", "kmeans_labels", "crop_to_small", "residual_batches",
+           "small_box_for", "upsample_mask",
            "residual_maps"]
 
 # masked voxels up to which the partition forms the m x m covariance (134 MB in float64
 # at 4096: the whole 16^3 grid of a box-32 set); beyond, subspace iteration
 GRAM_MAX = 4096
+
+
+def small_box_for(box: int, pixel_size_A: float, resolution_A: float) -> int:
+    """Even grid size whose Nyquist is ``resolution_A`` for a ``box`` at ``pixel_size_A``
+    (at least 8, at most ``box``)."""
+    d = int(round(2 * box * pixel_size_A / resolution_A / 2)) * 2
+    return int(min(max(d, 8), box - box % 2))
+
+
+def upsample_mask(mask: torch.Tensor, box: int) -> torch.Tensor:
+    """A small-grid mask (d, d, d) on the full box (D, D, D) by Fourier zero-padding
+    (centre d // 2 -> D // 2), clipped to [0, 1]."""
+    d = mask.shape[-1]
+    ft = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(mask.double())))
+    big = torch.zeros((box, box, box), dtype=ft.dtype)
+    lo = box // 2 - d // 2
+    big[lo : lo + d, lo : lo + d, lo : lo + d] = ft
+    vol = torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(big))).real * (box / d) ** 3
+    return vol.clamp(0, 1).float()
 
 
 def crop_to_small(grid: torch.Tensor, small: int) -> torch.Tensor:
@@ -165,32 +185,41 @@ class ResidualScan:
         """The calibrated test on all N maps (every rank gets the same)."""
         return self.stats.detection(alpha, radius)
 
-    def _masked(self, scale: float, sel: torch.Tensor | None, wts: torch.Tensor | None
-                ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    def _masked(self, scale: float, sel: torch.Tensor | None, wts: torch.Tensor | None,
+                fit: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """This rank's rows, low-passed at ``scale``, voxels ``sel`` times ``wts``
-        (all voxels when None): (rows, (b, m) float64)."""
+        (all voxels when None): (rows, (b, m) float64); ``fit`` (N,) bool: only those
+        rows."""
         for rows in self.blocks:
+            if fit is not None:
+                rows = rows[fit[rows]]
+                if len(rows) == 0:
+                    continue
             maps = torch.from_numpy(self.store.read(rows))
             x = gaussian_lowpass(maps, scale).reshape(len(rows), -1).double()
             yield rows, (x if sel is None or wts is None else x[:, sel] * wts)
 
-    def _mean(self, scale: float, sel: torch.Tensor | None, wts: torch.Tensor | None
-              ) -> torch.Tensor:
-        full = self.stats.mean(scale)
+    def _mean(self, scale: float, sel: torch.Tensor | None, wts: torch.Tensor | None,
+              fit: np.ndarray | None = None) -> torch.Tensor:
+        full = self.stats.mean(scale) if fit is None else None
         if full is not None:
             return full if sel is None or wts is None else full[sel] * wts
         total: torch.Tensor | None = None
-        for _, x in self._masked(scale, sel, wts):
+        for _, x in self._masked(scale, sel, wts, fit):
             total = x.sum(0) if total is None else total + x.sum(0)
         m = int(sel.numel()) if sel is not None else self.small**3
         acc = torch.zeros(m, dtype=torch.float64) if total is None else total
         parallel.all_reduce_sum([acc])
-        return acc / max(self.n, 1)
+        n_fit = self.n if fit is None else int(np.count_nonzero(fit))
+        return acc / max(n_fit, 1)
 
-    def features(self, scale: float, mask: torch.Tensor | None, r: int) -> np.ndarray:
+    def features(self, scale: float, mask: torch.Tensor | None, r: int,
+                 fit: np.ndarray | None = None) -> np.ndarray:
         """Scores (N, r) of every particle on the leading ``r`` principal components of
         the maps low-passed at ``scale``, inside ``mask`` (d, d, d) (voxels with weight
-        > 0.05, multiplied by it) or everywhere (None); the same on every rank."""
+        > 0.05, multiplied by it) or everywhere (None); the same on every rank.
+        ``fit`` (N,) bool: the mean and components from those rows only (a held-out
+        test must not choose its direction on the rows it is tested on)."""
         if mask is None:
             sel = wts = None
             m = self.small**3
@@ -199,11 +228,11 @@ class ResidualScan:
             sel = torch.nonzero(w > 0.05).reshape(-1)
             wts = w[sel]
             m = int(sel.numel())
-        mean = self._mean(scale, sel, wts)
+        mean = self._mean(scale, sel, wts, fit)
 
         def apply(q: torch.Tensor) -> torch.Tensor:  # C q, C the covariance (times N)
             out = torch.zeros((m, q.shape[1]), dtype=torch.float64)
-            for _, x in self._masked(scale, sel, wts):
+            for _, x in self._masked(scale, sel, wts, fit):
                 xc = x - mean
                 out += xc.T @ (xc @ q)
             parallel.all_reduce_sum([out])
@@ -211,7 +240,7 @@ class ResidualScan:
 
         if m <= GRAM_MAX:
             gram = torch.zeros((m, m), dtype=torch.float64)
-            for _, x in self._masked(scale, sel, wts):
+            for _, x in self._masked(scale, sel, wts, fit):
                 xc = x - mean
                 gram += xc.T @ xc
             parallel.all_reduce_sum([gram])
@@ -228,10 +257,18 @@ class ResidualScan:
         return feats.numpy()
 
     def labels(self, scale: float, mask: torch.Tensor | None, k: int, order: np.ndarray,
-               seed: int = 0) -> np.ndarray:
+               seed: int = 0, fit: np.ndarray | None = None) -> np.ndarray:
         """:func:`~tomohet.methods.discovery.component_labels` of the maps low-passed at
         ``scale`` inside ``mask``, from the store. -> (N,) int64, the same on every
-        rank."""
+        rank. ``fit`` (N,) bool: components and k-means from those rows only (the
+        others get -1)."""
         m = self.small**3 if mask is None else int((mask.reshape(-1) > 0.05).sum())
         r = max(1, min(k - 1, m, self.n - 1))
-        return kmeans_labels(self.features(scale, mask, r), k, order, seed)
+        feats = self.features(scale, mask, r, fit)
+        if fit is None:
+            return kmeans_labels(feats, k, order, seed)
+        rows = np.nonzero(fit)[0]
+        out = np.full(self.n, -1, dtype=np.int64)
+        sub_order = np.argsort(np.argsort(order)[rows], kind="stable")
+        out[rows] = kmeans_labels(feats[rows], k, sub_order, seed)
+        return out

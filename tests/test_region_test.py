@@ -1,0 +1,90 @@
+"""Issue 12: the held-out test of a further region (methods/region_test)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from tomohet.methods.region_test import gain_z, heldout_test, sub_halves
+
+
+def test_gain_z_is_the_one_sided_normal_test_of_the_mean():
+    g = np.random.default_rng(0).normal(0.1, 1.0, 400)
+    z, p = gain_z(g)
+    t = stats.ttest_1samp(g, 0.0).statistic  # the same statistic, computed by scipy
+    assert z == pytest.approx(t, rel=1e-10)
+    assert p == pytest.approx(stats.norm.sf(t), rel=1e-9)
+    assert gain_z(np.zeros(10)) == (0.0, 1.0) and gain_z(np.ones(1)) == (0.0, 1.0)
+
+
+def _gaussian_models(x: np.ndarray, seen: list[set[int]]):
+    """A 1-D two-class Gaussian mixture against one Gaussian, unit variance: fits record
+    the particles they saw."""
+    def fit2(train, labels):
+        seen.append(set(train.tolist()))
+        return [x[train][labels == c].mean() if (labels == c).any() else 0.0
+                for c in (0, 1)], np.bincount(labels, minlength=2) / len(labels)
+
+    def fit1(train):
+        seen.append(set(train.tolist()))
+        return x[train].mean()
+
+    def evaluate(test, two, one):
+        means, pri = two
+        mix = sum(p * stats.norm.pdf(x[test], m) for m, p in zip(means, pri, strict=True))
+        return np.log(mix) - stats.norm.logpdf(x[test], one)
+
+    return fit2, fit1, evaluate
+
+
+def _labels_per_half(x, halves):
+    """k-means in 1-D, within each half only: the sign about the half's median."""
+    out = np.zeros(len(x), dtype=np.int64)
+    for f in (0, 1):
+        sel = halves == f
+        out[sel] = (x[sel] > np.median(x[sel])).astype(np.int64)
+    return out
+
+
+@pytest.mark.parametrize("delta, significant", [(3.0, True), (0.0, False)])
+def test_heldout_test_finds_a_real_split_and_not_noise(delta, significant):
+    """Two states 3 sd apart: the held-out gain is clearly positive. One state: the
+    split fitted on one half predicts the other half no better (z small), and each
+    particle is scored by models fitted on the other half only."""
+    rng = np.random.default_rng(1)
+    n = 400
+    state = rng.integers(0, 2, n)
+    x = rng.normal(delta * state, 1.0)
+    halves = np.arange(n) % 2
+    seen: list[set[int]] = []
+    result = heldout_test(halves, _labels_per_half(x, halves), *_gaussian_models(x, seen))
+    assert (result.p < 0.001) is significant, result
+    for fold, members in zip((0, 0, 1, 1), seen, strict=True):
+        assert members == set(np.nonzero(halves == fold)[0].tolist())
+
+
+def test_heldout_test_false_positive_rate_under_the_null():
+    """Data with no heterogeneity: the test rejects at most about alpha of the time
+    (it is conservative: the mean held-out gain of an over-fitted split is negative)."""
+    rejections = 0
+    for seed in range(60):
+        rng = np.random.default_rng(100 + seed)
+        x = rng.normal(0.0, 1.0, 200)
+        halves = rng.permutation(np.arange(200) % 2)
+        res = heldout_test(halves, _labels_per_half(x, halves), *_gaussian_models(x, []))
+        rejections += res.p < 0.05
+    assert rejections <= 6
+
+
+def test_sub_halves_are_balanced_and_follow_names_not_rows():
+    names = [f"p{i}" for i in range(31)]
+    tomos = ["t1"] * 31
+    members = np.arange(3, 28)
+    sub = sub_halves(names, tomos, members, seed=2)
+    assert abs(int(sub.sum()) - (len(members) - int(sub.sum()))) <= 1
+    perm = np.random.default_rng(0).permutation(31)
+    inv = np.argsort(perm)
+    shuffled = sub_halves([names[i] for i in perm], [tomos[i] for i in perm],
+                          inv[members], seed=2)
+    np.testing.assert_array_equal(shuffled, sub)
