@@ -127,7 +127,8 @@ def test_region_posteriors_combine_hard_climbs_bit_by_bit():
     n = 12
     bits = [np.arange(n) % 2, (np.arange(n) // 2) % 2]
     masks = [torch.full((4, 4, 4), float(i)) for i in (1, 2)]
-    found = SimpleNamespace(regions=masks, region_labels=[b.copy() for b in bits])
+    found = SimpleNamespace(regions=masks, region_labels=[b.copy() for b in bits],
+                            candidates=[], region_tests=[])
     setup = SimpleNamespace(discovery=found, plain=SimpleNamespace(index=np.arange(n)))
     seen = []
 

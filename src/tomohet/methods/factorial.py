@@ -260,14 +260,17 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
         if test is None or 2 ** (len(posts) + 1) > k:
             break
         result = test(mask, fold_labels)
-        found.region_tests.append({"candidate": c, **result.summary(),
-                                   "accepted": result.p <= level})
+        record = next((t for t in found.region_tests if t["candidate"] == c), None)
+        if record is None:  # once per candidate (shc runs this once per seed)
+            record = {"candidate": c, **result.summary()}
+            found.region_tests.append(record)
+        record["accepted"] = result.p <= level
         if result.p > level:
             continue
         post_r, hist, sigma2 = split(everyone, mask, init)
         same = _redundant(post_r, posts)
         if same is not None:  # the split repeats a region's (its signal leaked in)
-            found.region_tests[-1].update(accepted=False, repeats_region=same)
+            record.update(accepted=False, repeats_region=same)
             continue
         posts.append(post_r)
         history += [dict(h, iteration=len(history) + j + 1, region=len(posts) - 1,

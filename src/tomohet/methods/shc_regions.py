@@ -44,6 +44,8 @@ import torch
 
 from tomohet.methods.em import EMEngine
 from tomohet.methods.factorial import region_posteriors
+from tomohet.methods.ml import ML2D
+from tomohet.methods.region_test import RegionTest, em_region_test
 
 if TYPE_CHECKING:
     from tomohet.methods.discovery import Setup
@@ -100,6 +102,17 @@ def climb_regions(shc: Any, setup: Setup, halves: np.ndarray, band_fn: Callable,
     # the noise of the consensus residuals, for the residual maps of the class splits
     sigma2 = plain.noise_pass(setup.consensus[None], np.zeros(n, dtype=np.int64)).sigma2
     runs, histories = [], []
+    tested: dict[int, RegionTest] = {}
+
+    def test(mask: torch.Tensor, fold_labels: np.ndarray) -> RegionTest:
+        # the held-out test of a further region: focused EM (the climb has no evidence),
+        # once per candidate for all seeds
+        if id(mask) not in tested:
+            em = ML2D(random_state=seeds[0])  # its engines take the climb's settings
+            tested[id(mask)] = em_region_test(em, setup, plain.particles, mask,
+                                              fold_labels, halves, seeds[0])
+        return tested[id(mask)]
+
     for seed in seeds:
         def split(members: np.ndarray, mask: torch.Tensor, init: np.ndarray,
                   seed: int = seed):
@@ -107,7 +120,7 @@ def climb_regions(shc: Any, setup: Setup, halves: np.ndarray, band_fn: Callable,
                                 init)
 
         post, history, _ = region_posteriors(setup, split, shc.n_classes, halves,
-                                             MIN_CLASS_FRACTION, seeds[0])
+                                             MIN_CLASS_FRACTION, seeds[0], test)
         runs.append(post.argmax(1))
         histories.append(history)
     return np.stack(runs), histories
