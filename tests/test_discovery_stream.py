@@ -20,11 +20,11 @@ from tomohet.methods.detection import (
     _blockwise_variances,
     _cube_root,
     _null_maxima,
-    _shell_index,
     detect,
     gaussian_lowpass,
     robust_z,
     shell_floor,
+    shell_index,
     split_matrix,
 )
 from tomohet.methods.discovery import component_labels
@@ -37,7 +37,7 @@ def _reference_detect(maps, splits, scales=SCALES, alpha=0.01, radius=None):
     """The in-memory test as it was before streaming: each scale's low-passed maps
     whole, variances by voxel blocks (torch's two-pass variance)."""
     n, d = maps.shape[0], maps.shape[-1]
-    inside = _shell_index(d) <= (d / 2 - 1 if radius is None else radius)
+    inside = shell_index(d) <= (d / 2 - 1 if radius is None else radius)
     w = torch.as_tensor(splits, dtype=torch.float64)
     null = np.full(w.shape[0], -np.inf)
     zs = []

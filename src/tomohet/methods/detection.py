@@ -34,14 +34,15 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["SCALES", "Detection", "gaussian_lowpass", "shell_floor", "robust_z",
+__all__ = ["SCALES", "Detection", "gaussian_lowpass", "shell_floor", "robust_z", "shell_index",
            "split_matrix", "detect", "VarianceStats", "candidate_regions",
            "n_regions_for", "support_radius"]
 
 SCALES = (0.0, 0.75, 1.5)
 
 
-def _shell_index(small: int) -> torch.Tensor:
+def shell_index(small: int) -> torch.Tensor:
+    """(d, d, d) rounded radius of each voxel of a small grid about its centre d // 2."""
     c = torch.arange(small, dtype=torch.float32) - small // 2
     z, y, x = torch.meshgrid(c, c, c, indexing="ij")
     return torch.round(torch.sqrt(x**2 + y**2 + z**2)).long()
@@ -83,7 +84,7 @@ def support_radius(volume: torch.Tensor, small: int, fraction: float = 0.1,
     lab, n = ndimage.label((low > fraction * top).numpy())
     sizes = ndimage.sum(np.ones(lab.shape), lab, index=np.arange(1, n + 1))
     blob = lab == int(np.argmax(sizes)) + 1
-    r = float(_shell_index(small).numpy()[blob].max())
+    r = float(shell_index(small).numpy()[blob].max())
     return float(min(r + margin, d_max))
 
 
@@ -105,7 +106,7 @@ def shell_floor(var: torch.Tensor, inside: torch.Tensor, median_only: bool = Fal
     """The noise floor of a variance map: the median of the voxels inside at the same
     (rounded) radius, per voxel (1 outside ``inside``; ``median_only``: the shell medians
     of any field, 0 outside, not clamped)."""
-    shell = _shell_index(var.shape[-1])
+    shell = shell_index(var.shape[-1])
     floor = torch.zeros_like(var) if median_only else torch.ones_like(var)
     for s in torch.unique(shell[inside]).tolist():
         sel = (shell == s) & inside
@@ -183,7 +184,7 @@ def _null_maxima(fields: torch.Tensor, inside: torch.Tensor) -> np.ndarray:
     """Max over voxels inside of each field (B, V), centred per shell (as the observed
     ratio is, by its floor) and in units of its robust spread: the batched
     ``robust_z(f - shell medians of f)``. -> (B,)."""
-    shell = _shell_index(inside.shape[-1]).reshape(-1)
+    shell = shell_index(inside.shape[-1]).reshape(-1)
     ins = inside.reshape(-1)
     f = fields[:, ins]
     sh = shell[ins]
@@ -277,7 +278,7 @@ class VarianceStats:
     def detection(self, alpha: float = 0.01, radius: float | None = None) -> Detection:
         """The calibrated test (:func:`detect`) from the statistics added so far."""
         d = self.d
-        inside = _shell_index(d) <= (d / 2 - 1 if radius is None else radius)
+        inside = shell_index(d) <= (d / 2 - 1 if radius is None else radius)
         null = np.full(self.splits.shape[0], -np.inf)
         zs, var0 = [], None
         for i in range(len(self.scales)):

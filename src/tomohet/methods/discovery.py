@@ -48,9 +48,9 @@ from tomohet.data.keys import particle_keys
 from tomohet.methods.detection import (
     SCALES,
     Detection,
-    _shell_index,
     candidate_regions,
     n_regions_for,
+    shell_index,
     split_matrix,
     support_radius,
 )
@@ -85,7 +85,7 @@ def variance_map(maps: torch.Tensor, radius: float | None = None
     """
     var = maps.double().var(0, unbiased=True).float()
     d = var.shape[-1]
-    shell = _shell_index(d)
+    shell = shell_index(d)
     inside = shell <= (d / 2 - 1 if radius is None else radius)
     ratio = torch.zeros_like(var)
     for s in torch.unique(shell[inside]).tolist():
