@@ -51,7 +51,7 @@ from tomohet.methods.discovery import (
 )
 from tomohet.methods.em import EMEngine, EMState
 from tomohet.methods.em_steps import batch_order
-from tomohet.methods.region_test import RegionTest, em_region_test
+from tomohet.methods.region_test import RegionTest, em_region_test, focused_fit
 
 if TYPE_CHECKING:
     from tomohet.methods.discovery import Setup
@@ -138,17 +138,8 @@ def _split(binary: Any, setup: Setup, particles, members: np.ndarray, halves: np
     """Two-class focused EM of the particles at positions ``members`` (into
     ``setup.plain.index``) inside ``mask``, the whole consensus subtracted, from
     ``init``. -> (posteriors (len(members), 2), EM history, noise sigma2)."""
-    plain = setup.plain
-    assert setup.consensus is not None and setup.discovery is not None
-    engine = EMEngine(plain.particles, dataclasses.replace(plain.cfg, n_classes=2),
-                      plain.index[members], plain.reference_mask, mask.to(plain.device),
-                      setup.consensus.to(plain.device), progress=plain.progress,
-                      subtract_all=True)
-    binary.discovery_ = dataclasses.replace(setup.discovery, focus=mask, labels=init)
-    binary.setup_ = dataclasses.replace(setup, engine=engine, from_components=True,
-                                        focus=mask)
-    state = binary._initialise(engine, particles, members, halves[members], 0)
-    state = binary._iterate(engine, state, halves[members], binary.n_iter, None)
+    state = focused_fit(binary, setup, particles, members, mask, init, halves[members],
+                        setup.plain.progress)
     return state.posteriors, state.history, state.sigma2
 
 

@@ -49,7 +49,8 @@ from tomohet.methods.em import EMEngine, EMState
 if TYPE_CHECKING:
     from tomohet.methods.discovery import Setup
 
-__all__ = ["RegionTest", "heldout_test", "sub_halves", "em_region_test"]
+__all__ = ["RegionTest", "heldout_test", "sub_halves", "em_region_test",
+           "focused_engine", "focused_fit", "gain_z"]
 
 
 @dataclasses.dataclass
@@ -114,34 +115,47 @@ def sub_halves(names, tomo_names, members: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
+def focused_engine(setup: Setup, members: np.ndarray, mask: torch.Tensor, k: int,
+                   progress: Callable[[int], None] | None = None) -> EMEngine:
+    """A K-class EM engine on the particles at positions ``members`` (into
+    ``setup.plain.index``), focused on ``mask`` (D, D, D) with the whole consensus
+    subtracted: its class maps are differences from the consensus."""
+    plain, consensus = setup.plain, setup.consensus
+    assert consensus is not None
+    return EMEngine(plain.particles, dataclasses.replace(plain.cfg, n_classes=k),
+                    plain.index[members], plain.reference_mask, mask.to(plain.device),
+                    consensus.to(plain.device), progress=progress, subtract_all=True)
+
+
+def focused_fit(model: Any, setup: Setup, particles: Any, members: np.ndarray,
+                mask: torch.Tensor, labels: np.ndarray, halves: np.ndarray,
+                progress: Callable[[int], None] | None = None) -> EMState:
+    """``model`` (an ML classifier with ``n_classes`` K) fitted by
+    :func:`focused_engine` EM from ``labels`` (len(members),), not annealed, with
+    ``halves`` (len(members),) for its half maps: the region splits of
+    :mod:`tomohet.methods.factorial` and the fits of the held-out test."""
+    assert setup.discovery is not None
+    engine = focused_engine(setup, members, mask, model.n_classes, progress)
+    model.discovery_ = dataclasses.replace(setup.discovery, focus=mask, labels=labels)
+    model.setup_ = dataclasses.replace(setup, engine=engine, from_components=True,
+                                       focus=mask)
+    state = model._initialise(engine, particles, members, halves, 0)
+    return model._iterate(engine, state, halves, model.n_iter, None)
+
+
 def em_region_test(clf: Any, setup: Setup, particles: Any, mask: torch.Tensor,
                    fold_labels: np.ndarray, halves: np.ndarray, seed: int) -> RegionTest:
-    """:func:`heldout_test` with focused EM inside ``mask`` (D, D, D), the whole
-    consensus subtracted (as the region splits of :mod:`tomohet.methods.factorial`):
-    ``clf`` an ML classifier whose class (``clf.__class__``) and parameters make the
-    two-class and one-class models (started from ``fold_labels``, not annealed)."""
-    plain, consensus, discovery = setup.plain, setup.consensus, setup.discovery
-    assert consensus is not None and discovery is not None
+    """:func:`heldout_test` with :func:`focused_fit` inside ``mask`` (D, D, D):
+    ``clf`` an ML classifier whose class and parameters make the two-class and
+    one-class models (started from ``fold_labels``, not annealed)."""
+    plain = setup.plain
     params = {**clf.get_params(), "focus_mask": None, "checkpoint_dir": None,
               "progress": False, "n_restarts": 1}
 
-    def engine(members: np.ndarray, k: int) -> EMEngine:
-        return EMEngine(plain.particles, dataclasses.replace(plain.cfg, n_classes=k),
-                        plain.index[members], plain.reference_mask,
-                        mask.to(plain.device), consensus.to(plain.device),
-                        subtract_all=True)
-
     def fit(members: np.ndarray, labels: np.ndarray) -> EMState:
-        k = int(labels.max()) + 1
-        model = clf.__class__(**{**params, "n_classes": k})
-        eng = engine(members, k)
-        found = dataclasses.replace(discovery, focus=mask, labels=labels)
-        model.discovery_ = found
-        model.setup_ = dataclasses.replace(setup, engine=eng, discovery=found,
-                                           from_components=True, focus=mask)
+        model = clf.__class__(**{**params, "n_classes": int(labels.max()) + 1})
         sub = sub_halves(plain.names, plain.tomo_names, members, seed)
-        state = model._initialise(eng, particles, members, sub, 0)
-        return model._iterate(eng, state, sub, model.n_iter, None)
+        return focused_fit(model, setup, particles, members, mask, labels, sub)
 
     def fit2(members: np.ndarray, labels: np.ndarray) -> EMState:
         return fit(members, (np.asarray(labels) > 0).astype(np.int64))
@@ -158,7 +172,8 @@ def em_region_test(clf: Any, setup: Setup, particles: Any, mask: torch.Tensor,
                                          ).float(),
                         sigma2=two.sigma2, posteriors=np.zeros((len(members), 3)),
                         fsc=[*two.fsc, one.fsc[0]])
-        _, _, post, _ = engine(members, 3).em_pass(state, np.zeros(len(members), np.int64))
+        engine = focused_engine(setup, members, mask, 3)
+        _, _, post, _ = engine.em_pass(state, np.zeros(len(members), np.int64))
         p_one = np.clip(post[:, 2], 1e-300, 1.0)
         return np.log(np.clip(1.0 - p_one, 1e-300, 1.0)) - np.log(p_one)
 
