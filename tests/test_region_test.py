@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -88,3 +90,55 @@ def test_sub_halves_are_balanced_and_follow_names_not_rows():
     shuffled = sub_halves([names[i] for i in perm], [tomos[i] for i in perm],
                           inv[members], seed=2)
     np.testing.assert_array_equal(shuffled, sub)
+
+
+def _em_test_on_two_components(out: Path | None = None) -> np.ndarray:
+    """The held-out test of region 0 of a small two-component set by focused EM
+    (:func:`em_region_test`), as ml2d runs it. -> (gains (N,), z) stacked; saved to
+    ``out / "gain.npy"`` by the main rank when ``out`` is given."""
+    import torch
+    from synthetic import blob_volume, complex_points, make_tilt_set
+
+    from tomohet import parallel
+    from tomohet.data.keys import half_sets
+    from tomohet.methods.discovery import discover_with
+    from tomohet.methods.em import EMEngine
+    from tomohet.methods.ml import ML2D
+    from tomohet.methods.region_test import em_region_test
+
+    base = complex_points()
+    vols = torch.stack([blob_volume(24, base + extra) for extra in
+                        ([], [(8.0, 1.0, -1.0)], [(-8.0, -1.0, 1.0)],
+                         [(8.0, 1.0, -1.0), (-8.0, -1.0, 1.0)])])
+    particles, _, _ = make_tilt_set(n=96, box=24, n_tilts=9, snr=0.5, seed=3,
+                                    volumes=vols, labels=np.arange(96) % 4)
+    clf = ML2D(n_classes=4, n_iter=4, random_state=0, progress=False, batch_size=16)
+    cpu = torch.device("cpu")
+    ref_mask, _ = clf._masks(particles, cpu)
+    keep = np.arange(96)
+    halves = half_sets(particles.names, particles.tomo_names, 0, particles.table)
+    plain = EMEngine(particles, clf._config(cpu), keep, ref_mask)
+    setup = discover_with(plain, 4, "auto", "components", halves, 0)
+    assert setup.discovery is not None and setup.discovery.regions
+    found = setup.discovery
+    result = em_region_test(clf, setup, particles, found.regions[0], found.region_labels[0],
+                            halves, 0)
+    gain = np.append(result.gain, result.z)
+    if out is not None and parallel.is_main():
+        np.save(out / "gain.npy", gain)
+    return gain
+
+
+def test_em_region_test_on_two_ranks_equals_one_rank(tmp_path):
+    """The test's focused fits and evaluation passes are sharded EM passes: 2 gloo ranks
+    give each particle the same held-out gain (and z) as 1 rank, and a real component
+    (region 0 of a two-component set) is accepted."""
+    from ranks import as_rank
+
+    from tomohet import parallel
+
+    one = _em_test_on_two_components()
+    assert one[-1] > 3.0  # a real component: z well past the 1% point
+    parallel.spawn(as_rank, 2, (_em_test_on_two_components, tmp_path), timeout_s=300)
+    two = np.load(tmp_path / "gain.npy")
+    np.testing.assert_allclose(two, one, rtol=1e-3, atol=1e-3)

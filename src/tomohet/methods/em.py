@@ -46,7 +46,11 @@ from tomohet.physics.fourier import (
 )
 from tomohet.physics.fsc import resolution_at
 from tomohet.physics.projection import Backprojector, VolumeProjector
-from tomohet.physics.reconstruction import backproject, gold_standard_maps
+from tomohet.physics.reconstruction import (
+    backproject,
+    gold_standard_maps,
+    shrink_class_differences,
+)
 
 __all__ = ["EMConfig", "EMState", "EMEngine", "tempered_posteriors", "batch_order",
            "particles_fingerprint"]
@@ -77,6 +81,10 @@ class EMConfig:
     # MB of compacted batches (pixels, data, trilinear plan) kept across passes
     # (tomohet.methods.em_cache; compact path only); 0 = rebuild every pass
     cache_geometry_mb: float = 0.0
+    # focused runs: the class maps' differences from their mean are Wiener-filtered by
+    # the FSC of those differences, not by each class's own FSC (issue 12;
+    # tomohet.physics.reconstruction.shrink_class_differences)
+    difference_wiener: bool = True
 
 
 class EMEngine:
@@ -369,11 +377,20 @@ class EMEngine:
                                                         list[float]]:
         """Class volumes, per-class half-map FSC and resolution from 2K half-set sums
         (:func:`tomohet.physics.reconstruction.gold_standard_maps`; an empty class gives a
-        zero map and a zero FSC). The half maps are kept in ``last_half_maps``."""
+        zero map and a zero FSC). The half maps are kept in ``last_half_maps``. A
+        focused run (``focus_mask``) with ``difference_wiener`` filters the classes'
+        differences by their own FSC
+        (:func:`~tomohet.physics.reconstruction.shrink_class_differences`)."""
         gs = gold_standard_maps(bp, self.cfg.tau_fudge, fsc_mask=self.focus_mask)
         self.last_half_maps = gs.half_maps.cpu()
         curves = gs.fsc.cpu()
-        vols = torch.stack([self._limit(v) for v in gs.maps])
+        maps = gs.maps
+        k = maps.shape[0]
+        if self.focus_mask is not None and self.cfg.difference_wiener and k > 1:
+            weight = bp.weight.reshape(k, -1).sum(1)  # both halves of each class
+            maps, _ = shrink_class_differences(maps, gs.half_maps, weight,
+                                               self.cfg.tau_fudge, self.focus_mask)
+        vols = torch.stack([self._limit(v) for v in maps])
         res = [resolution_at(c, self.px, 0.143) for c in curves]
         return vols.cpu(), curves.tolist(), res
 
