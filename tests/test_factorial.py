@@ -199,7 +199,7 @@ def test_further_candidates_split_only_when_the_held_out_test_accepts():
     def test(mask, fold_labels):
         key = int(mask.flatten()[0])
         calls.append(key)
-        return RegionTest(np.zeros(n), 0.0, {2: 0.008, 3: 1e-6}.get(key, 0.5))
+        return RegionTest(np.full(n, 0.5), 0.0, {2: 0.008, 3: 1e-6}.get(key, 0.5))
 
     post, history, _ = region_posteriors(setup, split, 4, np.arange(n) % 2, 0.02, 0, test)
     assert calls == [2, 3]  # 0.008 > 0.01 / 3: rejected; the second accepted
@@ -225,7 +225,7 @@ def test_a_candidate_that_repeats_a_region_is_not_kept(monkeypatch):
         return np.eye(2)[first[members]], [{"log_likelihood": 0.0}], torch.ones(3)
 
     def test(mask, fold_labels):
-        return RegionTest(np.zeros(n), 9.0, 1e-9)
+        return RegionTest(np.full(n, 0.5), 9.0, 1e-9)
 
     post, history, _ = region_posteriors(setup, split, 4, np.arange(n) % 2, 0.02, 0, test)
     assert setup.discovery.region_tests[0]["repeats_region"] == 0

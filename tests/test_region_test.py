@@ -142,3 +142,22 @@ def test_em_region_test_on_two_ranks_equals_one_rank(tmp_path):
     parallel.spawn(as_rank, 2, (_em_test_on_two_components, tmp_path), timeout_s=300)
     two = np.load(tmp_path / "gain.npy")
     np.testing.assert_allclose(two, one, rtol=1e-3, atol=1e-3)
+
+
+def test_a_split_that_shrank_to_one_map_is_not_accepted_however_consistent():
+    """Gains of ~0 nats on every particle (the two-class maps shrunk to one) can have a
+    large z from rounding alone; without a summed gain of log(100) nats the test does not
+    accept. A real component (0.2 nats a particle) is accepted at the same z."""
+    from tomohet.methods.region_test import MIN_TOTAL_GAIN_NATS, RegionTest
+
+    rng = np.random.default_rng(4)
+    tiny = 1e-5 + 1e-5 * rng.standard_normal(300)
+    z, p = gain_z(tiny)
+    assert p < 1e-6  # the z-test alone would accept
+    assert not RegionTest(tiny, z, p).accepts(0.01)
+    real = 0.2 + 0.2 * rng.standard_normal(300)
+    zr, pr = gain_z(real)
+    assert RegionTest(real, zr, pr).accepts(0.01)
+    assert float(real.sum()) > MIN_TOTAL_GAIN_NATS > float(tiny.sum())
+    summary = RegionTest(real, zr, pr).summary()
+    assert summary["total_gain_nats"] == pytest.approx(real.sum(), abs=0.01)

@@ -255,8 +255,8 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
         if record is None:  # once per candidate (shc runs this once per seed)
             record = {"candidate": c, **result.summary()}
             found.region_tests.append(record)
-        record["accepted"] = result.p <= level
-        if result.p > level:
+        record["accepted"] = result.accepts(level)
+        if not record["accepted"]:
             continue
         post_r, hist, sigma2 = split(everyone, mask, init)
         same = _redundant(post_r, posts)
