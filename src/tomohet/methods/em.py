@@ -81,9 +81,7 @@ class EMConfig:
     # MB of compacted batches (pixels, data, trilinear plan) kept across passes
     # (tomohet.methods.em_cache; compact path only); 0 = rebuild every pass
     cache_geometry_mb: float = 0.0
-    # focused runs: the class maps' differences from their mean are Wiener-filtered by
-    # the FSC of those differences, not by each class's own FSC (issue 12;
-    # tomohet.physics.reconstruction.shrink_class_differences)
+    # focused runs: the classes' differences filtered by their own FSC (issue 12)
     difference_wiener: bool = True
 
 
@@ -377,10 +375,9 @@ class EMEngine:
                                                         list[float]]:
         """Class volumes, per-class half-map FSC and resolution from 2K half-set sums
         (:func:`tomohet.physics.reconstruction.gold_standard_maps`; an empty class gives a
-        zero map and a zero FSC). The half maps are kept in ``last_half_maps``. A
-        focused run (``focus_mask``) with ``difference_wiener`` filters the classes'
-        differences by their own FSC
-        (:func:`~tomohet.physics.reconstruction.shrink_class_differences`)."""
+        zero map and a zero FSC). The half maps are kept in ``last_half_maps``. Focused
+        with ``difference_wiener``, the classes' differences are Wiener-filtered by
+        their own FSC (``shrink_class_differences``)."""
         gs = gold_standard_maps(bp, self.cfg.tau_fudge, fsc_mask=self.focus_mask)
         self.last_half_maps = gs.half_maps.cpu()
         curves = gs.fsc.cpu()
