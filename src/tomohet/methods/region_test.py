@@ -24,7 +24,8 @@ For each gold-standard half ``f``:
 A split that fits only noise predicts held-out particles worse than one map
 (``E g < 0``); a real component predicts them better. The statistic is
 ``z = mean(g) / (sd(g) / sqrt(N))`` over both halves, one-sided ``p = 1 - Phi(z)``
-(conservative: under the null the mean gain is negative). The one-class model, not the
+(conservative: under the null the mean gain is negative, or ~0 when the split shrinks to
+one map, hence also :data:`MIN_TOTAL_GAIN_NATS`). The one-class model, not the
 consensus, is the reference: the consensus is Wiener-filtered and misses density in
 every region, which any fitted map recovers (a region with no heterogeneity gained
 z 10 against the consensus on ``m05-snr0.05``).
