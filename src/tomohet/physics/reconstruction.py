@@ -205,8 +205,6 @@ def gold_standard_maps(bp: Backprojector, tau_fudge: float = 1.0,
     return GoldStandardMaps(half_maps, torch.stack(maps), curves, empty.cpu())
 
 
-
-
 def shrink_class_differences(maps: torch.Tensor, half_maps: torch.Tensor,
                              class_weight: torch.Tensor, tau_fudge: float = 1.0,
                              fsc_mask: torch.Tensor | None = None
@@ -244,7 +242,8 @@ def shrink_class_differences(maps: torch.Tensor, half_maps: torch.Tensor,
     diff_h = halves - mean_h[None]
     m = 1.0 if fsc_mask is None else fsc_mask.to(maps.device, maps.dtype)
     curves[live] = fsc(diff_h[live, 0] * m, diff_h[live, 1] * m).to(maps.dtype)
-    full = (2 * curves / (1 + curves)).clamp(0.0, 0.999)
+    half = curves.clamp(0.0, 0.998)  # a negative FSC (-1 at worst) carries nothing
+    full = 2 * half / (1 + half)
     snr = tau_fudge * full / (1 - full)
     gain = snr / (1 + snr)  # (K, S)
     shell = radial_shell_index(d, 3, device=maps.device).clamp_max(n_sh - 1)
