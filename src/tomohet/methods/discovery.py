@@ -340,7 +340,8 @@ class Setup:
     """How a classifier starts (:func:`discover_with`): ``engine`` to classify with
     (focused or not), ``plain`` the same particles without a focus mask (full maps),
     ``discovery`` (None when not run), ``from_components`` whether the first start is
-    the discovery partition (else random subsets, annealed), ``focus`` the mask used."""
+    the discovery partition (else random subsets, annealed), ``focus`` the mask used,
+    ``consensus`` (D, D, D) and its ``noise`` model (the residual maps')."""
 
     engine: EMEngine
     plain: EMEngine
@@ -348,6 +349,7 @@ class Setup:
     from_components: bool
     focus: torch.Tensor | None
     consensus: torch.Tensor | None = None
+    noise: NoiseModel | None = None  # the consensus model's (the residual maps')
 
 
 def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray,
@@ -377,7 +379,7 @@ def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray,
     n = len(engine.index)
     bp = engine.reconstruct_pass(np.ones((n, 1)), None, halves)
     consensus = engine.volumes_from(bp)[0][0]
-    found, from_components = None, False
+    found, from_components, noise = None, False, None
     if auto or init == "components":
         noise = engine.noise_pass(consensus[None], np.zeros(n, dtype=np.int64))
         found = discover(engine, consensus, noise, k, seed=seed, halves=halves)
@@ -385,8 +387,8 @@ def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray,
     focus = user if user is not None else (found.focus if auto and found is not None
                                            else None)
     if focus is None:
-        return Setup(engine, engine, found, from_components, None, consensus)
+        return Setup(engine, engine, found, from_components, None, consensus, noise)
     focused = EMEngine(engine.particles, engine.cfg, engine.index, engine.reference_mask,
                        focus.to(engine.device), consensus.to(engine.device),
                        progress=engine.progress)
-    return Setup(focused, engine, found, from_components, focus, consensus)
+    return Setup(focused, engine, found, from_components, focus, consensus, noise)

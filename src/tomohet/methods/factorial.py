@@ -51,6 +51,7 @@ from tomohet.methods.discovery import (
 )
 from tomohet.methods.em import EMEngine, EMState
 from tomohet.methods.em_steps import batch_order
+from tomohet.methods.region_refine import refine_region
 from tomohet.methods.region_test import RegionTest, em_region_test, focused_fit
 
 if TYPE_CHECKING:
@@ -143,6 +144,29 @@ def _split(binary: Any, setup: Setup, particles, members: np.ndarray, halves: np
     return state.posteriors, state.history, state.sigma2
 
 
+def _refined_split(setup: Setup, split: Split, mask: torch.Tensor, init: np.ndarray,
+                   redraw: Redraw | None, exclude: list[torch.Tensor]
+                   ) -> tuple[np.ndarray, list[dict[str, Any]], torch.Tensor, torch.Tensor]:
+    """A region's two-class split of every particle, then (with ``redraw``) its mask
+    redrawn from that split, kept out of the ``exclude`` masks, and the split again
+    from its own labels inside the new mask.
+    -> (posteriors (N, 2), history: the final split's entries with ``stage`` "region
+    split" (``redrawn`` when the mask was), the first split's "region search" when the
+    mask was redrawn, each with the fraction of the box its mask covers; noise sigma2,
+    the final mask (D, D, D))."""
+    everyone = np.arange(len(setup.plain.index))
+    post, hist, sigma2 = split(everyone, mask, init)
+    new = None if redraw is None else redraw(post, mask, exclude)
+    history = [dict(h, stage="region search" if new is not None else "region split",
+                    region_fraction_of_box=float(mask.mean())) for h in hist]
+    if new is not None:
+        mask = new
+        post, hist, sigma2 = split(everyone, mask, post.argmax(1))
+        history += [dict(h, stage="region split", region_fraction_of_box=float(mask.mean()),
+                         redrawn=True) for h in hist]
+    return post, history, sigma2, mask
+
+
 def _drop_empty(post: np.ndarray, n_combos: int, min_fraction: float
                 ) -> tuple[np.ndarray, int]:
     """Combinations of region states that (almost) no particle takes, such as "neither
@@ -164,6 +188,8 @@ Split = Callable[[np.ndarray, torch.Tensor, np.ndarray],
                  tuple[np.ndarray, list[dict[str, Any]], torch.Tensor]]
 # (full-box mask, (N,) two-class start from each particle's own half) -> held-out test
 Test = Callable[[torch.Tensor, np.ndarray], RegionTest]
+# (a split's posteriors (N, 2), its mask, other regions' masks) -> redrawn mask or None
+Redraw = Callable[[np.ndarray, torch.Tensor, list[torch.Tensor]], torch.Tensor | None]
 
 
 def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray) -> EMState:
@@ -184,11 +210,15 @@ def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray) -> E
     def test(mask: torch.Tensor, fold_labels: np.ndarray) -> RegionTest:
         return em_region_test(clf, setup, particles, mask, fold_labels, halves, clf._seed())
 
+    def redraw(post: np.ndarray, mask: torch.Tensor, exclude: list[torch.Tensor]):
+        return refine_region(setup, post, halves, mask, exclude)
+
     post, history, sigma2 = region_posteriors(setup, split, clf.n_classes, halves,
-                                              clf.min_class_fraction, clf._seed(), test)
+                                              clf.min_class_fraction, clf._seed(), test,
+                                              redraw=redraw)
     # each split's final log evidence (its last history entry)
     last = [h["log_likelihood"] for h, after in zip(history, history[1:] + [{}], strict=True)
-            if _split_of(after) != _split_of(h)]
+            if _split_of(after) != _split_of(h) and h.get("stage") != "region search"]
     noise = plain.new_noise()
     noise.sigma2 = sigma2.to(plain.device)  # estimated on every particle (a region split)
     vols, curves, res = plain.volumes_from(plain.reconstruct_pass(post, noise, halves))
@@ -223,7 +253,7 @@ def _split_of(h: dict[str, Any]) -> tuple[Any, ...]:
 
 def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
                       min_fraction: float, seed: int, test: Test | None = None,
-                      alpha: float = 0.01
+                      alpha: float = 0.01, redraw: Redraw | None = None
                       ) -> tuple[np.ndarray, list[dict[str, Any]], torch.Tensor]:
     """Steps 2-4 with any two-class solver ``split`` (EM, hill climbing): one split per
     region of ``setup.discovery`` (started from its two-class k-means labels); then,
@@ -234,17 +264,20 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
     K, the largest class whose particles still vary above noise (:func:`leaf_region`)
     is split in two the same way (several states in one region). -> (posteriors (N, k),
     the splits' histories one after the other, the noise sigma2 of the region splits).
-    The candidates' test results are appended to ``setup.discovery.region_tests``."""
-    found, plain = setup.discovery, setup.plain
+    The candidates' test results are appended to ``setup.discovery.region_tests``.
+    ``redraw`` (:func:`~tomohet.methods.region_refine.refine_region`): each region's
+    mask is redrawn from its split and the region split again (:func:`_refined_split`)."""
+    found = setup.discovery
     assert found is not None
-    everyone = np.arange(len(plain.index))
     posts: list[np.ndarray] = []
     history: list[dict[str, Any]] = []
+    masks: list[torch.Tensor] = []  # the regions' masks, as redrawn
     for i, (mask, init) in enumerate(zip(found.regions, found.region_labels, strict=True)):
-        post_r, hist, sigma2 = split(everyone, mask, init)
+        post_r, hist, sigma2, mask = _refined_split(setup, split, mask, init, redraw,
+                                                    found.regions[:i] + found.regions[i + 1:])
         posts.append(post_r)
-        history += [dict(h, iteration=len(history) + j + 1, region=i, stage="region split",
-                         region_fraction_of_box=float(mask.mean()))
+        masks.append(mask)
+        history += [dict(h, iteration=len(history) + j + 1, region=i)
                     for j, h in enumerate(hist)]
     level = alpha / max(len(found.candidates), 1)  # Bonferroni over the candidates
     for c, (mask, fold_labels, init) in enumerate(found.candidates):
@@ -258,14 +291,15 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
         record["accepted"] = result.accepts(level)
         if not record["accepted"]:
             continue
-        post_r, hist, sigma2 = split(everyone, mask, init)
+        post_r, hist, sigma2, mask = _refined_split(setup, split, mask, init, redraw, masks)
         same = _redundant(post_r, posts)
         if same is not None:  # the split repeats a region's (its signal leaked in)
             record.update(accepted=False, repeats_region=same)
             continue
         posts.append(post_r)
+        masks.append(mask)
+        record["refined_fraction_of_box"] = round(float(mask.mean()), 5)
         history += [dict(h, iteration=len(history) + j + 1, region=len(posts) - 1,
-                         stage="region split", region_fraction_of_box=float(mask.mean()),
                          held_out_z=round(result.z, 2))
                     for j, h in enumerate(hist)]
     post, n_used = _drop_empty(combine_posteriors(posts, k), 2 ** len(posts), min_fraction)

@@ -45,6 +45,7 @@ import torch
 from tomohet.methods.em import EMEngine
 from tomohet.methods.factorial import region_posteriors
 from tomohet.methods.ml import ML2D
+from tomohet.methods.region_refine import refine_region
 from tomohet.methods.region_test import RegionTest, em_region_test
 
 if TYPE_CHECKING:
@@ -113,6 +114,9 @@ def climb_regions(shc: Any, setup: Setup, halves: np.ndarray, band_fn: Callable,
                                               fold_labels, halves, seeds[0])
         return tested[id(mask)]
 
+    def redraw(post: np.ndarray, mask: torch.Tensor, exclude: list[torch.Tensor]):
+        return refine_region(setup, post, halves, mask, exclude)
+
     for seed in seeds:
         def split(members: np.ndarray, mask: torch.Tensor, init: np.ndarray,
                   seed: int = seed):
@@ -120,7 +124,8 @@ def climb_regions(shc: Any, setup: Setup, halves: np.ndarray, band_fn: Callable,
                                 init)
 
         post, history, _ = region_posteriors(setup, split, shc.n_classes, halves,
-                                             MIN_CLASS_FRACTION, seeds[0], test)
+                                             MIN_CLASS_FRACTION, seeds[0], test,
+                                             redraw=redraw)
         runs.append(post.argmax(1))
         histories.append(history)
     return np.stack(runs), histories
