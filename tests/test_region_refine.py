@@ -160,3 +160,49 @@ def test_refine_region_redraws_a_partial_mask_around_the_component():
     assert float(new.mean()) < 0.1
     unrelated = np.random.default_rng(0).integers(0, 2, 128)
     assert refine_region(setup, np.eye(2)[unrelated], halves, graze) is None
+
+
+def test_same_region_compares_cores():
+    from tomohet.methods.region_refine import same_region
+
+    a = _ball((8, 8, 8), 3)
+    soft = a * 0.8  # the same core, softer edges
+    assert same_region(a, soft)
+    assert not same_region(a, _ball((8, 8, 11), 3))
+    assert same_region(torch.zeros((D, D, D)), torch.zeros((D, D, D)))
+
+
+@pytest.mark.parametrize("grow_for, expected_splits", [(0, 1), (1, 2), (2, 3), (9, 4)])
+def test_refined_split_redraws_until_the_mask_stops_changing(grow_for, expected_splits):
+    """The mask grows ``grow_for`` times, then stays: one split, one more per change, at
+    most MAX_REDRAWS more; the history tags earlier splits "region search" and the
+    last "region split"; the final mask is the last one split in."""
+    from types import SimpleNamespace
+
+    from tomohet.methods.factorial import MAX_REDRAWS, _refined_split
+
+    assert MAX_REDRAWS == 3
+    n = 10
+    setup = SimpleNamespace(plain=SimpleNamespace(index=np.arange(n)))
+    masks_seen = []
+
+    def split(members, mask, init):
+        masks_seen.append(mask)
+        return np.eye(2)[np.arange(n) % 2], [{"log_likelihood": 1.0}], torch.ones(1)
+
+    def redraw(post, mask, exclude):
+        radius = int(mask.sum() > 0) + len(masks_seen)
+        return _ball((8, 8, 8), min(radius, grow_for + 1)) if grow_for else mask
+
+    post, history, _, final = _refined_split(setup, split, _ball((8, 8, 8), 1),
+                                             np.zeros(n, int), redraw, [])
+    assert len(masks_seen) == expected_splits
+    assert [h["stage"] for h in history] == ["region search"] * (expected_splits - 1) + [
+        "region split"]
+    assert history[-1]["redrawn"] == expected_splits - 1
+    assert torch.equal(final, masks_seen[-1])
+    # without redraw: one split, its mask
+    masks_seen.clear()
+    _, history, _, final = _refined_split(setup, split, _ball((8, 8, 8), 1),
+                                          np.zeros(n, int), None, [])
+    assert len(masks_seen) == 1 and history[0]["stage"] == "region split"

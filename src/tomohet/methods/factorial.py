@@ -51,7 +51,7 @@ from tomohet.methods.discovery import (
 )
 from tomohet.methods.em import EMEngine, EMState
 from tomohet.methods.em_steps import batch_order
-from tomohet.methods.region_refine import refine_region
+from tomohet.methods.region_refine import refine_region, same_region
 from tomohet.methods.region_test import RegionTest, em_region_test, focused_fit
 
 if TYPE_CHECKING:
@@ -144,26 +144,36 @@ def _split(binary: Any, setup: Setup, particles, members: np.ndarray, halves: np
     return state.posteriors, state.history, state.sigma2
 
 
+# A region's mask is redrawn from its split until it stops changing, at most this often
+# (ladder m30 / 18%, SNR 0.02: B's mask grew 0.004 -> 0.0098 -> 0.0127 -> 0.0129 of the
+# box; ARI 0.470 without, 0.543 after one redraw, 0.563 after three)
+MAX_REDRAWS = 3
+
+
 def _refined_split(setup: Setup, split: Split, mask: torch.Tensor, init: np.ndarray,
-                   redraw: Redraw | None, exclude: list[torch.Tensor]
+                   redraw: Redraw | None, exclude: list[torch.Tensor],
+                   max_redraws: int = MAX_REDRAWS
                    ) -> tuple[np.ndarray, list[dict[str, Any]], torch.Tensor, torch.Tensor]:
-    """A region's two-class split of every particle, then (with ``redraw``) its mask
-    redrawn from that split, kept out of the ``exclude`` masks, and the split again
-    from its own labels inside the new mask.
-    -> (posteriors (N, 2), history: the final split's entries with ``stage`` "region
-    split" (``redrawn`` when the mask was), the first split's "region search" when the
-    mask was redrawn, each with the fraction of the box its mask covers; noise sigma2,
-    the final mask (D, D, D))."""
+    """A region's two-class split of every particle; then, with ``redraw``, while the
+    mask redrawn from the split (kept out of the ``exclude`` masks) differs from the
+    one split in (:func:`~tomohet.methods.region_refine.same_region`), at most
+    ``max_redraws`` times, the split again from its own labels inside the new mask.
+    -> (posteriors (N, 2), history: the last split's entries with ``stage`` "region
+    split" (``redrawn``: how many times the mask was), the earlier splits' "region
+    search", each with the fraction of the box its mask covers; noise sigma2, the final
+    mask (D, D, D))."""
     everyone = np.arange(len(setup.plain.index))
     post, hist, sigma2 = split(everyone, mask, init)
-    new = None if redraw is None else redraw(post, mask, exclude)
-    history = [dict(h, stage="region search" if new is not None else "region split",
-                    region_fraction_of_box=float(mask.mean())) for h in hist]
-    if new is not None:
+    history: list[dict[str, Any]] = []
+    for r in range(max_redraws + 1):
+        history += [dict(h, stage="region split", region_fraction_of_box=float(mask.mean()),
+                         redrawn=r) for h in hist]
+        new = None if redraw is None or r == max_redraws else redraw(post, mask, exclude)
+        if new is None or same_region(new, mask):
+            break
+        history = [dict(h, stage="region search") for h in history]
         mask = new
         post, hist, sigma2 = split(everyone, mask, post.argmax(1))
-        history += [dict(h, stage="region split", region_fraction_of_box=float(mask.mean()),
-                         redrawn=True) for h in hist]
     return post, history, sigma2, mask
 
 

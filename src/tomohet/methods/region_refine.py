@@ -36,7 +36,8 @@ from tomohet.methods.residual_scan import residual_batches, upsample_mask
 if TYPE_CHECKING:
     from tomohet.methods.discovery import Setup
 
-__all__ = ["difference_z", "redrawn_region", "downsample_mask", "refine_region"]
+__all__ = ["difference_z", "redrawn_region", "downsample_mask", "refine_region",
+           "same_region"]
 
 
 def difference_z(sums: torch.Tensor, weights: torch.Tensor, sigma: float = 1.0,
@@ -135,3 +136,11 @@ def refine_region(setup: Setup, post: np.ndarray, halves: np.ndarray, mask: torc
         others = torch.stack([downsample_mask(m.cpu(), small) for m in exclude]).amax(0)
     new = redrawn_region(z, downsample_mask(mask.cpu(), small), exclude=others)
     return None if new is None else upsample_mask(new, plain.box)
+
+
+def same_region(a: torch.Tensor, b: torch.Tensor, dice: float = 0.9) -> bool:
+    """Whether two masks (same shape, in [0, 1]) cover the same voxels: the Dice
+    overlap of their cores (> 0.5) is at least ``dice`` (both empty: the same)."""
+    ca, cb = a > 0.5, b > 0.5
+    total = int(ca.sum()) + int(cb.sum())
+    return total == 0 or 2 * int((ca & cb).sum()) / total >= dice
