@@ -18,7 +18,11 @@ particles, inside that region's mask only.
 2. Each region is classified in two (:class:`~tomohet.methods.ml.MLClassifier` with
    ``n_classes=2`` on an :class:`~tomohet.methods.em.EMEngine` focused on it, the whole
    consensus subtracted: the class maps are differences from the consensus, so the
-   Wiener filter shrinks a noisy class towards the consensus, not towards zero).
+   Wiener filter shrinks a noisy class towards the consensus, not towards zero). The
+   region's mask is then redrawn from the split itself (where the two classes'
+   residual maps differ above their half-set noise:
+   :mod:`tomohet.methods.region_refine`) and the region split again from its labels,
+   until the mask stops changing (:data:`MAX_REDRAWS`).
 3. :func:`combine_posteriors` -- joint classes ``c = sum_r b_r 2^r`` with posteriors the
    product of the regions' posteriors (independence).
 4. Fewer classes than K (one region, or states that differ inside one region): the
