@@ -21,4 +21,10 @@ lane2() {
   cell a_m05_s03_n300 0.05 0.3 300 $R/ladder_oracle_box48/ladder_cells/ladder-m05-snr0.3-n300.json
   cell c_m10_s03_n300 0.1 0.3 300 $R/ladder_oracle_box48/ladder_cells/ladder-m10-snr0.3-n300.json
 }
+lane3() {
+  cell i_m30_s005_n300 0.3 0.05 300 $R/ladder_ml2d_box48_final/snr0.05/ladder_cells/ladder-m30-snr0.05-n300.json
+  cell j_m10_s01_n300 0.1 0.1 300 $R/ladder_ml2d_box48_final/snr0.1/ladder_cells/ladder-m10-snr0.1-n300.json
+  cell k_m30_s01_n300 0.3 0.1 300 $R/ladder_ml2d_box48_final/snr0.1/ladder_cells/ladder-m30-snr0.1-n300.json
+  cell l_m30_s03_n300 0.3 0.3 300 $R/ladder_ml2d_box48_final/snr0.3/ladder_cells/ladder-m30-snr0.3-n300.json
+}
 lane$1
