@@ -121,16 +121,12 @@ def refine_region(setup: Setup, post: np.ndarray, halves: np.ndarray, mask: torc
     sums = torch.zeros((2, 2, small, small, small), dtype=torch.float64)
     weights = torch.zeros((2, 2), dtype=torch.float64)
     p = torch.as_tensor(np.asarray(post), dtype=torch.float64)
-    h = np.asarray(halves)
+    onehot = torch.eye(2, dtype=torch.float64)[torch.as_tensor(np.asarray(halves))]  # (N, 2)
     for rows, maps in residual_batches(plain, setup.consensus, setup.noise, small):
-        for half in (0, 1):
-            sel = torch.as_tensor(rows[h[rows] == half])
-            if len(sel) == 0:
-                continue
-            w = p[sel]
-            sums[half] += torch.einsum("nc,nzyx->czyx", w,
-                                       maps[torch.as_tensor(h[rows] == half)].double())
-            weights[half] += w.sum(0)
+        idx = torch.as_tensor(rows)
+        hw = onehot[idx][:, :, None] * p[idx][:, None, :]  # (b, half, class)
+        sums += torch.einsum("nhc,nzyx->hczyx", hw, maps.double())
+        weights += hw.sum(0)
     parallel.all_reduce_sum([sums, weights])
     z = difference_z(sums, weights, sigma, found.search_radius)
     others = None
