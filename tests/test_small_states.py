@@ -73,6 +73,14 @@ def test_focused_run_writes_full_maps_and_evidence(small_component, tmp_path):
     focus, _ = read_mrc(tmp_path / "focus_mask.mrc")
     assert np.allclose(focus, m.focus_mask_.numpy(), atol=1e-6)
     assert read_mrc(tmp_path / "variance_z.mrc")[0].shape == tuple(m.discovery_.z.shape)
+    # the mask the region was finally split in (redrawn from its split) lies on the
+    # component: it holds more of the true difference than of the complex
+    assert len(m.discovery_.split_regions) >= 1
+    region, _ = read_mrc(tmp_path / "region_1_mask.mrc")
+    assert np.allclose(region, m.discovery_.split_regions[0].numpy(), atol=1e-6)
+    d_abs = (truth[1] - truth[0]).abs().numpy()
+    assert (region * d_abs).sum() / d_abs.sum() > 0.5
+    assert (region * truth[0].numpy()).sum() / truth[0].numpy().sum() < 0.5
     diff = torch.as_tensor(read_mrc(tmp_path / "diff_1_2.mrc")[0])
     true_diff = truth[1] - truth[0]
     assert abs(_corr(diff, true_diff, torch.ones_like(diff))) > 0.5

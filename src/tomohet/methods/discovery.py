@@ -190,6 +190,10 @@ class Discovery:
     candidates: list[tuple[torch.Tensor, np.ndarray, np.ndarray]] = field(
         default_factory=list)
     region_tests: list[dict[str, object]] = field(default_factory=list)  # their results
+    # the masks (full box) the regions were finally split in, regions first, then the
+    # accepted candidates; redrawn from their splits
+    # (:func:`tomohet.methods.factorial.region_posteriors`; shc: its last run)
+    split_regions: list[torch.Tensor] = field(default_factory=list)
 
     @property
     def max_z(self) -> float:
@@ -208,7 +212,9 @@ class Discovery:
                 "search_radius_A": None if self.search_radius is None
                 else round(self.search_radius * self.pixel_size_A, 1),
                 "n_candidates": len(self.candidates),
-                "candidate_tests": list(self.region_tests)}
+                "candidate_tests": list(self.region_tests),
+                "split_region_fractions_of_box": [round(float(m.mean()), 5)
+                                                  for m in self.split_regions]}
 
 
 def null_splits(names, tomo_names, seed: int, n_splits: int) -> np.ndarray:

@@ -278,7 +278,8 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
     K, the largest class whose particles still vary above noise (:func:`leaf_region`)
     is split in two the same way (several states in one region). -> (posteriors (N, k),
     the splits' histories one after the other, the noise sigma2 of the region splits).
-    The candidates' test results are appended to ``setup.discovery.region_tests``.
+    The candidates' test results are appended to ``setup.discovery.region_tests``, the
+    masks the regions were finally split in go to ``setup.discovery.split_regions``.
     ``redraw`` (:func:`~tomohet.methods.region_refine.refine_region`): each region's
     mask is redrawn from its split and the region split again (:func:`_refined_split`)."""
     found = setup.discovery
@@ -316,6 +317,7 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
         history += [dict(h, iteration=len(history) + j + 1, region=len(posts) - 1,
                          held_out_z=round(result.z, 2))
                     for j, h in enumerate(hist)]
+    found.split_regions = [m.detach().cpu() for m in masks]
     post, n_used = _drop_empty(combine_posteriors(posts, k), 2 ** len(posts), min_fraction)
     tested: set[int] = set()
     while n_used < k:

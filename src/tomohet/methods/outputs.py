@@ -80,8 +80,9 @@ class MapWriteError(RuntimeError):
 def _write_maps(method: HeterogeneityMethod, out: Path, px: float) -> tuple[list[str],
                                                                            list[str]]:
     """Class maps, half maps, class differences ``diff_i_j.mrc`` (class i minus class j),
-    local resolution ``class_NNN_locres.mrc`` and, after discovery, ``focus_mask.mrc``
-    and ``variance_z.mrc`` (on its small grid),
+    local resolution ``class_NNN_locres.mrc`` and, after discovery, ``focus_mask.mrc``,
+    ``variance_z.mrc`` (on its small grid) and, classified region by region,
+    ``region_N_mask.mrc`` (the mask region N was finally split in, redrawn from its split),
     each atomically; one that cannot be written (NaN, disk) is skipped.
     Returns (written names, 'name: reason' of those skipped)."""
     import tomohet.io
@@ -106,6 +107,8 @@ def _write_maps(method: HeterogeneityMethod, out: Path, px: float) -> tuple[list
     found = getattr(method, "discovery_", None)
     if found is not None:
         maps.append(("variance_z.mrc", found.z.numpy(), found.pixel_size_A))
+        maps += [(f"region_{i + 1}_mask.mrc", np.asarray(r, dtype=np.float32), px)
+                 for i, r in enumerate(getattr(found, "split_regions", []))]
     written, failed = [], []
     for name, arr, size in maps:
         try:
