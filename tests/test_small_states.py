@@ -78,6 +78,7 @@ def test_focused_run_writes_full_maps_and_evidence(small_component, tmp_path):
     assert len(m.discovery_.split_regions) >= 1
     region, _ = read_mrc(tmp_path / "region_1_mask.mrc")
     assert np.allclose(region, m.discovery_.split_regions[0].numpy(), atol=1e-6)
+    assert (tmp_path / "regions.png").read_bytes()[:4] == b"\x89PNG"
     d_abs = (truth[1] - truth[0]).abs().numpy()
     assert (region * d_abs).sum() / d_abs.sum() > 0.5
     assert (region * truth[0].numpy()).sum() / truth[0].numpy().sum() < 0.5

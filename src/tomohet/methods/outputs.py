@@ -178,7 +178,9 @@ def save_discrete(method: HeterogeneityMethod, out: Path, particles: ParticleSet
     """Posteriors, assignments, star, FSCs, iteration log and the evidence
     (``summary.json``: "no heterogeneity found above noise" or not) of a classifier, then
     its class maps, half maps, class differences and per-class local resolution
-    (``class_NNN_locres.mrc``, ``local_resolution.png``, :mod:`tomohet.methods.locres`).
+    (``class_NNN_locres.mrc``, ``local_resolution.png``, :mod:`tomohet.methods.locres`)
+    and, classified region by region, ``regions.png`` (what differs in each region,
+    :mod:`tomohet.methods.region_view`).
 
     Every table is written (atomically) before any map, so a map that cannot be written
     never costs the classification: such maps are skipped and :class:`MapWriteError`
@@ -223,6 +225,14 @@ def save_discrete(method: HeterogeneityMethod, out: Path, particles: ParticleSet
 
         plot_local_resolution(locres, method.class_volumes_,  # type: ignore[attr-defined]
                               out / "local_resolution.png")
+    found = getattr(method, "discovery_", None)
+    regions = list(getattr(found, "split_regions", []) or [])
+    priors = getattr(method, "priors_", None)
+    if regions and priors is not None and getattr(method, "class_volumes_", None) is not None:
+        from tomohet.methods.region_view import plot_regions
+
+        plot_regions(method.class_volumes_, priors,  # type: ignore[attr-defined]
+                     [np.asarray(r) for r in regions], out / "regions.png")
     written, failed = _write_maps(method, out, px)
     if failed:
         raise MapWriteError(failed, kept + written)
