@@ -183,6 +183,37 @@ def test_em_pass_with_current_size_leaves_out_high_frequencies(compact):
     np.testing.assert_allclose(out[True], out[False], atol=1e-4)
 
 
+def test_focused_pass_subtracts_the_consensus_alike_on_both_paths():
+    """A focused pass (the whole consensus subtracted, as region splits run): the compact
+    path subtracts the consensus's projection at its kept pixels only, and gives the
+    dense path's posteriors, log evidence and back-projection."""
+    from tomohet.methods.em import EMState
+
+    particles, _, vols = make_tilt_set(n=16, box=BOX, n_tilts=5, snr=0.5, seed=4)
+    n = particles.n_particles
+    g = np.indices((BOX, BOX, BOX)) - BOX // 2
+    focus = torch.as_tensor(((g[0] - 3) ** 2 + g[1] ** 2 + (g[2] + 2) ** 2 <= 25)
+                            .astype(np.float32))
+    consensus = vols.mean(0)
+    state = EMState(volumes=vols - consensus, priors=torch.full((2,), 0.5),
+                    sigma2=torch.ones(12, BOX // 2 + 2), posteriors=np.full((n, 2), 0.5),
+                    fsc=[])
+    halves = np.arange(n) % 2
+    out = {}
+    for path in (True, False):
+        engine = EMEngine(particles, EMConfig(n_classes=2, compact=path), np.arange(n),
+                          focus_mask=focus, consensus=consensus, subtract_all=True)
+        bp, noise, post, ll = engine.em_pass(state, halves)
+        out[path] = post, ll, bp.grids()[1], noise.sigma2
+    (pc, llc, wc, sc), (pd, lld, wd, sd) = out[True], out[False]
+    assert 0.05 < float(pc[:, 0].mean()) < 0.95 and np.abs(pc - 0.5).max() > 0.1
+    np.testing.assert_allclose(pc, pd, atol=1e-4)
+    assert llc == pytest.approx(lld, rel=1e-4)
+    torch.testing.assert_close(sc, sd, rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(wc[:, 1:, 1:, 1:], wd[:, 1:, 1:, 1:],
+                               atol=1e-5 * wd.abs().max(), rtol=1e-4)
+
+
 @pytest.mark.parametrize("box,pad", [(25, 1), (25, 2), (24, 1)])
 def test_compact_projection_at_grid_edges(box, pad):
     """Odd boxes and pad 1 put stencils on the padded grid's first and last planes."""

@@ -32,6 +32,7 @@ from tomohet.physics.compact import (
     accumulate_noise_compact,
     compact_batch,
     insert_compact,
+    project_compact,
 )
 from tomohet.physics.forward import (
     NoiseModel,
@@ -109,6 +110,7 @@ class EMEngine:
         self.reference_mask = reference_mask
         self.focus_mask = focus_mask
         self.outside: VolumeProjector | None = None
+        self._outside_table: CompactProjector | None = None  # its table, made once
         if focus_mask is not None:
             if consensus is None:
                 raise ValueError("focused classification needs a consensus map")
@@ -160,7 +162,9 @@ class EMEngine:
         groups = 1 if not self.is_tilt else int(90 // self.cfg.tilt_group_deg) + 2
         return NoiseModel(self.box, groups, self.device, ndim=2 if self.is_tilt else 3)
 
-    def prepare(self, idx: np.ndarray) -> PreparedBatch:
+    def prepare(self, idx: np.ndarray, subtract: bool = True) -> PreparedBatch:
+        """The prepared batch of particles ``idx``; focused, the signal outside the focus
+        mask subtracted (``subtract``; the compact path does it at its kept pixels)."""
         if isinstance(self.particles, TiltSeriesParticles):
             prep = prepare_batch(
                 self.particles.batch(idx, self.device), self.particles.optics,
@@ -170,7 +174,7 @@ class EMEngine:
                                          self.particles.optics, self.cfg.max_resolution_A)
         if self._pass_shell is not None:
             prep.mask &= self._shells <= self._pass_shell
-        if self.outside is not None:  # signal subtraction outside the focus mask
+        if self.outside is not None and subtract:  # signal outside the focus mask
             prep.data = prep.data - model_transforms(self.outside, prep)[0] * prep.transfer
         return prep
 
@@ -351,11 +355,15 @@ class EMEngine:
         weights with ``per_tilt_weights``: from the geometry cache when it holds it."""
         def build() -> tuple[CompactBatch, torch.Tensor | None]:
             t0 = time.perf_counter()
-            prep = self.prepare(self.index[rows])
+            prep = self.prepare(self.index[rows], subtract=False)
             t0 = self._tick("read_prepare", t0)
             tilt_w = (tilt_weights(prep) if self.cfg.per_tilt_weights and self.is_tilt
                       else None)
             cb = compact_batch(prep, padded, n_groups)
+            if self.outside is not None:  # subtracted at the kept pixels only
+                if self._outside_table is None:
+                    self._outside_table = CompactProjector(self.outside)
+                cb.data = cb.data - project_compact(self._outside_table, cb)[0] * cb.transfer
             self._tick("plan", t0)
             return cb, tilt_w
 
