@@ -24,7 +24,7 @@ from tomohet.data.prepare import prepare_batch, prepare_subtomo_batch
 from tomohet.methods.em_cache import GeometryCache
 from tomohet.methods.em_estep import e_step, e_step_compact, tilt_weights
 from tomohet.methods.em_state import EMState, particles_fingerprint
-from tomohet.methods.em_steps import batch_order, pose_deltas, tempered_posteriors
+from tomohet.methods.em_steps import batch_order, half_weights, pose_deltas, tempered_posteriors
 from tomohet.physics.compact import (
     CompactBatch,
     CompactProjector,
@@ -218,7 +218,7 @@ class EMEngine:
         bp, sums = self._accumulators(2 * k)
         for rows in parallel.shard(self.batches()):  # this rank's batches
             r = torch.as_tensor(rows, device=self.device)
-            vw = self._half_weights(w_all[r], h_all[r])
+            vw = half_weights(w_all[r], h_all[r])
             if sums is not None:
                 cb, _ = self._compact_for(rows, self._n_groups(noise), sums.padded)
                 insert_compact(sums, cb, vw, noise)
@@ -265,15 +265,6 @@ class EMEngine:
     def _n_groups(self, noise: NoiseModel | None) -> int:
         return (noise or self.new_noise()).sigma2.shape[0]
 
-    @staticmethod
-    def _half_weights(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """Class weights (B, K) and half sets (B,) -> volume weights (2K, B), class c
-        half h at 2c + h."""
-        b, k = w.shape
-        vw = torch.zeros((b, k, 2), dtype=torch.float32, device=w.device)
-        vw[torch.arange(b, device=w.device), :, h.long()] = w.float()
-        return vw.reshape(b, 2 * k).T
-
     def em_pass(self, state: EMState, halves: np.ndarray, max_top: float | None = None
                 ) -> tuple[Backprojector, NoiseModel, np.ndarray, float]:
         """E-step for every particle and M-step sums. Returns (bp, noise, posteriors, ll).
@@ -313,7 +304,7 @@ class EMEngine:
                 post_all[r] = post.double()
                 total_ll += ll_tot.double()
                 accumulate_noise_compact(new_noise, cb, resid_c)
-                insert_compact(sums, cb, self._half_weights(post, h_all[r]), noise)
+                insert_compact(sums, cb, half_weights(post, h_all[r]), noise)
                 self._tick("backprojection", t0)
                 if self.progress:
                     self.progress(len(rows))
@@ -328,7 +319,7 @@ class EMEngine:
             post_all[r] = post.double()
             total_ll += ll_tot.double()
             new_noise.accumulate(resid, prep)
-            vw = self._half_weights(post, h_all[r])
+            vw = half_weights(post, h_all[r])
             assert bp is not None
             if best_rot is None:
                 backproject(bp, prep, vw, noise)

@@ -11,7 +11,7 @@ import torch
 
 from tomohet.data.keys import keyed_order
 
-__all__ = ["tempered_posteriors", "batch_order", "pose_deltas"]
+__all__ = ["tempered_posteriors", "batch_order", "pose_deltas", "half_weights"]
 
 
 def tempered_posteriors(ll: torch.Tensor, log_prior: torch.Tensor,
@@ -63,3 +63,12 @@ def pose_deltas(max_deg: float, steps: int, device: torch.device) -> torch.Tenso
                 v[ax] = sign * ang
                 mats.append(small_rotation(v))
     return torch.stack(mats).to(device)
+
+
+def half_weights(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Class weights (B, K) and half sets (B,) -> volume weights (2K, B), class c half h
+    at 2c + h (the layout of a pass's 2K half-set volumes)."""
+    b, k = w.shape
+    vw = torch.zeros((b, k, 2), dtype=torch.float32, device=w.device)
+    vw[torch.arange(b, device=w.device), :, h.long()] = w.float()
+    return vw.reshape(b, 2 * k).T
