@@ -76,15 +76,6 @@ def region_differences(volumes: Any, priors: Any, regions: list[Any]
     return out
 
 
-def _centre(mask: np.ndarray) -> tuple[int, int, int]:
-    """The voxel nearest the mask's weighted centre (the box centre when empty)."""
-    if not mask.sum() > 0:
-        return tuple(s // 2 for s in mask.shape)  # type: ignore[return-value]
-    grid = np.indices(mask.shape).reshape(3, -1)
-    c = np.rint(grid @ mask.reshape(-1) / mask.sum()).astype(int)
-    return int(c[0]), int(c[1]), int(c[2])
-
-
 def plot_regions(volumes: Any, priors: Any, regions: list[Any], path: Path) -> None:
     """``regions.png``: a row per region, its XY, XZ and YZ sections through the region's
     centre; in grey the population-weighted mean of the class maps, in red / blue the
@@ -96,6 +87,7 @@ def plot_regions(volumes: Any, priors: Any, regions: list[Any], path: Path) -> N
     import matplotlib.pyplot as plt
 
     from tomohet.io.atomic import save_figure
+    from tomohet.methods.locres import _centre
 
     views = region_differences(volumes, priors, regions)
     if not views:
@@ -106,7 +98,7 @@ def plot_regions(volumes: Any, priors: Any, regions: list[Any], path: Path) -> N
     fig, axes = plt.subplots(len(views), 3, figsize=(7.5, 2.5 * len(views) + 0.3),
                              squeeze=False)
     for r, view in enumerate(views):
-        cz, cy, cx = _centre(view.mask)
+        cz, cy, cx = _centre(view.mask > 0.5)  # locres's: the core's centre of mass
         cuts: list[tuple[str, Any]] = [("XY", np.s_[cz]), ("XZ", np.s_[:, cy]),
                                        ("YZ", np.s_[:, :, cx])]
         diff = view.difference
