@@ -163,3 +163,19 @@ def test_snr_reference_projection_measures_the_signal_before_ctf():
     assert image.sigma0 < 0.5 * sim.sigma0
     with pytest.raises(ValueError, match="snr_reference"):
         simulate(cfg.replace(snr_reference="box"))
+
+
+def test_bench_methods_may_name_the_oracle_outside_the_ladder(tmp_path, capsys):
+    from tomohet.cli.bench import _without_oracle
+
+    assert _without_oracle("oracle,ml2d", False) == "ml2d"
+    assert _without_oracle(" oracle , shc,ml2d", False) == "shc,ml2d"
+    assert _without_oracle("oracle", False) == ""
+    assert _without_oracle("ml2d", True) == "ml2d" and _without_oracle(None, False) is None
+    # the oracle is a row of every run; skipping it while naming it is a contradiction
+    assert main(["bench", "--methods", "oracle,ml2d", "--no-oracle", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "--no-oracle" in capsys.readouterr().err
+    # an unknown name is still refused, naming it
+    assert main(["bench", "--methods", "oracle,nosuch", "--out", str(tmp_path / "y")]) == 2
+    assert "nosuch" in capsys.readouterr().err

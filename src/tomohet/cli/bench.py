@@ -148,6 +148,16 @@ def parse_assignments(items: list[str], dotted: bool) -> dict[str, Any]:
     return out
 
 
+def _without_oracle(spec: str | None, no_oracle: bool) -> str | None:
+    """``--methods`` without ``oracle``, which is a row of every run (not a registered
+    method): ``"oracle,ml2d"`` -> ``"ml2d"``, ``"oracle"`` -> ``""`` (the oracle alone)."""
+    if spec is None or "oracle" not in [m.strip() for m in spec.split(",")]:
+        return spec
+    if no_oracle:
+        raise ValueError("--methods names oracle but --no-oracle skips it")
+    return ",".join(m.strip() for m in spec.split(",") if m.strip() not in ("", "oracle"))
+
+
 def run(args: argparse.Namespace) -> int:
     from tomohet.bench.datasets import load_dataset_dir
     from tomohet.bench.presets import simulate_presets
@@ -158,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         return run_ladder_cli(args)
     presets = args.preset or ([] if args.data else ["demo"])
     try:
-        methods = resolve_methods(args.methods)
+        methods = resolve_methods(_without_oracle(args.methods, args.no_oracle))
         overrides = parse_assignments(args.set, dotted=False)
         params = parse_assignments(args.param, dotted=True)
         datasets = [load_dataset_dir(d) for d in args.data or []]
