@@ -58,6 +58,18 @@ def test_candidate_regions_first_significant_then_by_p_value():
     assert candidate_regions(_detection([((3, 3, 3), 9.0)], threshold=9.5), 0.0, 2) == []
 
 
+def test_candidate_regions_without_the_threshold_for_the_held_out_test():
+    """``require_first=False``: when nothing passes the variance test, its highest
+    clusters are still candidates (for the held-out test), by decreasing peak."""
+    det = _detection([((3, 3, 3), 8.0), ((12, 12, 12), 9.0), ((3, 12, 8), 2.0)],
+                     threshold=9.5)  # nothing above 9.5; clusters above 0.6 x 9.5 = 5.7
+    assert candidate_regions(det, 0.0, 3) == []
+    regions = candidate_regions(det, 0.0, 3, alpha_more=1.0, dilate=1, require_first=False)
+    assert len(regions) == 2  # 2.0 is below the cluster level: no cluster
+    assert regions[0][12, 12, 12] == 1.0 and regions[1][3, 3, 3] == 1.0
+    assert len(candidate_regions(det, 0.0, 1, alpha_more=1.0, require_first=False)) == 1
+
+
 def test_candidate_regions_confirm_takes_further_regions_inside_the_particle():
     """Further regions judged on the particle-confined test: its peaks order them and its
     null gives their p; the first region and the clusters still come from ``det``."""
@@ -234,3 +246,121 @@ def test_a_candidate_that_repeats_a_region_is_not_kept(monkeypatch):
     assert setup.discovery.region_tests[0]["repeats_region"] == 0
     assert not setup.discovery.region_tests[0]["accepted"]
     assert {h["region"] for h in history} == {0}
+
+
+def _setup_without_regions(n: int, n_candidates: int):
+    setup, masks = _fake_setup(n, n_candidates)
+    found = setup.discovery
+    found.regions, found.region_labels, found.region, found.focus = [], [], "none", None
+    return setup, masks
+
+
+@pytest.mark.parametrize("p_second", [1e-6, 0.5])
+def test_a_held_out_candidate_becomes_the_first_region_when_the_variance_test_misses(
+        monkeypatch, p_second):
+    """No region above the variance test: its candidates are held-out tested; an
+    accepted one is split and becomes the (local) region and focus; when none is
+    accepted, region_posteriors returns None (the classifier falls back)."""
+    from tomohet.methods import factorial
+    from tomohet.methods.region_test import RegionTest
+
+    monkeypatch.setattr(factorial, "_class_model", lambda *a: (None, None, None))
+    monkeypatch.setattr(factorial, "local_region", lambda *a, **k: None)
+    n = 64
+    setup, masks = _setup_without_regions(n, 2)
+    truth = np.arange(n) % 2
+
+    def split(members, mask, init):
+        return np.eye(2)[truth[members]], [{"log_likelihood": 0.0}], torch.ones(3)
+
+    def test(mask, fold_labels):
+        key = int(mask.flatten()[0])
+        return RegionTest(np.full(n, 0.5), 5.0, {2: 0.5, 3: p_second}[key])
+
+    out = region_posteriors(setup, split, 4, np.arange(n) % 2, 0.02, 0, test)
+    found = setup.discovery
+    assert [t["accepted"] for t in found.region_tests] == [False, p_second < 0.005]
+    if p_second > 0.005:
+        assert out is None and found.region == "none" and found.focus is None
+        return
+    post, history, _ = out
+    assert found.region == "local" and torch.equal(found.focus, masks[2])
+    assert adjusted_rand_score(truth, post.argmax(1)) == 1.0
+    assert {h["region"] for h in history} == {0}
+
+
+@pytest.fixture(scope="module")
+def five_percent():
+    """One surface blob of 1/21 (4.8%) of the mass, present in half the particles."""
+    base = complex_points()
+    vols = torch.stack([blob_volume(24, base), blob_volume(24, base + [(8.0, 1.0, -1.0)])])
+    particles, lab, _ = make_tilt_set(n=120, box=24, n_tilts=15, snr=0.3, seed=5,
+                                      volumes=vols, labels=np.arange(120) % 2)
+    return particles, lab
+
+
+@pytest.mark.parametrize("method", ["ml2d", "shc"])
+def test_the_component_is_found_by_the_held_out_test_when_the_variance_test_misses(
+        monkeypatch, five_percent, method):
+    """End to end: the variance test made blind (its region is "none"), ml2d and shc
+    still find the 5% component through the held-out test of the candidates, and say
+    how."""
+    from tomohet.methods import discovery
+    from tomohet.methods.evidence import run_summary
+    from tomohet.methods.shc import SHC
+
+    monkeypatch.setattr(discovery, "region_from", lambda det: ("none", None, 0.0))
+    particles, lab = five_percent
+    m = (ML2D(n_classes=2, n_iter=6, random_state=0, progress=False) if method == "ml2d"
+         else SHC(n_classes=2, n_iter=5, n_runs=2, random_state=0, progress=False))
+    m.fit(particles)
+    found = m.discovery_
+    assert found.regions == [] and found.region == "local" and m.focus_mask_ is not None
+    assert found.region_tests[0]["accepted"]
+    assert adjusted_rand_score(lab, m.predict()) > 0.9
+    summary, _ = run_summary(found, None, 1.0)
+    assert "held-out likelihood test found a candidate region real" in summary["statement"]
+
+
+@pytest.mark.parametrize("snr", [0.3, 0.05])
+def test_one_state_data_give_no_held_out_region(monkeypatch, snr):
+    """The null of the same path: every particle the same complex, the variance test
+    made blind as above. No candidate may be accepted, and the classifier falls back."""
+    from tomohet.methods import discovery
+
+    monkeypatch.setattr(discovery, "region_from", lambda det: ("none", None, 0.0))
+    base = complex_points()
+    vol = blob_volume(24, base + [(8.0, 1.0, -1.0)])
+    particles, _, _ = make_tilt_set(n=160, box=24, n_tilts=15, snr=snr, seed=7,
+                                    volumes=torch.stack([vol, vol]),
+                                    labels=np.arange(160) % 2)
+    m = ML2D(n_classes=2, n_iter=4, random_state=0, progress=False).fit(particles)
+    found = m.discovery_
+    assert found.candidates and found.region_tests
+    assert not any(t["accepted"] for t in found.region_tests), found.region_tests
+    assert found.region == "none"
+
+
+def test_the_held_out_reference_is_the_splits_own_mean(monkeypatch, five_percent):
+    """A split whose two class maps are equal predicts held-out particles exactly as its
+    mean does: zero gain, not accepted -- whatever a separately fitted one-class map would
+    give (one filtered otherwise made a split of one-state data pass at z 8.7)."""
+    import dataclasses
+
+    from tomohet.methods import region_test
+
+    particles, _ = five_percent
+    m = ML2D(n_classes=2, n_iter=3, random_state=0, progress=False).fit(particles)
+    real = region_test.focused_fit
+
+    def equal_maps(model, setup, particles, members, mask, labels, halves, progress=None):
+        st = real(model, setup, particles, members, mask, labels, halves, progress)
+        v = st.volumes[:1] * (0.5 if model.n_classes == 1 else 1.0)
+        return dataclasses.replace(st, volumes=v.repeat(model.n_classes, 1, 1, 1))
+
+    monkeypatch.setattr(region_test, "focused_fit", equal_maps)
+    n = particles.n_particles
+    result = region_test.em_region_test(m, m.setup_, particles, m.focus_mask_,
+                                        np.arange(n) % 2, m.half_sets_, 0)
+    np.testing.assert_allclose(result.gain, 0.0, atol=1e-4)  # float32 passes
+    assert not result.accepts(0.01)

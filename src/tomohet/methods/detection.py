@@ -326,7 +326,8 @@ def n_regions_for(k: int) -> int:
 
 def candidate_regions(det: Detection, scale: float, max_regions: int,
                       alpha_more: float = 0.05, extend: float = 0.6, dilate: int = 2,
-                      confirm: Detection | None = None) -> list[torch.Tensor]:
+                      confirm: Detection | None = None, require_first: bool = True
+                      ) -> list[torch.Tensor]:
     """Separate regions of the detection's z-map at ``scale``, as soft small-grid masks.
 
     Clusters are the connected voxels above ``extend`` x the threshold at ``scale``;
@@ -338,11 +339,13 @@ def candidate_regions(det: Detection, scale: float, max_regions: int,
     ``confirm``: the same test confined to the particle (``radius`` =
     :func:`support_radius`): further clusters are then taken by their peak in its z-map,
     with p against its null (a cluster outside the particle has peak 0); the first
-    region and the clusters' shapes still come from ``det``.
+    region and the clusters' shapes still come from ``det``. ``require_first=False``: the
+    first need not exceed the threshold either (candidates for a held-out test when the
+    variance test finds nothing).
     det.z_scales (S, d, d, d) -> list of (d, d, d) masks in [0, 1] (empty when nothing
     is significant).
     """
-    if not det.significant or max_regions < 1:
+    if (require_first and not det.significant) or max_regions < 1:
         return []
     i = int(np.argmin(np.abs(np.asarray(det.scales) - scale)))
     z = det.z_scales[i].numpy()
@@ -368,7 +371,8 @@ def candidate_regions(det: Detection, scale: float, max_regions: int,
     for j, c in enumerate([first, *rest]):
         if len(out) == max_regions:
             break
-        ok = peaks[c] > det.threshold if j == 0 else p[c] <= alpha_more
+        ok = (peaks[c] > det.threshold or not require_first) if j == 0 else \
+            p[c] <= alpha_more
         if not ok:
             break
         grown = lab == c + 1

@@ -200,6 +200,12 @@ def run_summary(discovery: Any, half_volumes: torch.Tensor | None, pixel_size_A:
                  {"local": " Discovery found a local variable region (focus_mask.mrc).",
                   "large": " Discovery found a large variable region (whole subunits)."}
                  .get(discovery.region, ""))
+        held = [t for t in getattr(discovery, "region_tests", []) if t.get("accepted")]
+        if held and not getattr(discovery, "regions", None):
+            where = (" The variance test found nothing above its threshold (largest z = "
+                     f"{discovery.max_z:.1f}, threshold {discovery.threshold:.1f}); the "
+                     "held-out likelihood test found a candidate region real (z = "
+                     f"{held[0]['z']:.1f}; focus_mask.mrc).")
         out["statement"] = ("Heterogeneity found." + where
                             + ("" if ev is None else " " + ev.summary()))
     return out, ev

@@ -206,7 +206,8 @@ Test = Callable[[torch.Tensor, np.ndarray], RegionTest]
 Redraw = Callable[[np.ndarray, torch.Tensor, list[torch.Tensor]], torch.Tensor | None]
 
 
-def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray) -> EMState:
+def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray
+                     ) -> EMState | None:
     """Steps 2-4 for an ML classifier ``clf`` (:class:`~tomohet.methods.ml.MLClassifier`):
     :func:`region_posteriors` with a two-class focused EM per split (started from the
     k-means labels, not annealed). -> the final state, with class maps reconstructed by
@@ -227,9 +228,11 @@ def classify_regions(clf: Any, setup: Setup, particles, halves: np.ndarray) -> E
     def redraw(post: np.ndarray, mask: torch.Tensor, exclude: list[torch.Tensor]):
         return refine_region(setup, post, halves, mask, exclude)
 
-    post, history, sigma2 = region_posteriors(setup, split, clf.n_classes, halves,
-                                              clf.min_class_fraction, clf._seed(), test,
-                                              redraw=redraw)
+    result = region_posteriors(setup, split, clf.n_classes, halves, clf.min_class_fraction,
+                               clf._seed(), test, redraw=redraw)
+    if result is None:
+        return None
+    post, history, sigma2 = result
     # each split's final log evidence (its last history entry)
     last = [h["log_likelihood"] for h, after in zip(history, history[1:] + [{}], strict=True)
             if _split_of(after) != _split_of(h) and h.get("stage") != "region search"]
@@ -268,7 +271,7 @@ def _split_of(h: dict[str, Any]) -> tuple[Any, ...]:
 def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
                       min_fraction: float, seed: int, test: Test | None = None,
                       alpha: float = 0.01, redraw: Redraw | None = None
-                      ) -> tuple[np.ndarray, list[dict[str, Any]], torch.Tensor]:
+                      ) -> tuple[np.ndarray, list[dict[str, Any]], torch.Tensor] | None:
     """Steps 2-4 with any two-class solver ``split`` (EM, hill climbing): one split per
     region of ``setup.discovery`` (started from its two-class k-means labels); then,
     while K can hold another region, the discovery's further candidates (below the
@@ -277,7 +280,8 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
     over the candidates; the joint posteriors; then, while there are fewer classes than
     K, the largest class whose particles still vary above noise (:func:`leaf_region`)
     is split in two the same way (several states in one region). -> (posteriors (N, k),
-    the splits' histories one after the other, the noise sigma2 of the region splits).
+    the splits' histories one after the other, the noise sigma2 of the region splits);
+    None when discovery found no region and no candidate held (the caller falls back).
     The candidates' test results are appended to ``setup.discovery.region_tests``, the
     masks the regions were finally split in go to ``setup.discovery.split_regions``.
     ``redraw`` (:func:`~tomohet.methods.region_refine.refine_region`): each region's
@@ -318,6 +322,10 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
                          held_out_z=round(result.z, 2))
                     for j, h in enumerate(hist)]
     found.split_regions = [m.detach().cpu() for m in masks]
+    if not posts:  # no region and no candidate held: nothing found
+        return None
+    if not found.regions:  # the first region came from the held-out test
+        found.region, found.focus = "local", masks[0].detach().cpu()
     post, n_used = _drop_empty(combine_posteriors(posts, k), 2 ** len(posts), min_fraction)
     tested: set[int] = set()
     while n_used < k:

@@ -213,13 +213,17 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
             if by_region and state.history and state.history[-1].get("stage"):
                 return state, plain  # the region splits finished (full maps: _full_maps)
             return self._iterate(engine, state, halves, self.n_iter, ckpt), engine
-        if by_region:  # one two-class split per independent region (issue 12)
-            state = classify_regions(self, setup, particles, halves)
+        # one two-class split per independent region (issue 12); None: no region, and
+        # no candidate held out -> the random starts below
+        found_state = classify_regions(self, setup, particles, halves) if by_region else None
+        if found_state is not None:
             self.setup_ = dataclasses.replace(setup, engine=plain)  # maps are full maps
+            if self.focus_mask_ is None and setup.discovery.focus is not None:
+                self.focus_mask_ = setup.discovery.focus  # a held-out candidate's region
             if ckpt is not None and parallel.is_main():
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
-                state.save(ckpt)
-            return state, plain
+                found_state.save(ckpt)
+            return found_state, plain
         candidates = []
         # a start from discovery's components is the one run: random restarts beat it on
         # evidence after a few iterations and won (ladder m10 box 32: ARI 0.45 vs 0.54)
@@ -235,13 +239,15 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
 
     def _by_region(self, setup) -> bool:
         """Whether to classify region by region (:mod:`tomohet.methods.factorial`):
-        ``split="regions"``, a local region found and started from its components."""
+        ``split="regions"``, a local region found and started from its components, or
+        none found but candidates for the held-out test."""
         found = setup.discovery
-        return (self.split == "regions" and _is_auto(self.focus_mask)
-                and setup.from_components and found is not None
-                and found.region == "local" and len(found.regions) > 0
-                and setup.consensus is not None
-                and self.n_classes >= 2)
+        if found is None or not (self.split == "regions" and _is_auto(self.focus_mask)
+                                 and setup.consensus is not None and self.n_classes >= 2):
+            return False
+        return ((setup.from_components and found.region == "local" and len(found.regions) > 0)
+                or (self.init == "components" and found.region == "none"
+                    and len(found.candidates) > 0))
 
     def _full_maps(self, state: EMState, halves) -> tuple[torch.Tensor, list, list,
                                                          torch.Tensor | None]:

@@ -272,3 +272,23 @@ class ResidualScan:
         sub_order = np.argsort(np.argsort(order)[rows], kind="stable")
         out[rows] = kmeans_labels(feats[rows], k, sub_order, seed)
         return out
+
+    def candidate_starts(self, masks: list[torch.Tensor], scale: float, halves: np.ndarray,
+                         order: np.ndarray, seed: int, box: int
+                         ) -> list[tuple[torch.Tensor, np.ndarray, np.ndarray]]:
+        """Candidate regions (small-grid ``masks`` from
+        :func:`~tomohet.methods.detection.candidate_regions` without the significance
+        cut), up to the first that is no region (> 30% of the box), each with a two-class
+        start from k-means on each half's own maps (for the held-out test of
+        :mod:`tomohet.methods.region_test`) and one from all maps.
+        -> [(full-box mask, fold labels (N,), labels (N,))]."""
+        out = []
+        for r in masks:
+            if float(r.mean()) > 0.3:
+                break
+            fold = np.zeros(len(halves), dtype=np.int64)
+            for f in (0, 1):
+                part = self.labels(scale, r, 2, order, seed, fit=halves == f)
+                fold[halves == f] = part[halves == f]
+            out.append((upsample_mask(r, box), fold, self.labels(scale, r, 2, order, seed)))
+        return out

@@ -333,8 +333,12 @@ class SHC(HeterogeneityMethod):
         self.discovery_, engine = self.setup_.discovery, self.setup_.engine
         self.focus_mask_ = None if self.setup_.focus is None else self.setup_.focus.cpu()
         seeds = [base + 7919 * r for r in range(max(1, self.n_runs))]
-        if uses_regions(self, self.setup_):  # one two-class climb per region (issue 12)
-            stacked, self.history_ = climb_regions(self, self.setup_, halves, band, seeds)
+        climbed = (climb_regions(self, self.setup_, halves, band, seeds)  # issue 12; None:
+                   if uses_regions(self, self.setup_) else None)  # no region -> random
+        if climbed is not None:
+            stacked, self.history_ = climbed
+            held = self.discovery_.focus if self.discovery_ is not None else None
+            self.focus_mask_ = held if self.focus_mask_ is None else self.focus_mask_
         else:
             runs, self.history_ = [], []
             for seed in seeds:

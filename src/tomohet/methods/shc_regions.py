@@ -60,12 +60,16 @@ MIN_CLASS_FRACTION = 0.02
 def uses_regions(shc: Any, setup: Setup) -> bool:
     """Whether :class:`~tomohet.methods.shc.SHC` classifies region by region:
     ``split="regions"``, ``focus_mask="auto"``, a local region found and started from
-    its components (as :class:`~tomohet.methods.ml.MLClassifier`)."""
+    its components, or none found but candidates for the held-out test (as
+    :class:`~tomohet.methods.ml.MLClassifier`)."""
     found = setup.discovery
-    return (shc.split == "regions" and isinstance(shc.focus_mask, str)
-            and shc.focus_mask == "auto" and setup.from_components and found is not None
-            and found.region == "local" and len(found.regions) > 0
-            and setup.consensus is not None and shc.n_classes >= 2)
+    if found is None or not (shc.split == "regions" and isinstance(shc.focus_mask, str)
+                             and shc.focus_mask == "auto" and setup.consensus is not None
+                             and shc.n_classes >= 2):
+        return False
+    return ((setup.from_components and found.region == "local" and len(found.regions) > 0)
+            or (shc.init == "components" and found.region == "none"
+                and len(found.candidates) > 0))
 
 
 def _climb_split(shc: Any, setup: Setup, halves: np.ndarray, band_fn: Callable,
@@ -93,10 +97,11 @@ def _climb_split(shc: Any, setup: Setup, halves: np.ndarray, band_fn: Callable,
 
 
 def climb_regions(shc: Any, setup: Setup, halves: np.ndarray, band_fn: Callable,
-                  seeds: list[int]) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
+                  seeds: list[int]) -> tuple[np.ndarray, list[list[dict[str, Any]]]] | None:
     """One region-by-region classification per seed. -> (labels (R, N), one history per
     run: the splits' climbs one after the other, ``stage`` "region split" or "class
-    split" as in :func:`~tomohet.methods.factorial.region_posteriors`)."""
+    split" as in :func:`~tomohet.methods.factorial.region_posteriors`); None when
+    discovery found no region and none of its candidates held (the caller falls back)."""
     plain = setup.plain
     assert setup.consensus is not None
     n = len(plain.index)
@@ -123,9 +128,11 @@ def climb_regions(shc: Any, setup: Setup, halves: np.ndarray, band_fn: Callable,
             return _climb_split(shc, setup, halves, band_fn, seed, sigma2, members, mask,
                                 init)
 
-        post, history, _ = region_posteriors(setup, split, shc.n_classes, halves,
-                                             MIN_CLASS_FRACTION, seeds[0], test,
-                                             redraw=redraw)
+        result = region_posteriors(setup, split, shc.n_classes, halves,
+                                   MIN_CLASS_FRACTION, seeds[0], test, redraw=redraw)
+        if result is None:  # no region and no candidate held (the same for every seed)
+            return None
+        post, history, _ = result
         runs.append(post.argmax(1))
         histories.append(history)
     return np.stack(runs), histories
