@@ -223,15 +223,20 @@ def test_further_candidates_split_only_when_the_held_out_test_accepts():
     assert adjusted_rand_score(state, post.argmax(1)) == 1.0
 
 
-def test_a_candidate_that_repeats_a_region_is_not_kept(monkeypatch):
-    """A candidate accepted by the test whose split sorts the particles as the first
-    region's did (that component's signal reaching into it) adds no state."""
+@pytest.fixture
+def no_class_splits(monkeypatch):
+    """The class splits that follow the regions find nothing left to split."""
     from tomohet.methods import factorial
-    from tomohet.methods.region_test import RegionTest
 
-    # the class splits that follow find nothing left to split
     monkeypatch.setattr(factorial, "_class_model", lambda *a: (None, None, None))
     monkeypatch.setattr(factorial, "local_region", lambda *a, **k: None)
+
+
+def test_a_candidate_that_repeats_a_region_is_not_kept(no_class_splits):
+    """A candidate accepted by the test whose split sorts the particles as the first
+    region's did (that component's signal reaching into it) adds no state."""
+    from tomohet.methods.region_test import RegionTest
+
     n = 64
     setup, _ = _fake_setup(n, 1)
     first = np.arange(n) % 2
@@ -257,15 +262,12 @@ def _setup_without_regions(n: int, n_candidates: int):
 
 @pytest.mark.parametrize("p_second", [1e-6, 0.5])
 def test_a_held_out_candidate_becomes_the_first_region_when_the_variance_test_misses(
-        monkeypatch, p_second):
+        no_class_splits, p_second):
     """No region above the variance test: its candidates are held-out tested; an
     accepted one is split and becomes the (local) region and focus; when none is
     accepted, region_posteriors returns None (the classifier falls back)."""
-    from tomohet.methods import factorial
     from tomohet.methods.region_test import RegionTest
 
-    monkeypatch.setattr(factorial, "_class_model", lambda *a: (None, None, None))
-    monkeypatch.setattr(factorial, "local_region", lambda *a, **k: None)
     n = 64
     setup, masks = _setup_without_regions(n, 2)
     truth = np.arange(n) % 2
