@@ -23,7 +23,7 @@ for vname, v in VARIANTS.items():
         s = d["structure"]
         s["components"]["A"]["direction"] = v["A"]
         s["components"]["B"]["direction"] = v["B"]
-        for st, p in zip(s["states"], v["pops"]):
+        for st, p in zip(s["states"], v["pops"], strict=True):
             st["fraction"] = p
         d["missing_tilt_rate"] = 0.10
         d["defocus_range_um"] = v["defocus"]
