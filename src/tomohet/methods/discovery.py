@@ -267,7 +267,7 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
     significant, the highest ``n_candidates`` clusters inside the particle are (the
     variance test misses small components the held-out test finds: on held-out-like
     5% / 3% cells at SNR 0.05 component A peaked at z 4.5 against a threshold of 4.8,
-    held-out z 8.3).
+    held-out z 4.5).
     """
     box, px = engine.box, engine.px
     small = small_box_for(box, px, resolution_A or 4.0 * px)
