@@ -101,14 +101,12 @@ def gain_z(gain: np.ndarray) -> tuple[float, float]:
 
 
 # (train positions, their two-class start labels) -> fitted two-class model;
-# (train positions) -> the reference model (None: evaluate makes it from the two-class);
-# (test positions, two-class model, reference) -> (len(test),) gains
+# (test positions, two-class model) -> (len(test),) gains over its reference (module doc)
 Fit2 = Callable[[np.ndarray, np.ndarray], Any]
-Fit1 = Callable[[np.ndarray], Any]
-Evaluate = Callable[[np.ndarray, Any, Any], np.ndarray]
+Evaluate = Callable[[np.ndarray, Any], np.ndarray]
 
 
-def heldout_test(halves: np.ndarray, fold_labels: np.ndarray, fit2: Fit2, fit1: Fit1,
+def heldout_test(halves: np.ndarray, fold_labels: np.ndarray, fit2: Fit2,
                  evaluate: Evaluate) -> RegionTest:
     """The two-fold held-out test (module doc). halves (N,) 0/1; fold_labels (N,) each
     particle's two-class start label from k-means on its own half only."""
@@ -120,8 +118,7 @@ def heldout_test(halves: np.ndarray, fold_labels: np.ndarray, fit2: Fit2, fit1: 
         if len(train) < 4 or len(test) < 2:
             return RegionTest(gain, 0.0, 1.0)
         two = fit2(train, np.asarray(fold_labels)[train])
-        one = fit1(train)
-        gain[test] = evaluate(test, two, one)
+        gain[test] = evaluate(test, two)
     z, p = gain_z(gain)
     return RegionTest(gain, z, p)
 
@@ -181,10 +178,7 @@ def em_region_test(clf: Any, setup: Setup, particles: Any, mask: torch.Tensor,
     def fit2(members: np.ndarray, labels: np.ndarray) -> EMState:
         return fit(members, (np.asarray(labels) > 0).astype(np.int64))
 
-    def fit1(members: np.ndarray) -> None:
-        return None  # the reference is the two-class model's own mean (evaluate)
-
-    def evaluate(members: np.ndarray, two: EMState, one: None) -> np.ndarray:
+    def evaluate(members: np.ndarray, two: EMState) -> np.ndarray:
         # one pass with the three maps: the split's own mean at prior 1/2, so that its
         # posterior p gives the evidence ratio (1 - p) / p of the mixture to it
         pri = two.priors.double() / 2
@@ -200,4 +194,4 @@ def em_region_test(clf: Any, setup: Setup, particles: Any, mask: torch.Tensor,
         p_one = np.clip(post[:, 2], 1e-300, 1.0)
         return np.log(np.clip(1.0 - p_one, 1e-300, 1.0)) - np.log(p_one)
 
-    return heldout_test(halves, fold_labels, fit2, fit1, evaluate)
+    return heldout_test(halves, fold_labels, fit2, evaluate)
