@@ -130,8 +130,32 @@ def test_fewer_regions_than_k_leaves_classes_empty_and_says_so(two_components, t
     m.save(tmp_path, particles)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["regions"] == 2
-    assert "Classes 5-8 of the 8 asked are empty" in summary["statement"]
+    assert "2 region(s) split in two; 4 of the 8 classes asked hold particles" in \
+        summary["statement"]
+    assert "Class(es) 5, 6, 7, 8 are empty" in summary["statement"]
     assert all(max(p["classes"]) <= 4 for p in summary["pairs"])
+
+
+def test_the_statement_counts_the_class_splits_and_the_classes_that_hold_particles():
+    """The note on the region path is read from what ran: regions split, class splits
+    after them, the classes that hold particles (a run whose first region was split
+    again class by class into four classes must not say that classes 3-4 are empty)."""
+    from types import SimpleNamespace
+
+    from tomohet.methods.outputs import _region_note
+
+    hist = [{"stage": "region search", "region": 0}, {"stage": "region split", "region": 0},
+            {"stage": "class split", "split_class": 0, "new_class": 2},
+            {"stage": "class split", "split_class": 0, "new_class": 2},
+            {"stage": "class split", "split_class": 1, "new_class": 3}]
+    note, regions = _region_note(SimpleNamespace(history_=hist),
+                                 np.array([0.3, 0.2, 0.3, 0.2]))
+    assert regions == 1
+    assert "1 region(s) split in two, then 2 class split(s)" in note
+    assert "4 of the 4 classes asked hold particles" in note and "empty" not in note
+    note, _ = _region_note(SimpleNamespace(history_=hist[:2]), np.array([0.6, 0.4, 0, 0]))
+    assert "2 of the 4 classes asked" in note and "Class(es) 3, 4 are empty" in note
+    assert _region_note(SimpleNamespace(history_=[]), np.array([0.5, 0.5])) == ("", 0)
 
 
 def test_states_inside_one_region_are_split_class_by_class():

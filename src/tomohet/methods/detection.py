@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from tomohet.methods.peaks import split_clusters
+
 __all__ = ["SCALES", "Detection", "gaussian_lowpass", "shell_floor", "robust_z", "shell_index",
            "split_matrix", "detect", "VarianceStats", "candidate_regions",
            "n_regions_for", "support_radius"]
@@ -352,6 +354,7 @@ def candidate_regions(det: Detection, scale: float, max_regions: int,
     lab, n = ndimage.label(z > extend * det.threshold)
     if n == 0:
         return []
+    lab, n = split_clusters(z, lab, n, det.threshold)  # neighbouring components apart
     # each cluster's peak over all scales (the null is the maximum over voxels and
     # scales): a small component can be clearer at a coarser scale than the one that
     # shapes the regions (ladder m05, SNR 0.1: component B at p 0.07 at scale 0)

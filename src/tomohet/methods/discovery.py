@@ -54,6 +54,7 @@ from tomohet.methods.detection import (
     split_matrix,
     support_radius,
 )
+from tomohet.methods.dispersion import calibrate_noise
 from tomohet.methods.residual_scan import (  # residual maps: made and streamed there
     ResidualScan,
     crop_to_small,
@@ -69,9 +70,8 @@ if TYPE_CHECKING:
     from tomohet.methods.em import EMEngine
 
 __all__ = ["Discovery", "small_box_for", "crop_to_small", "residual_maps", "residual_batches",
-           "variance_map",
-           "focus_from_variance", "upsample_mask", "component_labels", "discover",
-           "Setup", "discover_with", "null_splits", "local_region", "support_radius"]
+           "variance_map", "focus_from_variance", "upsample_mask", "component_labels",
+           "discover", "Setup", "discover_with", "null_splits", "local_region", "support_radius"]
 
 
 def variance_map(maps: torch.Tensor, radius: float | None = None
@@ -194,6 +194,7 @@ class Discovery:
     # accepted candidates; redrawn from their splits
     # (:func:`tomohet.methods.factorial.region_posteriors`; shc: its last run)
     split_regions: list[torch.Tensor] = field(default_factory=list)
+    noise_dispersion: float = 1.0  # the likelihood's (tomohet.methods.dispersion)
 
     @property
     def max_z(self) -> float:
@@ -214,7 +215,8 @@ class Discovery:
                 "n_candidates": len(self.candidates),
                 "candidate_tests": list(self.region_tests),
                 "split_region_fractions_of_box": [round(float(m.mean()), 5)
-                                                  for m in self.split_regions]}
+                                                  for m in self.split_regions],
+                "noise_dispersion": round(self.noise_dispersion, 3)}
 
 
 def null_splits(names, tomo_names, seed: int, n_splits: int) -> np.ndarray:
@@ -358,8 +360,8 @@ def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray,
 
     ``engine``: an unfocused :class:`~tomohet.methods.em.EMEngine` with the reference
     mask; halves (N,). Discovery runs for ``"auto"`` or ``"components"`` (consensus from
-    both half sets, its noise, :func:`discover`). The fallback is decided by what it finds:
-
+    both half sets, its noise and dispersion (:mod:`~tomohet.methods.dispersion`, set on
+    ``engine.cfg``), :func:`discover`). The fallback is decided by what it finds:
     * ``region == "local"``: focus on it (``"auto"``; signal outside it subtracted) and
       start from the components;
     * ``"large"`` (whole-subunit differences): no focus, start from the components;
@@ -384,7 +386,9 @@ def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray,
     found, from_components, noise = None, False, None
     if auto or init == "components":
         noise = engine.noise_pass(consensus[None], np.zeros(n, dtype=np.int64))
+        noise = calibrate_noise(engine, consensus, noise, seed)
         found = discover(engine, consensus, noise, k, seed=seed, halves=halves)
+        found.noise_dispersion = engine.cfg.noise_dispersion
         from_components = init == "components" and found.region != "none"
     focus = user if user is not None else (found.focus if auto and found is not None
                                            else None)

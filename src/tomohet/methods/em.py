@@ -3,7 +3,7 @@
 One pass over the data (in batches) does the E-step for every particle and accumulates
 the M-step sums: posterior-weighted, noise-weighted back-projection into 2K half-set
 volumes and the residual noise power. The same code runs on 2D tilt stacks and on
-subtomograms: :mod:`tomohet.physics.forward` hides the geometry. Batches are formed in
+subtomograms (:mod:`tomohet.physics.forward` hides the geometry). Batches are formed in
 an order drawn from the particle names, and every per-particle quantity (including the
 annealing temperature) depends on that particle only, so neither the star's row order
 nor the batch size changes a result beyond float rounding.
@@ -82,8 +82,8 @@ class EMConfig:
     # MB of compacted batches (pixels, data, trilinear plan) kept across passes
     # (tomohet.methods.em_cache; compact path only); 0 = rebuild every pass
     cache_geometry_mb: float = 0.0
-    # focused runs: the classes' differences filtered by their own FSC (issue 12)
-    difference_wiener: bool = True
+    difference_wiener: bool = True  # focused: class differences filtered by their FSC
+    noise_dispersion: float = 1.0  # noise power x this (tomohet.methods.dispersion)
 
 
 class EMEngine:
@@ -121,7 +121,7 @@ class EMEngine:
         self.progress = progress
         self.deltas = (pose_deltas(config.local_search_deg, config.local_search_steps,
                                    self.device) if config.local_search_deg > 0 else None)
-        # seconds spent per stage, for benchmarks/bench_ml.py
+        # seconds per stage, for benchmarks/bench_ml.py
         self.timings: dict[str, float] = {"read_prepare": 0.0, "plan": 0.0, "projection": 0.0,
                                           "likelihood": 0.0, "backprojection": 0.0}
         # identities of the particles taking part, for keyed per-particle draws
@@ -160,7 +160,8 @@ class EMEngine:
     # ------------------------------------------------------------------ data
     def new_noise(self) -> NoiseModel:
         groups = 1 if not self.is_tilt else int(90 // self.cfg.tilt_group_deg) + 2
-        return NoiseModel(self.box, groups, self.device, ndim=2 if self.is_tilt else 3)
+        return NoiseModel(self.box, groups, self.device, 2 if self.is_tilt else 3,
+                          self.cfg.noise_dispersion)
 
     def prepare(self, idx: np.ndarray, subtract: bool = True) -> PreparedBatch:
         """The prepared batch of particles ``idx``; focused, the signal outside the focus

@@ -294,9 +294,11 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
     for i, (mask, init) in enumerate(zip(found.regions, found.region_labels, strict=True)):
         post_r, hist, sigma2, mask = _refined_split(setup, split, mask, init, redraw,
                                                     found.regions[:i] + found.regions[i + 1:])
+        if posts and _redundant(post_r, posts) is not None:
+            continue  # one component's peaks drawn as two regions: the same split
         posts.append(post_r)
         masks.append(mask)
-        history += [dict(h, iteration=len(history) + j + 1, region=i)
+        history += [dict(h, iteration=len(history) + j + 1, region=len(posts) - 1)
                     for j, h in enumerate(hist)]
     level = alpha / max(len(found.candidates), 1)  # Bonferroni over the candidates
     for c, (mask, fold_labels, init) in enumerate(found.candidates):

@@ -120,6 +120,30 @@ def _write_maps(method: HeterogeneityMethod, out: Path, px: float) -> tuple[list
     return written, failed
 
 
+def _region_note(method: HeterogeneityMethod, priors) -> tuple[str, int]:
+    """What the region-by-region path did, from the run's history (shc: all runs):
+    the regions split in two (variance-test regions and accepted held-out candidates),
+    the further class splits, and which of the K classes asked stayed empty.
+    -> (statement, number of regions split); ("", 0) when it did not run."""
+    hist = [h for h in (getattr(method, "history_flat_", None)
+                        or getattr(method, "history_", []) or []) if isinstance(h, dict)]
+    regions = len({h.get("region") for h in hist if h.get("stage") == "region split"})
+    if not regions:
+        return "", 0
+    splits = len({(h.get("split_class"), h.get("new_class")) for h in hist
+                  if h.get("stage") == "class split"})
+    k = len(priors) if priors is not None else 2**regions
+    live = np.asarray(priors) > 0 if priors is not None else np.ones(k, dtype=bool)
+    note = (f" Classified region by region: {regions} region(s) split in two"
+            + (f", then {splits} class split(s) inside them" if splits else "")
+            + f"; {int(live.sum())} of the {k} classes asked hold particles.")
+    if not live.all():
+        empty = ", ".join(str(int(c) + 1) for c in np.nonzero(~live)[0])
+        note += (f" Class(es) {empty} are empty: the data show no further region or split "
+                 "above noise (split='joint' runs K-class EM instead).")
+    return note, regions
+
+
 def _write_evidence(method: HeterogeneityMethod, out: Path, px: float) -> list[str]:
     """``summary.json`` (the verdict, :func:`tomohet.methods.evidence.run_summary`, with
     per-class resolution) and, with a focus mask, ``class_fsc_focus.csv`` (per-class
@@ -137,16 +161,8 @@ def _write_evidence(method: HeterogeneityMethod, out: Path, px: float) -> list[s
         kept = [int(c) for c in np.nonzero(np.asarray(priors) > 0)[0]]
         halves = halves[kept]
     summary, _ = run_summary(found, halves, px, mask=focus, classes=kept)
-    regions = len(getattr(found, "regions", []) or [])
-    if regions and any(isinstance(h, dict) and h.get("stage") == "region split"
-                       for h in getattr(method, "history_flat_", None)  # shc: all runs
-                       or getattr(method, "history_", []) or []):
-        k = len(priors) if priors is not None else 2**regions
-        note = (f" Classified region by region: {regions} separate region(s) above "
-                f"noise, each split in two, {2**regions} classes.")
-        if 2**regions < k:
-            note += (f" Classes {2**regions + 1}-{k} of the {k} asked are empty: the data "
-                     "show no further region (split='joint' runs K-class EM instead).")
+    note, regions = _region_note(method, priors)
+    if note:
         summary["regions"] = regions
         summary["statement"] = summary.get("statement", "") + note
     res = getattr(method, "resolution_A_", None)

@@ -28,7 +28,8 @@ from tomohet.physics.fourier import (
 )
 from tomohet.physics.projection import VolumeProjector
 
-__all__ = ["PreparedBatch", "tilt_groups", "log_likelihoods", "model_transforms", "NoiseModel"]
+__all__ = ["PreparedBatch", "tilt_groups", "log_likelihoods", "mahalanobis2", "model_transforms",
+           "NoiseModel"]
 
 
 @dataclass
@@ -68,13 +69,19 @@ class NoiseModel:
     """Noise power per (tilt group, resolution shell), estimated from residuals.
 
     ``sigma2`` (G, S) with S = D//2 + 2 shells (the last collects corners).
+    ``dispersion``: :meth:`update` stores ``dispersion`` x the residual power, the
+    noise of a *smooth* difference when the data's Fourier samples are correlated (the
+    per-sample power counts such a difference's evidence that many times over;
+    :mod:`tomohet.methods.dispersion`); 1 for independent samples.
     """
 
     def __init__(
-        self, box: int, n_groups: int, device: torch.device | str = "cpu", ndim: int = 2
+        self, box: int, n_groups: int, device: torch.device | str = "cpu", ndim: int = 2,
+        dispersion: float = 1.0,
     ) -> None:
         self.box = box
         self.ndim = ndim
+        self.dispersion = float(dispersion)
         self.n_shells = box // 2 + 2
         # a placeholder until estimated: shells never estimated are not "kept" by update
         self._sigma2 = torch.ones((n_groups, self.n_shells), device=device)
@@ -164,7 +171,7 @@ class NoiseModel:
         if bool(known.any()) and not bool(known.all()):
             new = torch.where(known[None], new, _interpolate_shells(new, known))
         # complex Gaussian: E|n|^2 = 2 sigma^2 per real component; store E|n|^2 / 2
-        self._sigma2 = (new / 2).clamp_min(floor)
+        self._sigma2 = (new / 2 * self.dispersion).clamp_min(floor)
         self._estimated = known.clone()
         self._sum.zero_()
         self._count.zero_()
@@ -225,6 +232,17 @@ def log_likelihoods(
     if per_tilt:
         return ll.sum(dim=(-2, -1)).movedim(0, -1)  # (B, T, M)
     return ll.flatten(2).sum(-1).T  # (B, M)
+
+
+def mahalanobis2(prep: PreparedBatch, diff: torch.Tensor, noise: NoiseModel) -> torch.Tensor:
+    """Squared distance ``d'^2`` between two models in the metric of
+    :func:`log_likelihoods`: ``diff`` (M, B, ...) the difference of their model
+    transforms (before the transfer function) -> (B, M). For a calibrated likelihood the
+    log-likelihood ratio of the two models has variance ``d'^2`` on data from either."""
+    inv = prep.mask.float() * (noise.herm / 2) / (
+        noise.per_pixel(prep.group) * prep.premult_power.clamp_min(1e-6))
+    pred = diff * prep.transfer
+    return ((pred.real**2 + pred.imag**2) * inv).flatten(2).sum(-1).T
 
 
 def model_transforms(projector: VolumeProjector, prep: PreparedBatch,
