@@ -74,10 +74,13 @@ def smooth_fields(support: torch.Tensor, n_fields: int, resolution_px: float,
 
 def estimate_dispersion(engine, consensus: torch.Tensor, noise: NoiseModel,
                         n_fields: int = 4, resolution_px: float = 4.0, seed: int = 0,
-                        window_px: float | None = None) -> float:
+                        window_px: float | None = None, max_particles: int = 2000
+                        ) -> float:
     """The likelihood's over-count of smooth differences on ``engine``'s particles (the
-    module doc): one pass with ``2 n_fields`` maps ``consensus +- scale x field``;
-    summed over ranks. ``noise`` the consensus's noise model (dispersion 1)."""
+    module doc): one pass with ``2 n_fields`` maps ``consensus +- scale x field`` over
+    the first ``max_particles`` in the name-keyed order (sampling error ~
+    ``sqrt(2 / (n n_fields))``: 1.6% at 2,000); summed over ranks. ``noise`` the
+    consensus's noise model (dispersion 1)."""
     support = engine.reference_mask if engine.reference_mask is not None else \
         torch.ones_like(consensus)
     scale = 0.1 * float(consensus.std()) or 1.0
@@ -86,7 +89,14 @@ def estimate_dispersion(engine, consensus: torch.Tensor, noise: NoiseModel,
     proj = engine.projector(torch.cat([u + delta, u - delta]))
     ratio = torch.zeros((len(engine.index), n_fields), dtype=torch.float64)
     dist = torch.zeros_like(ratio)
-    for rows in parallel.shard(engine.batches()):
+    batches: list[np.ndarray] = []
+    used = np.zeros(len(engine.index), dtype=bool)
+    for rows in engine.batches():  # a prefix of the keyed order: rows do not matter
+        if batches and used.sum() + len(rows) > max_particles:
+            break
+        batches.append(rows)
+        used[rows] = True
+    for rows in parallel.shard(batches):
         prep = engine.prepare(engine.index[rows])
         slices = model_transforms(proj, prep)
         ll = log_likelihoods(prep, slices, noise).double()
@@ -94,6 +104,7 @@ def estimate_dispersion(engine, consensus: torch.Tensor, noise: NoiseModel,
         dist[rows] = mahalanobis2(prep, slices[:n_fields] - slices[n_fields:],
                                   noise).double().cpu()
     parallel.all_reduce_sum([ratio, dist])
+    ratio = ratio[torch.as_tensor(used)]
     centred = ratio - ratio.mean(0, keepdim=True)  # what the consensus's own bias adds
     total = float(dist.sum())
     return float(centred.pow(2).sum()) / total if total > 0 else 1.0
