@@ -81,10 +81,11 @@ def test_independent_white_noise_is_calibrated_and_counting_it_twice_doubles_it(
 def test_calibrate_noise_sets_the_factor_on_the_config_and_every_new_noise_model(tilt_set):
     particles, consensus = tilt_set
     engine, noise, twice = _measure(_twice(particles), consensus)
-    before = noise.sigma2.clone()
+    before, known = noise.sigma2.clone(), noise.estimated.clone()
     out = calibrate_noise(engine, consensus, noise, seed=0)
     assert engine.cfg.noise_dispersion == pytest.approx(twice)
     torch.testing.assert_close(out.sigma2, before * twice)
+    assert out.dispersion == pytest.approx(twice) and torch.equal(out.estimated, known)
     again = engine.noise_pass(consensus[None], np.zeros(particles.n_particles, np.int64))
     torch.testing.assert_close(again.sigma2, before * twice, rtol=1e-4, atol=0)
     # calibrated data: left alone

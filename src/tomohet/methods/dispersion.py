@@ -127,6 +127,5 @@ def calibrate_noise(engine, consensus: torch.Tensor, noise: NoiseModel, seed: in
     c = applied_dispersion(estimate_dispersion(engine, consensus, noise, seed=seed))
     if c != 1.0:
         engine.cfg = dataclasses.replace(engine.cfg, noise_dispersion=c)
-        noise.sigma2 = noise.sigma2 * c
-        noise.dispersion = c
+        noise.scale_dispersion(c)
     return noise

@@ -105,6 +105,12 @@ class NoiseModel:
         self._sigma2 = value
         self._estimated = torch.ones(value.shape[-1], dtype=torch.bool, device=value.device)
 
+    def scale_dispersion(self, factor: float) -> None:
+        """Multiply the estimate and :attr:`dispersion` by ``factor`` (which shells hold
+        an estimate is unchanged)."""
+        self._sigma2 = self._sigma2 * float(factor)
+        self.dispersion *= float(factor)
+
     @property
     def estimated(self) -> torch.Tensor:
         """(S,) bool: shells holding an estimate (from data or assigned), not the
