@@ -218,10 +218,11 @@ def _fake_setup(n: int, n_candidates: int):
 
 
 def test_further_candidates_split_only_when_the_held_out_test_accepts():
-    """K = 4 and one region: the candidates are tested in turn at alpha / (number of
-    candidates); the first is rejected (p above that level, though below alpha), the
-    second accepted and split; then K holds no more regions, so the third is not even
-    tested. Each test is recorded in the discovery."""
+    """K = 4 and one region: the candidates are tested in turn at CANDIDATE_ALPHA (0.05)
+    / (number of candidates); the first is rejected (p above that level, though below
+    0.05), the second accepted at p 0.012 (component B of the ladder's 30% / 18% cell at
+    SNR 0.02 had p 0.0116, which the earlier 0.01 / 3 rejected) and split; then K holds
+    no more regions, so the third is not even tested. Each test is recorded."""
     from tomohet.methods.region_test import RegionTest
 
     n = 64
@@ -238,10 +239,10 @@ def test_further_candidates_split_only_when_the_held_out_test_accepts():
     def test(mask, fold_labels):
         key = int(mask.flatten()[0])
         calls.append(key)
-        return RegionTest(np.full(n, 0.5), 0.0, {2: 0.008, 3: 1e-6}.get(key, 0.5))
+        return RegionTest(np.full(n, 0.5), 0.0, {2: 0.03, 3: 0.012}.get(key, 0.5))
 
     post, history, _ = region_posteriors(setup, split, 4, np.arange(n) % 2, 0.02, 0, test)
-    assert calls == [2, 3]  # 0.008 > 0.01 / 3: rejected; the second accepted
+    assert calls == [2, 3]  # 0.03 > 0.05 / 3: rejected; 0.012 accepted
     assert [t["accepted"] for t in setup.discovery.region_tests] == [False, True]
     assert {h["region"] for h in history} == {0, 1}
     assert adjusted_rand_score(state, post.argmax(1)) == 1.0
