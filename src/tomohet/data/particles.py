@@ -25,7 +25,8 @@ import torch
 from tomohet.data.sources import DataError, ImageSource, VolumeSource
 from tomohet.physics.ctf import CtfParams
 
-__all__ = ["TiltSeriesParticles", "SubtomogramParticles", "TiltBatch", "SubtomoBatch", "Optics"]
+__all__ = ["TiltSeriesParticles", "SubtomogramParticles", "TiltBatch", "SubtomoBatch", "Optics",
+           "NoiseProfile"]
 
 
 @dataclass
@@ -69,6 +70,36 @@ class SubtomoBatch:
     volumes: torch.Tensor  # (B, D, D, D)
     weights: torch.Tensor | None  # (B, D, D, D//2+1) rfft-layout CTF^2/wedge weights
     rotation: torch.Tensor  # (B, 3, 3)
+    # (B, D, D, D//2+1) relative noise power per voxel (NoiseProfile); None: white per shell
+    noise_power: torch.Tensor | None = None
+
+
+@dataclass
+class NoiseProfile:
+    """Relative noise power per Fourier voxel of subtomograms, per tomogram.
+
+    In a subtomogram the noise is not white within a resolution shell: how many tilt
+    images overlap at a voxel, and how the gridding spread them, varies with the voxel's
+    direction (e.g. 3-6x within a shell for a density-normalised back-projection, ~2x for
+    RELION 4 pseudo-subtomograms after their ``sum CTF^2`` factor). The pattern is fixed in
+    the tomogram frame, so it is shared by the particles of a tilt series.
+    ``power`` (G, D, D, D//2+1): mean 1 over each shell's measured voxels; ``tomograms``:
+    the G tomogram names, or ``["*"]`` for one profile shared by all. Estimated by
+    :func:`tomohet.methods.noise_profile.estimate_noise_profile`.
+    """
+
+    tomograms: list[str]
+    power: torch.Tensor
+
+    def for_tomograms(self, names: list[str]) -> torch.Tensor:
+        """(B, D, D, D//2+1) profile of each of ``names``: its own row, else the row
+        ``"*"`` (one profile pooled over every tomogram) if there is one, else 1."""
+        row = {t: i for i, t in enumerate(self.tomograms)}
+        pooled = row.get("*", -1)
+        pick = torch.as_tensor([row.get(t, pooled) for t in names])
+        out = self.power[pick.clamp_min(0)].clone()
+        out[pick < 0] = 1.0
+        return out
 
 
 def _f32(x: Any) -> torch.Tensor:
@@ -233,6 +264,7 @@ class SubtomogramParticles:
     weight_layout: str = "centered_full"  # or "rfft" (RELION 4 / own) or "none"
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
     meta: dict[str, Any] = field(default_factory=dict)
+    noise_profile: NoiseProfile | None = None  # estimated from the data, never read
 
     @property
     def n_particles(self) -> int:
@@ -262,10 +294,14 @@ class SubtomogramParticles:
         w = None
         if self.weights is not None:
             w = weights_to_rfft(self.weights.read(idx), self.weight_layout, self.optics.box)
+        prof = None
+        if self.noise_profile is not None:
+            prof = self.noise_profile.for_tomograms([self.tomo_names[i] for i in idx])
         return SubtomoBatch(
             index=idx, volumes=vols.to(device),
             weights=None if w is None else w.to(device),
             rotation=_f32(self.rotation[idx]).to(device),
+            noise_power=None if prof is None else prof.to(device),
         )
 
     def batches(

@@ -74,7 +74,9 @@ def prepare_subtomo_batch(
 
     Premultiplied data (RELION 4 pseudo-subtomograms: ``sum CTF X`` with weights
     ``sum CTF^2``) have transfer = noise scale = weight; plain reconstructions with a 3D
-    CTF (RELION 3.0) have transfer = CTF volume and unit noise scale.
+    CTF (RELION 3.0) have transfer = CTF volume and unit noise scale. Either noise scale is
+    multiplied by the batch's ``noise_power`` (a :class:`~tomohet.data.particles.NoiseProfile`)
+    when it has one.
     """
     d = optics.box
     data = volume_to_ft(batch.volumes)
@@ -83,7 +85,9 @@ def prepare_subtomo_batch(
     else:
         transfer = batch.weights.float()
     premult_power = (transfer.clamp_min(0) if optics.ctf_premultiplied
-                   else torch.ones_like(transfer))
+                     else torch.ones_like(transfer))
+    if batch.noise_power is not None:  # noise not white within a shell (NoiseProfile)
+        premult_power = premult_power * batch.noise_power.to(premult_power)
     shell = radial_shell_index(d, 3, device=data.device)
     limit = d // 2 if max_resolution_A is None else min(d // 2,
                                                         d * optics.pixel_size_A / max_resolution_A)

@@ -18,8 +18,7 @@ This module finds that region from the data alone and proposes a first partition
    over voxels and scales of ``(ratio_A - ratio_B) / 2`` for random halves of the
    particles (drawn from their names), which has the noise of the statistic but none of
    the heterogeneity. The threshold is their ``1 - alpha`` quantile: about ``alpha`` of
-   data sets without heterogeneity show anything. (:func:`variance_map` is the
-   unsmoothed z-map alone.)
+   data sets without heterogeneity show anything.
 3. :func:`focus_from_variance` -- the significant region at the finest scale where the
    peak is significant, extended to the connected voxels above ``extend`` x the
    threshold, dilated, smoothed and brought back to the full box: the automatic focus
@@ -28,11 +27,9 @@ This module finds that region from the data alone and proposes a first partition
    mask, their leading K - 1 principal components, and k-means with K clusters: an
    initial partition.
 
-All functions are pure (tensors in, tensors out) except :func:`residual_maps` and
-:func:`residual_batches`, which read the particles through an
-:class:`~tomohet.methods.em.EMEngine`. :func:`discover` runs 1-4 without holding the N
-maps: :class:`~tomohet.methods.residual_scan.ResidualScan` adds each batch to the test's
-sums and keeps its rows on disk for step 4.
+All functions are pure except :func:`residual_maps` and :func:`residual_batches` (they
+read particles through an :class:`~tomohet.methods.em.EMEngine`). :func:`discover` runs
+1-4 without holding the N maps (:class:`~tomohet.methods.residual_scan.ResidualScan`).
 """
 
 from __future__ import annotations
@@ -55,6 +52,7 @@ from tomohet.methods.detection import (
     support_radius,
 )
 from tomohet.methods.dispersion import calibrate_noise
+from tomohet.methods.noise_profile import with_noise_profile
 from tomohet.methods.residual_scan import (  # residual maps: made and streamed there
     ResidualScan,
     crop_to_small,
@@ -195,6 +193,7 @@ class Discovery:
     # (:func:`tomohet.methods.factorial.region_posteriors`; shc: its last run)
     split_regions: list[torch.Tensor] = field(default_factory=list)
     noise_dispersion: float = 1.0  # the likelihood's (tomohet.methods.dispersion)
+    noise_profile: dict | None = None  # subtomograms (tomohet.methods.noise_profile)
 
     @property
     def max_z(self) -> float:
@@ -216,7 +215,8 @@ class Discovery:
                 "candidate_tests": list(self.region_tests),
                 "split_region_fractions_of_box": [round(float(m.mean()), 5)
                                                   for m in self.split_regions],
-                "noise_dispersion": round(self.noise_dispersion, 3)}
+                "noise_dispersion": round(self.noise_dispersion, 3),
+                "noise_profile": self.noise_profile}
 
 
 def null_splits(names, tomo_names, seed: int, n_splits: int) -> np.ndarray:
@@ -358,17 +358,15 @@ def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray,
     """Classifier glue for ``focus_mask`` (None, ``"auto"`` or a (D, D, D) tensor) and
     ``init`` (``"random"``, ``"components"``; ``"reference"`` counts as random here).
 
-    ``engine``: an unfocused :class:`~tomohet.methods.em.EMEngine` with the reference
-    mask; halves (N,). Discovery runs for ``"auto"`` or ``"components"`` (consensus from
-    both half sets, its noise and dispersion (:mod:`~tomohet.methods.dispersion`, set on
-    ``engine.cfg``), :func:`discover`). The fallback is decided by what it finds:
+    ``engine``: unfocused, with the reference mask; halves (N,). Discovery runs for
+    ``"auto"`` or ``"components"``: consensus, its noise, the subtomograms' noise profile
+    (:mod:`~tomohet.methods.noise_profile`, on ``engine.particles``), dispersion
+    (:mod:`~tomohet.methods.dispersion`, on ``engine.cfg``), :func:`discover`. Then:
     * ``region == "local"``: focus on it (``"auto"``; signal outside it subtracted) and
-      start from the components;
-    * ``"large"`` (whole-subunit differences): no focus, start from the components;
+      start from the components; ``"large"``: no focus, start from the components;
     * ``"none"``: no focus, random annealed starts (as without discovery), unless the
       classifier finds one of ``Discovery.candidates`` real by the held-out test
-      (:func:`tomohet.methods.factorial.region_posteriors`), which then becomes the
-      region.
+      (:func:`tomohet.methods.factorial.region_posteriors`), which becomes the region.
     """
     from tomohet.methods.em import EMEngine
 
@@ -386,9 +384,10 @@ def discover_with(engine, k: int, focus_mask, init: str, halves: np.ndarray,
     found, from_components, noise = None, False, None
     if auto or init == "components":
         noise = engine.noise_pass(consensus[None], np.zeros(n, dtype=np.int64))
+        noise, profile = with_noise_profile(engine, consensus, noise)
         noise = calibrate_noise(engine, consensus, noise, seed)
         found = discover(engine, consensus, noise, k, seed=seed, halves=halves)
-        found.noise_dispersion = engine.cfg.noise_dispersion
+        found.noise_dispersion, found.noise_profile = engine.cfg.noise_dispersion, profile
         from_components = init == "components" and found.region != "none"
     focus = user if user is not None else (found.focus if auto and found is not None
                                            else None)
