@@ -51,8 +51,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="random seed (default: the preset's or config's, 0)")
     p.add_argument("--formats", default=FORMATS_DEFAULT,
                    help="comma-separated particle formats to write ('' for none)")
-    p.add_argument("--subtomograms", action="store_true",
-                   help="also write subtomograms and 3D CTF volumes")
+    p.add_argument("--subtomograms", nargs="?", const="pseudo", default=None,
+                   choices=("pseudo", "reconstructed"),
+                   help="also write subtomograms and 3D CTF volumes: RELION 4 "
+                        "pseudo-subtomograms (the default) or RELION 3.0/3.1-style "
+                        "reconstructions with a 3D CTF ('reconstructed')")
     p.add_argument("--config", default=None,
                    help="JSON file with a full SimulationConfig (replaces --preset)")
     p.add_argument("--list", action="store_true", help="list presets and exit")
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         args.formats = "relion5"
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     try:
-        written = ds.write(out, formats=formats, subtomograms=args.subtomograms,
+        written = ds.write(out, formats=formats, subtomograms=args.subtomograms or False,
                            progress=not args.no_progress)
     finally:
         if stack_file is not None:  # the stacks are written: the rendering buffer goes

@@ -18,11 +18,17 @@ import torch
 from tomohet.data.particles import Optics, SubtomoBatch, TiltBatch
 from tomohet.physics.ctf import ctf_2d, dose_mask, exposure_filter
 from tomohet.physics.forward import PreparedBatch, tilt_groups
-from tomohet.physics.fourier import image_to_ft, radial_shell_index, shift_phase_2d, volume_to_ft
+from tomohet.physics.fourier import (
+    image_to_ft,
+    radial_shell_index,
+    shift_phase_2d,
+    volume_to_ft,
+)
 from tomohet.physics.projection import Backprojector
 from tomohet.physics.reconstruction import backproject
 
-__all__ = ["prepare_batch", "prepare_subtomo_batch", "backproject_subtomograms"]
+__all__ = ["prepare_batch", "prepare_subtomo_batch", "backproject_subtomograms",
+           "reconstruct_subtomograms"]
 
 
 def prepare_batch(
@@ -122,3 +128,42 @@ def backproject_subtomograms(
     backproject(bp, prep, volume_index=torch.arange(b, device=prep.data.device))
     data_r, weight_r = bp.rfft_grids()
     return data_r, weight_r
+
+
+def reconstruct_subtomograms(
+    batch: TiltBatch, optics: Optics, min_weight: float = 0.2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RELION 3.0-style subtomograms in the tomogram frame from their tilt images.
+
+    The images, not CTF-multiplied, are gridded into 3D and divided by their sampling
+    density (what a weighted back-projection does); the 3D CTF is the density-weighted
+    mean of the tilts' CTFs (with exposure filter) at each voxel, so the data are
+    ``CTF3D * V + noise`` there. Voxels with a density under ``min_weight`` (the missing
+    wedge, the gaps between far tilts) are 0 in both. For non-premultiplied data the
+    images' own transfer is used as is. Returns the data (B, D, D, D//2+1) complex and
+    the 3D CTF (same shape, real).
+    """
+    if batch.particle_rotation is None:
+        raise ValueError("batch has no particle rotations")
+    if optics.ctf_premultiplied or optics.dose_weighted:
+        raise ValueError("reconstructed subtomograms need images that are neither "
+                         "CTF-premultiplied nor dose-weighted")
+    prep = prepare_batch(batch, optics)
+    b, d = prep.mask.shape[0], optics.box
+    prep.rotation = prep.rotation @ batch.particle_rotation[:, None].transpose(-1, -2)
+    phase = shift_phase_2d(batch.shift_A / optics.pixel_size_A, d).expand(
+        prep.transfer.shape).to(torch.complex64)
+    ctf = (prep.transfer * phase.conj()).real.to(torch.complex64)  # H alone
+    idx = torch.arange(b, device=prep.data.device)
+    sums = []
+    for data, transfer in ((prep.data, phase), (ctf, torch.ones_like(ctf))):
+        bp = Backprojector(d, n_volumes=b, pad=1, device=batch.images.device)
+        prep.data, prep.transfer = data, transfer  # inserts conj(S) X w (H w), weight w
+        backproject(bp, prep, volume_index=idx)
+        sums.append(bp.rfft_grids())
+    (sx, density), (sh, _) = sums
+    ok = density > min_weight
+    scale = 1.0 / density.clamp_min(1e-6)
+    return (torch.where(ok, sx * scale, 0).to(torch.complex64),
+            torch.where(ok, sh.real * scale, 0).float())
+

@@ -109,10 +109,12 @@ class SimulatedDataset:
         return out
 
     def write(self, out_dir: str | Path, formats: tuple[str, ...] | list[str] = ("relion5", "warp"),
-              subtomograms: bool = False, progress: bool = False) -> list[Path]:
+              subtomograms: bool | str = False, progress: bool = False) -> list[Path]:
         """Write particles (first format in ``out_dir``, others in ``out_dir/<format>/``),
         ``truth.csv``, ``state_XX.mrc`` and ``simulation.json``; optionally subtomograms
-        (``out_dir/subtomograms/``). Returns the written paths."""
+        (``out_dir/subtomograms/``; ``True`` or ``"pseudo"``: RELION 4 pseudo-subtomograms,
+        ``"reconstructed"``: RELION 3.0/3.1-style, see :mod:`tomohet.sim.subtomo`).
+        Returns the written paths."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
@@ -131,8 +133,9 @@ class SimulatedDataset:
         atomic_write_text(out / "simulation.json", json.dumps(self.metadata(), indent=2) + "\n")
         written.append(out / "simulation.json")
         if subtomograms:
+            style = "pseudo" if subtomograms is True else str(subtomograms)
             written.extend(write_subtomograms(self.particles, out / "subtomograms",
-                                              progress=progress))
+                                              progress=progress, style=style))
         return written
 
     def metadata(self) -> dict[str, Any]:
