@@ -187,3 +187,35 @@ def test_many_tomograms_share_one_pooled_profile(two_tomograms, monkeypatch):
     assert err < 0.1
     both = profile.for_tomograms(["ts2", "ts1", "other"])
     assert torch.equal(both[0], profile.power[0]) and torch.equal(both[2], profile.power[0])
+
+
+def test_a_region_holding_more_noise_than_the_box_gets_its_own_dispersion():
+    """Noise 2.25x stronger (in variance) inside a central ball than elsewhere, stationary
+    in neither: the region test's likelihood is tempered by the ball's own dispersion
+    (> 1.3 relative to the run's; measured 1.65), a region outside the ball keeps the run's
+    (0.98)."""
+    from tomohet.methods.discovery import Setup
+    from tomohet.methods.region_test import MIN_REGION_DISPERSION, regional_setup
+
+    maps = (_blob(0, (0, 0, 0), 4.0) * 5)[None]
+    n = 300
+    flat = {"ts": torch.ones(D, D, D // 2 + 1)}
+    parts = _make_set(n, flat, maps, np.zeros(n, dtype=np.int64), 0.0, seed=6)
+    c = torch.arange(D, dtype=torch.float32) - D / 2
+    zz, yy, xx = torch.meshgrid(c, c, c, indexing="ij")
+    r = (zz**2 + yy**2 + xx**2).sqrt()
+    ball = (r <= 3.5).float()
+    gen = torch.Generator().manual_seed(8)
+    amp = 1.0 + 0.5 * torch.nn.functional.avg_pool3d(ball[None, None], 3, 1, 1)[0, 0]
+    noise = torch.randn((n, D, D, D), generator=gen) * amp * 0.02
+    vols = parts.volumes.read(np.arange(n)).numpy() + noise.numpy()
+    parts = dataclasses.replace(parts, volumes=ArrayVolumeSource(vols.astype(np.float32)))
+    engine = EMEngine(parts, EMConfig(n_classes=1, batch_size=100), np.arange(n))
+    noise_model = engine.noise_pass(maps, np.zeros(n, dtype=np.int64))
+    setup = Setup(engine, engine, None, False, None, maps[0], noise_model)
+    inside, rel_in = regional_setup(setup, ball, seed=0)
+    shell = ((r > 5.5) & (r <= 7.5)).float()
+    outside, rel_out = regional_setup(setup, shell, seed=0)
+    assert rel_in > 1.3 and inside.plain.cfg.noise_dispersion == pytest.approx(rel_in)
+    assert inside.plain is not engine and engine.cfg.noise_dispersion == 1.0
+    assert rel_out < MIN_REGION_DISPERSION and outside is setup

@@ -74,15 +74,17 @@ def smooth_fields(support: torch.Tensor, n_fields: int, resolution_px: float,
 
 def estimate_dispersion(engine, consensus: torch.Tensor, noise: NoiseModel,
                         n_fields: int = 4, resolution_px: float = 4.0, seed: int = 0,
-                        window_px: float | None = None, max_particles: int = 2000
-                        ) -> float:
+                        window_px: float | None = None, max_particles: int = 2000,
+                        support: torch.Tensor | None = None) -> float:
     """The likelihood's over-count of smooth differences on ``engine``'s particles (the
     module doc): one pass with ``2 n_fields`` maps ``consensus +- scale x field`` over
     the first ``max_particles`` in the name-keyed order (sampling error ~
     ``sqrt(2 / (n n_fields))``: 1.6% at 2,000); summed over ranks. ``noise`` the
-    consensus's noise model (dispersion 1)."""
-    support = engine.reference_mask if engine.reference_mask is not None else \
-        torch.ones_like(consensus)
+    consensus's noise model (dispersion 1; a scaled one gives the factor relative to
+    it). ``support`` (D, D, D): where the fields live (default the reference mask)."""
+    if support is None:
+        support = engine.reference_mask if engine.reference_mask is not None else \
+            torch.ones_like(consensus)
     scale = 0.1 * float(consensus.std()) or 1.0
     delta = smooth_fields(support, n_fields, resolution_px, seed, window_px) * scale
     u = consensus.cpu()[None]
