@@ -219,3 +219,23 @@ def test_a_region_holding_more_noise_than_the_box_gets_its_own_dispersion():
     assert rel_in > 1.3 and inside.plain.cfg.noise_dispersion == pytest.approx(rel_in)
     assert inside.plain is not engine and engine.cfg.noise_dispersion == 1.0
     assert rel_out < MIN_REGION_DISPERSION and outside is setup
+
+
+def test_the_profile_reaches_passes_from_the_geometry_cache(two_tomograms):
+    """Compacted batches cached before the profile was set (the consensus pass) would keep
+    the old noise scale: after it, a reconstruction through the cache equals one without
+    a cache."""
+    parts, consensus, _ = two_tomograms
+    n = len(parts)
+    halves = np.arange(n) % 2
+    maps = []
+    for mb in (0.0, 512.0):
+        engine = EMEngine(parts, EMConfig(n_classes=1, batch_size=200, cache_geometry_mb=mb),
+                          np.arange(n))
+        engine.reconstruct_pass(np.ones((n, 1)), None, halves)  # fills the cache
+        noise = engine.noise_pass(consensus[None], np.zeros(n, dtype=np.int64))
+        noise, info = with_noise_profile(engine, consensus, noise)
+        assert info is not None and info["applied"]
+        maps.append(engine.volumes_from(engine.reconstruct_pass(np.ones((n, 1)), noise,
+                                                                halves))[0])
+    torch.testing.assert_close(maps[1], maps[0], rtol=1e-4, atol=1e-4)

@@ -31,6 +31,7 @@ import torch
 
 from tomohet import parallel
 from tomohet.data.particles import NoiseProfile, SubtomogramParticles
+from tomohet.methods.em_cache import GeometryCache
 from tomohet.physics.forward import NoiseModel, model_transforms
 from tomohet.physics.fourier import radial_shell_index
 
@@ -126,5 +127,7 @@ def with_noise_profile(engine, consensus: torch.Tensor, noise: NoiseModel
     applied = info["spread"] > MIN_SPREAD
     if applied:
         engine.particles = dataclasses.replace(engine.particles, noise_profile=profile)
+        if getattr(engine, "geometry", None) is not None:  # cached batches: old noise scale
+            engine.geometry = GeometryCache(engine.cfg.cache_geometry_mb)
         noise = engine.noise_pass(consensus[None], np.zeros(len(engine.index), dtype=np.int64))
     return noise, {**info, "applied": bool(applied)}
