@@ -107,6 +107,25 @@ def prepare_subtomo_batch(
     )
 
 
+def _tomogram_frame(batch: TiltBatch, optics: Optics) -> PreparedBatch:
+    """The prepared tilt images of a batch with their rotations in the tomogram frame
+    (the particle rotation dropped from ``R = P A``)."""
+    if batch.particle_rotation is None:
+        raise ValueError("batch has no particle rotations")
+    prep = prepare_batch(batch, optics)
+    prep.rotation = prep.rotation @ batch.particle_rotation[:, None].transpose(-1, -2)
+    return prep
+
+
+def _per_particle_sums(prep: PreparedBatch, box: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Back-project each particle of ``prep`` into its own grid, built on the image grid
+    itself (pad 1) -> the (data, weight) sums in the rfft layout (B, D, D, D//2+1)."""
+    b = prep.mask.shape[0]
+    bp = Backprojector(box, n_volumes=b, pad=1, device=prep.data.device)
+    backproject(bp, prep, volume_index=torch.arange(b, device=prep.data.device))
+    return bp.rfft_grids()
+
+
 def backproject_subtomograms(
     batch: TiltBatch, optics: Optics
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,18 +135,7 @@ def backproject_subtomograms(
     weight ``sum |H|^2`` (same shape), the latter being each particle's 3D CTF / missing
     wedge. Real-space subtomograms: ``ft_to_volume(data / (weight + eps))``.
     """
-    if batch.particle_rotation is None:
-        raise ValueError("batch has no particle rotations")
-    prep = prepare_batch(batch, optics)
-    b = prep.mask.shape[0]
-    # images in the tomogram frame: drop the particle rotation from R = P A
-    tilt_rot = prep.rotation @ batch.particle_rotation[:, None].transpose(-1, -2)
-    prep.rotation = tilt_rot
-    # built on the image grid itself (pad 1): one small grid per particle
-    bp = Backprojector(optics.box, n_volumes=b, pad=1, device=batch.images.device)
-    backproject(bp, prep, volume_index=torch.arange(b, device=prep.data.device))
-    data_r, weight_r = bp.rfft_grids()
-    return data_r, weight_r
+    return _per_particle_sums(_tomogram_frame(batch, optics), optics.box)
 
 
 def reconstruct_subtomograms(
@@ -139,31 +147,24 @@ def reconstruct_subtomograms(
     density (what a weighted back-projection does); the 3D CTF is the density-weighted
     mean of the tilts' CTFs (with exposure filter) at each voxel, so the data are
     ``CTF3D * V + noise`` there. Voxels with a density under ``min_weight`` (the missing
-    wedge, the gaps between far tilts) are 0 in both. For non-premultiplied data the
-    images' own transfer is used as is. Returns the data (B, D, D, D//2+1) complex and
-    the 3D CTF (same shape, real).
+    wedge, the gaps between far tilts) are 0 in both. Returns the data
+    (B, D, D, D//2+1) complex and the 3D CTF (same shape, real).
     """
-    if batch.particle_rotation is None:
-        raise ValueError("batch has no particle rotations")
     if optics.ctf_premultiplied or optics.dose_weighted:
         raise ValueError("reconstructed subtomograms need images that are neither "
                          "CTF-premultiplied nor dose-weighted")
-    prep = prepare_batch(batch, optics)
-    b, d = prep.mask.shape[0], optics.box
-    prep.rotation = prep.rotation @ batch.particle_rotation[:, None].transpose(-1, -2)
+    prep = _tomogram_frame(batch, optics)
+    d = optics.box
     phase = shift_phase_2d(batch.shift_A / optics.pixel_size_A, d).expand(
         prep.transfer.shape).to(torch.complex64)
+    images = prep.data
     ctf = (prep.transfer * phase.conj()).real.to(torch.complex64)  # H alone
-    idx = torch.arange(b, device=prep.data.device)
-    sums = []
-    for data, transfer in ((prep.data, phase), (ctf, torch.ones_like(ctf))):
-        bp = Backprojector(d, n_volumes=b, pad=1, device=batch.images.device)
-        prep.data, prep.transfer = data, transfer  # inserts conj(S) X w (H w), weight w
-        backproject(bp, prep, volume_index=idx)
-        sums.append(bp.rfft_grids())
-    (sx, density), (sh, _) = sums
+    prep.transfer = phase  # inserts conj(S) X w, weight w
+    sx, density = _per_particle_sums(prep, d)
+    prep.data, prep.transfer = ctf, torch.ones_like(ctf)  # inserts H w
+    sh, _ = _per_particle_sums(prep, d)
+    prep.data = images
     ok = density > min_weight
     scale = 1.0 / density.clamp_min(1e-6)
     return (torch.where(ok, sx * scale, 0).to(torch.complex64),
             torch.where(ok, sh.real * scale, 0).float())
-

@@ -1,7 +1,10 @@
 """RELION 3.0/3.1-style subtomograms from simulated tilt images: a gridded reconstruction
 normalised by its sampling density (as a weighted back-projection is), NOT CTF-premultiplied,
 with a 3D CTF volume = the density-weighted mean CTF of the tilts at each voxel.
-usage: write_r30.py SIMDIR OUT"""
+usage: write_r30.py SIMDIR OUT
+Superseded by tomohet.data.prepare.reconstruct_subtomograms (`tomohet simulate
+--subtomograms reconstructed`: the same algorithm, the CTF in the centred layout); kept as
+the script the first measurements ran."""
 import sys
 from dataclasses import replace
 from pathlib import Path
