@@ -142,7 +142,8 @@ class Detection:
     """What :func:`detect` found: ``z`` (d, d, d) the largest z over scales per voxel;
     ``z_scales`` (S, d, d, d); ``variance`` (d, d, d) of the unsmoothed maps;
     ``statistic`` T (max of ``z``); ``null`` (B,) the half-split maxima; ``threshold``
-    their ``1 - alpha`` quantile; ``p_value``; ``best_scale`` the scale of the peak."""
+    their ``1 - alpha`` quantile; ``p_value``; ``best_scale`` the scale of the peak;
+    ``null_scales`` (S, B) the half-split maxima of each scale alone (None: not kept)."""
 
     z: torch.Tensor
     z_scales: torch.Tensor
@@ -153,6 +154,7 @@ class Detection:
     p_value: float
     scales: tuple[float, ...]
     best_scale: float
+    null_scales: np.ndarray | None = None
 
     @property
     def significant(self) -> bool:
@@ -282,6 +284,7 @@ class VarianceStats:
         d = self.d
         inside = shell_index(d) <= (d / 2 - 1 if radius is None else radius)
         null = np.full(self.splits.shape[0], -np.inf)
+        per_scale = np.full((len(self.scales), self.splits.shape[0]), -np.inf)
         zs, var0 = [], None
         for i in range(len(self.scales)):
             var_flat, va, vb = self.variances(i)
@@ -292,7 +295,8 @@ class VarianceStats:
             if len(null):
                 half_diff = (_cube_root(va / floor.reshape(1, -1))
                              - _cube_root(vb / floor.reshape(1, -1))) / 2.0
-                null = np.maximum(null, _null_maxima(half_diff, inside))
+                per_scale[i] = _null_maxima(half_diff, inside)
+                null = np.maximum(null, per_scale[i])
         z_scales = torch.stack(zs)
         z = z_scales.max(0).values
         stat = float(z.max())
@@ -301,7 +305,7 @@ class VarianceStats:
         peaks = z_scales.reshape(len(self.scales), -1).max(1).values
         best = float(self.scales[int(peaks.argmax())])
         assert var0 is not None
-        return Detection(z, z_scales, var0, stat, null, thr, p, self.scales, best)
+        return Detection(z, z_scales, var0, stat, null, thr, p, self.scales, best, per_scale)
 
 
 def detect(maps: torch.Tensor, splits: np.ndarray, scales: tuple[float, ...] = SCALES,

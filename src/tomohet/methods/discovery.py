@@ -62,6 +62,7 @@ from tomohet.methods.residual_scan import (  # residual maps: made and streamed 
     small_box_for,
     upsample_mask,
 )
+from tomohet.methods.scale_candidates import candidates_over_scales
 from tomohet.physics.forward import NoiseModel
 
 if TYPE_CHECKING:
@@ -298,13 +299,12 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
                 candidates = scan.candidate_starts(masks, rs, np.asarray(halves),
                                                    engine.order, seed, box)
         elif region == "none" and halves is not None and k >= 2:
-            # nothing above the variance test: its highest clusters inside the particle,
-            # for the held-out test (held-out-like 5% / 3% cells: A at z 4.5 against 4.8)
-            rs = region_scale(confirm)
-            masks = candidate_regions(confirm, rs, n_candidates, alpha_more=1.0,
-                                      require_first=False)
-            candidates = scan.candidate_starts(masks, rs, np.asarray(halves), engine.order,
-                                               seed, box)
+            # nothing above the variance test: its clusters inside the particle, of every
+            # scale by their own scale's null, for the held-out test (scale_candidates)
+            picked = candidates_over_scales(confirm, n_candidates)
+            candidates = scan.candidate_starts([m for m, _ in picked],
+                                               [s for _, s in picked], np.asarray(halves),
+                                               engine.order, seed, box)
     focus = None if focus_small is None else upsample_mask(focus_small, box)
     return Discovery(focus, labels, det.z, det.variance, small, px * box / small, region,
                      det.threshold, det.p_value, scale, regions, region_labels, radius,

@@ -28,7 +28,7 @@ rounding of the sums.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -273,17 +273,22 @@ class ResidualScan:
         out[rows] = kmeans_labels(feats[rows], k, sub_order, seed)
         return out
 
-    def candidate_starts(self, masks: list[torch.Tensor], scale: float, halves: np.ndarray,
-                         order: np.ndarray, seed: int, box: int
+    def candidate_starts(self, masks: list[torch.Tensor], scale: float | Sequence[float],
+                         halves: np.ndarray, order: np.ndarray, seed: int, box: int
                          ) -> list[tuple[torch.Tensor, np.ndarray, np.ndarray]]:
         """Candidate regions (small-grid ``masks`` from
         :func:`~tomohet.methods.detection.candidate_regions` without the significance
-        cut), up to the first that is no region (> 30% of the box), each with a two-class
-        start from k-means on each half's own maps (for the held-out test of
-        :mod:`tomohet.methods.region_test`) and one from all maps.
+        cut, or :func:`~tomohet.methods.scale_candidates.candidates_over_scales`), up to
+        the first that is no region (> 30% of the box), each with a two-class start from
+        k-means on each half's own maps (for the held-out test of
+        :mod:`tomohet.methods.region_test`) and one from all maps, on the maps low-passed
+        at ``scale`` (one for all, or one per mask).
         -> [(full-box mask, fold labels (N,), labels (N,))]."""
+        scales = [float(scale)] * len(masks) if np.isscalar(scale) else list(scale)
+        if len(scales) != len(masks):
+            raise ValueError(f"{len(masks)} candidate masks with {len(scales)} scales")
         out = []
-        for r in masks:
+        for r, scale in zip(masks, scales, strict=True):
             if float(r.mean()) > 0.3:
                 break
             fold = np.zeros(len(halves), dtype=np.int64)
