@@ -284,7 +284,8 @@ class ResidualScan:
         :mod:`tomohet.methods.region_test`) and one from all maps, on the maps low-passed
         at ``scale`` (one for all, or one per mask).
         -> [(full-box mask, fold labels (N,), labels (N,))]."""
-        scales = [float(scale)] * len(masks) if np.isscalar(scale) else list(scale)
+        scales = ([float(scale)] * len(masks) if isinstance(scale, int | float)
+                  else [float(s) for s in scale])
         if len(scales) != len(masks):
             raise ValueError(f"{len(masks)} candidate masks with {len(scales)} scales")
         out = []
