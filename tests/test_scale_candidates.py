@@ -46,6 +46,19 @@ def test_the_same_cluster_at_two_scales_is_one_candidate():
     assert len(out) == 1 and out[0][1] == 1.5  # the smaller p: scale 1.5
 
 
+def test_regions_already_found_are_not_candidates_again():
+    zs = torch.zeros((2, 16, 16, 16))
+    zs[0, 3, 3, 3] = 4.0
+    zs[1, 9:12, 9:12, 9:12] = 2.0
+    zs[1, 10, 10, 10] = 3.0
+    null = np.stack([np.linspace(3.0, 5.0, 100), np.linspace(1.5, 2.5, 100)])
+    found = torch.zeros((16, 16, 16))
+    found[8:13, 8:13, 8:13] = 1.0  # the blob's region
+    out = candidates_over_scales(_detection(zs, null), 3, dilate=1, exclude=[found])
+    assert [s for _, s in out] == [0.0] and out[0][0][3, 3, 3] == 1.0
+    assert float((out[0][0] * found).sum()) == 0.0
+
+
 def test_per_scale_nulls_are_required_and_kept_by_the_test():
     zs = torch.zeros((2, 8, 8, 8))
     with pytest.raises(ValueError, match="null_scales"):

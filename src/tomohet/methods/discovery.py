@@ -265,12 +265,12 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
     ``n_null`` half splits for its null. The residual maps are never all in memory
     (:class:`~tomohet.methods.residual_scan.ResidualScan`); the result does not depend on
     the batch size or the number of ranks. ``halves`` (N,) 0/1: with them, when K wants
-    more regions than are significant, up to ``n_candidates`` further regions are kept
-    for :mod:`tomohet.methods.region_test` (``Discovery.candidates``); when none is
-    significant, the highest ``n_candidates`` clusters inside the particle are (the
-    variance test misses small components the held-out test finds: on held-out-like
-    5% / 3% cells at SNR 0.05 component A peaked at z 4.5 against a threshold of 4.8,
-    held-out z 4.5).
+    more regions than are significant (or none is), the best ``n_candidates`` further
+    clusters inside the particle over all scales, each against its own scale's null
+    (:func:`~tomohet.methods.scale_candidates.candidates_over_scales`), are kept for
+    :mod:`tomohet.methods.region_test` (``Discovery.candidates``): the variance test
+    misses small components the held-out test finds (held-out-like 5% / 3% cells at
+    SNR 0.05).
     """
     box, px = engine.box, engine.px
     small = small_box_for(box, px, resolution_A or 4.0 * px)
@@ -286,22 +286,20 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
         region, focus_small, scale = region_from(det)
         labels = scan.labels(scale, focus_small, k, engine.order, seed)
         candidates: list[tuple[torch.Tensor, np.ndarray, np.ndarray]] = []
+        found: list[torch.Tensor] = []  # the regions' small-grid masks
         if region == "local":  # separate regions (not for whole-subunit differences)
             rs = region_scale(det)
             for r in candidate_regions(det, rs, n_regions_for(k), confirm=confirm):
                 if float(r.mean()) > 0.3:  # not a region: whole-box difference
                     break
+                found.append(r)
                 regions.append(upsample_mask(r, box))
                 region_labels.append(scan.labels(rs, r, 2, engine.order, seed))
-            if halves is not None and 0 < len(regions) < n_regions_for(k):
-                masks = candidate_regions(det, rs, len(regions) + n_candidates,
-                                          alpha_more=1.0, confirm=confirm)[len(regions):]
-                candidates = scan.candidate_starts(masks, rs, np.asarray(halves),
-                                                   engine.order, seed, box)
-        elif region == "none" and halves is not None and k >= 2:
-            # nothing above the variance test: its clusters inside the particle, of every
-            # scale by their own scale's null, for the held-out test (scale_candidates)
-            picked = candidates_over_scales(confirm, n_candidates)
+        if halves is not None and k >= 2 and (
+                region == "none" or 0 < len(regions) < n_regions_for(k)):
+            # for the held-out test: clusters inside the particle of every scale, each
+            # against its own scale's null, apart from the regions found (scale_candidates)
+            picked = candidates_over_scales(confirm, n_candidates, exclude=found)
             candidates = scan.candidate_starts([m for m, _ in picked],
                                                [s for _, s in picked], np.asarray(halves),
                                                engine.order, seed, box)

@@ -55,7 +55,8 @@ def _clusters(det: Detection, i: int, level: float, threshold: float, null: np.n
 
 
 def candidates_over_scales(det: Detection, max_regions: int, alpha: float = 0.01,
-                           extend: float = 0.6, dilate: int = 2, overlap: float = 0.5
+                           extend: float = 0.6, dilate: int = 2, overlap: float = 0.5,
+                           exclude: list[torch.Tensor] | None = None
                            ) -> list[tuple[torch.Tensor, float]]:
     """Up to ``max_regions`` candidate regions from the clusters of every scale.
 
@@ -66,7 +67,8 @@ def candidates_over_scales(det: Detection, max_regions: int, alpha: float = 0.01
     overlap the regions already taken by more than ``overlap`` of its own is skipped,
     otherwise it keeps its voxels not yet taken. -> [(soft small-grid mask (d, d, d) in
     [0, 1], its scale)], best first. No significance cut: these are for the held-out
-    test. Needs ``det.null_scales``.
+    test. Needs ``det.null_scales``. ``exclude``: small-grid masks of regions already
+    found (voxels above 0.5 count as taken).
     """
     if det.null_scales is None:
         raise ValueError("candidates_over_scales needs the per-scale null maxima "
@@ -81,6 +83,8 @@ def candidates_over_scales(det: Detection, max_regions: int, alpha: float = 0.01
             pool.append((p, -height, i, voxels))
     pool.sort(key=lambda c: (c[0], c[1], c[2]))
     taken = np.zeros(det.z.shape, dtype=bool)
+    for r in exclude or []:
+        taken |= r.cpu().numpy() > 0.5
     out: list[tuple[torch.Tensor, float]] = []
     for _, _, i, voxels in pool:
         if len(out) == max_regions:
