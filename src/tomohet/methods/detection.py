@@ -38,7 +38,7 @@ from tomohet.methods.peaks import split_clusters
 
 __all__ = ["SCALES", "Detection", "gaussian_lowpass", "shell_floor", "robust_z", "shell_index",
            "split_matrix", "detect", "VarianceStats", "candidate_regions",
-           "n_regions_for", "support_radius"]
+           "n_regions_for", "soft_region", "support_radius"]
 
 SCALES = (0.0, 0.75, 1.5)
 
@@ -387,7 +387,13 @@ def candidate_regions(det: Detection, scale: float, max_regions: int,
             grown = ndimage.binary_dilation(grown, iterations=dilate)
         grown &= ~taken
         taken |= grown
-        soft = ndimage.gaussian_filter(grown.astype(np.float64), 0.7)
-        soft = np.clip(soft / max(soft.max(), 1e-12) * 1.5, 0.0, 1.0)
-        out.append(torch.from_numpy(soft.astype(np.float32)))
+        out.append(soft_region(grown))
     return out
+
+
+def soft_region(voxels: np.ndarray) -> torch.Tensor:
+    """A region's voxels (d, d, d) bool as a soft mask in [0, 1]: Gaussian-smoothed
+    (sd 0.7 voxels), scaled so its core is 1."""
+    soft = ndimage.gaussian_filter(voxels.astype(np.float64), 0.7)
+    soft = np.clip(soft / max(soft.max(), 1e-12) * 1.5, 0.0, 1.0)
+    return torch.from_numpy(soft.astype(np.float32))

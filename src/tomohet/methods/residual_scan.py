@@ -289,12 +289,12 @@ class ResidualScan:
         if len(scales) != len(masks):
             raise ValueError(f"{len(masks)} candidate masks with {len(scales)} scales")
         out = []
-        for r, scale in zip(masks, scales, strict=True):
+        for r, s in zip(masks, scales, strict=True):
             if float(r.mean()) > 0.3:
                 break
             fold = np.zeros(len(halves), dtype=np.int64)
             for f in (0, 1):
-                part = self.labels(scale, r, 2, order, seed, fit=halves == f)
+                part = self.labels(s, r, 2, order, seed, fit=halves == f)
                 fold[halves == f] = part[halves == f]
-            out.append((upsample_mask(r, box), fold, self.labels(scale, r, 2, order, seed)))
+            out.append((upsample_mask(r, box), fold, self.labels(s, r, 2, order, seed)))
         return out

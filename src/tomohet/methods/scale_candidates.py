@@ -27,17 +27,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from tomohet.methods.detection import Detection
+from tomohet.methods.detection import Detection, soft_region
 from tomohet.methods.peaks import split_clusters
 
 __all__ = ["candidates_over_scales"]
-
-
-def _soft(grown: np.ndarray) -> torch.Tensor:
-    """A dilated cluster as a soft mask (as ``candidate_regions`` smooths its regions)."""
-    soft = ndimage.gaussian_filter(grown.astype(np.float64), 0.7)
-    soft = np.clip(soft / max(soft.max(), 1e-12) * 1.5, 0.0, 1.0)
-    return torch.from_numpy(soft.astype(np.float32))
 
 
 def _clusters(det: Detection, i: int, level: float, threshold: float, null: np.ndarray
@@ -94,5 +87,5 @@ def candidates_over_scales(det: Detection, max_regions: int, alpha: float = 0.01
             continue
         grown = grown & ~taken
         taken |= grown
-        out.append((_soft(grown), float(det.scales[i])))
+        out.append((soft_region(grown), float(det.scales[i])))
     return out
