@@ -157,13 +157,11 @@ def reconstruct_subtomograms(
     d = optics.box
     phase = shift_phase_2d(batch.shift_A / optics.pixel_size_A, d).expand(
         prep.transfer.shape).to(torch.complex64)
-    images = prep.data
     ctf = (prep.transfer * phase.conj()).real.to(torch.complex64)  # H alone
     prep.transfer = phase  # inserts conj(S) X w, weight w
     sx, density = _per_particle_sums(prep, d)
     prep.data, prep.transfer = ctf, torch.ones_like(ctf)  # inserts H w
     sh, _ = _per_particle_sums(prep, d)
-    prep.data = images
     ok = density > min_weight
     scale = 1.0 / density.clamp_min(1e-6)
     return (torch.where(ok, sx * scale, 0).to(torch.complex64),
