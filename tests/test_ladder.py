@@ -179,3 +179,46 @@ def test_bench_methods_may_name_the_oracle_outside_the_ladder(tmp_path, capsys):
     # an unknown name is still refused, naming it
     assert main(["bench", "--methods", "oracle,nosuch", "--out", str(tmp_path / "y")]) == 2
     assert "nosuch" in capsys.readouterr().err
+
+
+def test_fraction_heatmap_names_the_oracle_and_hatches_cells_it_cannot_separate():
+    from tomohet.bench import figures
+
+    rows = []
+    for mass, snr, oracle, method in ((0.05, 0.3, 0.9, 0.8), (0.05, 0.05, 0.2, 0.1),
+                                      (0.1, 0.3, 1.0, 1.0)):
+        rows.append({"method": "oracle", "mass": mass, "snr": snr, "n": 300, "ari": oracle})
+        rows.append({"method": "ml2d", "mass": mass, "snr": snr, "n": 300, "ari": method,
+                     "ari_frac_oracle": method / oracle})
+    rows.append({"method": "oracle", "mass": 0.05, "snr": 0.3, "n": 1000, "ari": 0.5})
+    df = pd.DataFrame(rows)
+    grid = figures._oracle_grid(df, [0.05, 0.1], [0.3, 0.05], 300)
+    np.testing.assert_allclose(grid, [[0.9, 0.2], [1.0, np.nan]])  # this N's oracle only
+    assert np.isnan(figures._oracle_grid(df, [0.05], [0.3, 0.05], 3000)).all()
+    labels: list[str] = []
+    hatched: list[tuple[float, float]] = []
+    real_text = figures.plt.Axes.text
+    real_patch = figures.plt.Axes.add_patch
+
+    def text(ax, x, y, s, *a, **k):
+        labels.append(s)
+        return real_text(ax, x, y, s, *a, **k)
+
+    def add_patch(ax, p):
+        hatched.append(p.get_xy())
+        return real_patch(ax, p)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(figures.plt.Axes, "text", text)
+    mp.setattr(figures.plt.Axes, "add_patch", add_patch)
+    try:
+        png = figures.ladder_heatmaps(df, "ari_frac_oracle")
+        assert png
+        assert sorted(labels) == ["0.50\nof 0.20", "0.89\nof 0.90", "1.00\nof 1.00"]
+        assert hatched == [(0.5, -0.5)]  # the SNR 0.05 column of the 5% row only
+        labels.clear()
+        figures.ladder_heatmaps(df, "ari")  # plain ARI maps: values only, no hatching
+        assert "0.20" in labels and not any("of" in s for s in labels)
+        assert len(hatched) == 1
+    finally:
+        mp.undo()
