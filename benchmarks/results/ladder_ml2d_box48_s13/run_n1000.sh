@@ -1,5 +1,5 @@
 #!/bin/bash
-# thirteenth session: two 1,000-particle cells not measured before (same snapshot)
+# thirteenth session: 1,000-particle cells not measured before (same snapshot)
 cd /work/main
 export OMP_NUM_THREADS=1 PYTHONPATH=/work/snap13/src
 R=benchmarks/results/ladder_ml2d_box48_s13
@@ -10,4 +10,5 @@ cell() { # MASS SNR DIR
 case "$1" in
   a) cell 0.3 0.05 n1000_m30_s005 ;;
   b) cell 0.1 0.1 n1000_m10_s01 ;;
+  c) cell 0.05 0.3 n1000_m05_s03 ;;
 esac
