@@ -192,9 +192,9 @@ def test_fraction_heatmap_names_the_oracle_and_hatches_cells_it_cannot_separate(
                      "ari_frac_oracle": method / oracle})
     rows.append({"method": "oracle", "mass": 0.05, "snr": 0.3, "n": 1000, "ari": 0.5})
     df = pd.DataFrame(rows)
-    grid = figures._oracle_grid(df, [0.05, 0.1], [0.3, 0.05], 300)
+    grid = figures._cell_grid(df, "oracle", 300, "ari", [0.05, 0.1], [0.3, 0.05])
     np.testing.assert_allclose(grid, [[0.9, 0.2], [1.0, np.nan]])  # this N's oracle only
-    assert np.isnan(figures._oracle_grid(df, [0.05], [0.3, 0.05], 3000)).all()
+    assert np.isnan(figures._cell_grid(df, "oracle", 3000, "ari", [0.05], [0.3, 0.05])).all()
     labels: list[str] = []
     hatched: list[tuple[float, float]] = []
     real_text = figures.plt.Axes.text

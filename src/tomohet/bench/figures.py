@@ -193,15 +193,10 @@ def ladder_heatmaps(table, metric: str = "ari") -> str:
     for r, method in enumerate(methods):
         for c, n in enumerate(ns):
             ax = axes[r, c]
-            grid = np.full((len(masses), len(snrs)), np.nan)
-            sel = df[(df["method"] == method) & (df["n"] == n)]
-            for _, row in sel.iterrows():
-                v = row.get(metric)
-                if v is not None and np.isfinite(float(v)):
-                    grid[masses.index(row["mass"]), snrs.index(row["snr"])] = float(v)
+            grid = _cell_grid(df, method, n, metric, masses, snrs)
             image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=1.0,
                               origin="lower", aspect="auto")
-            oracle = _oracle_grid(table, masses, snrs, n) if frac else None
+            oracle = _cell_grid(table, "oracle", n, "ari", masses, snrs) if frac else None
             for (i, j), v in np.ndenumerate(grid):
                 if not np.isfinite(v):
                     continue
@@ -229,14 +224,15 @@ def ladder_heatmaps(table, metric: str = "ari") -> str:
     return to_base64_png(fig)
 
 
-def _oracle_grid(table, masses: list, snrs: list, n) -> np.ndarray:
-    """(masses, snrs) the oracle's ARI per cell at ``n`` particles (NaN where missing)."""
+def _cell_grid(table, method: str, n, column: str, masses: list, snrs: list) -> np.ndarray:
+    """(masses, snrs) ``column`` of ``method``'s rows at ``n`` particles (NaN where
+    missing or not finite, and for cells outside ``masses`` x ``snrs``)."""
     grid = np.full((len(masses), len(snrs)), np.nan)
-    if "ari" not in table.columns:
+    if column not in table.columns:
         return grid
-    sel = table[(table["method"] == "oracle") & (table["n"] == n)]
+    sel = table[(table["method"] == method) & (table["n"] == n)]
     for _, row in sel.iterrows():
-        v = row.get("ari")
+        v = row.get(column)
         if (v is not None and np.isfinite(float(v)) and row["mass"] in masses
                 and row["snr"] in snrs):
             grid[masses.index(row["mass"]), snrs.index(row["snr"])] = float(v)
