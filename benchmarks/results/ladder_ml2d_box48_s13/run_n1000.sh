@@ -1,5 +1,5 @@
 #!/bin/bash
-# thirteenth session: 1,000-particle cells not measured before (same snapshot)
+# thirteenth session: 1,000-particle cells not measured before (same snapshot); a, b, c ran
 cd /work/main
 export OMP_NUM_THREADS=1 PYTHONPATH=/work/snap13/src
 R=benchmarks/results/ladder_ml2d_box48_s13
