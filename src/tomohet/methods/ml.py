@@ -50,14 +50,11 @@ from tomohet.methods.base import (
 from tomohet.methods.discovery import discover_with
 from tomohet.methods.em import EMConfig, EMEngine, EMState
 from tomohet.methods.factorial import classify_regions
+from tomohet.methods.focus import is_auto
 from tomohet.methods.ml_schedule import AnnealReseed
 from tomohet.physics.fourier import ft_to_volume, lowpass_filter, volume_to_ft
 
 __all__ = ["ML2D", "ML3D", "Occupancy", "MLClassifier"]
-
-
-def _is_auto(v: Any) -> bool:
-    return isinstance(v, str) and v == "auto"
 
 
 class MLClassifier(AnnealReseed, HeterogeneityMethod):
@@ -149,7 +146,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
     def _masks(self, particles: ParticleSet, device: torch.device):
         box, px = particles.optics.box, particles.optics.pixel_size_A
         ref_mask = default_mask(box, self.mask_radius_A, px, device)
-        focus = None if _is_auto(self.focus_mask) else load_volume(self.focus_mask)
+        focus = None if is_auto(self.focus_mask) else load_volume(self.focus_mask)
         return ref_mask, focus
 
     # ------------------------------------------------------------------ fit
@@ -197,7 +194,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
 
     def _run(self, particles, keep, cfg, ref_mask, focus, halves, bar):
         plain = EMEngine(particles, cfg, keep, ref_mask, progress=bar.update)
-        mode = "auto" if _is_auto(self.focus_mask) else focus
+        mode = "auto" if is_auto(self.focus_mask) else focus
         setup = discover_with(plain, self.n_classes, mode, self.init, halves, self._seed())
         self.discovery_, self.setup_ = setup.discovery, setup
         self.focus_mask_ = None if setup.focus is None else setup.focus.cpu()
@@ -242,7 +239,7 @@ class MLClassifier(AnnealReseed, HeterogeneityMethod):
         ``split="regions"``, a local region found and started from its components, or
         none found but candidates for the held-out test."""
         found = setup.discovery
-        if found is None or not (self.split == "regions" and _is_auto(self.focus_mask)
+        if found is None or not (self.split == "regions" and is_auto(self.focus_mask)
                                  and setup.consensus is not None and self.n_classes >= 2):
             return False
         return ((setup.from_components and found.region == "local" and len(found.regions) > 0)

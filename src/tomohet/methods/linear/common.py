@@ -27,55 +27,14 @@ from tomohet.methods.base import (
     default_mask,
     resolve_device,
 )
+from tomohet.methods.focus import is_auto, is_off
 from tomohet.methods.linear.outputs import plot_explained_variance
 from tomohet.methods.linear.reference import regress_volumes
 from tomohet.methods.outputs import save_continuous
 from tomohet.methods.trajectories import write_component_series
 from tomohet.physics.fourier import ft_to_volume, lowpass_filter, volume_to_ft
 
-__all__ = ["LinearMethod", "load_mask", "discovered_focus", "is_auto", "is_off"]
-
-# words a mask argument may be instead of a map or an mrc path: "auto" (the default of
-# wmdpca / multiscale / ppca2d: the discovered focus), and the words that give the method
-# without a focus ("sphere" for the difference methods, "none" for ppca2d; both accepted)
-OFF_WORDS = ("none", "sphere")
-
-
-def is_auto(mask: Any) -> bool:
-    """Whether a ``mask`` argument asks for the automatic focus mask (``"auto"``)."""
-    return isinstance(mask, str) and mask.strip().lower() == "auto"
-
-
-def is_off(mask: Any) -> bool:
-    """Whether a ``mask`` argument asks for no focus: None, ``"none"`` or ``"sphere"``
-    (the soft sphere of the difference methods, no restriction in ppca2d)."""
-    return mask is None or (isinstance(mask, str) and mask.strip().lower() in OFF_WORDS)
-
-
-def discovered_focus(particles: ParticleSet, k: int, seed: int, batch_size: int,
-                     device: torch.device) -> tuple[torch.Tensor | None, Any]:
-    """The automatic focus mask of :mod:`tomohet.methods.discovery` for a linear method.
-
-    Consensus from keyed half sets, noise-whitened residual maps against it, their
-    excess-variance z-map and the significant region (see :func:`~tomohet.methods.
-    discovery.discover_with`). -> (focus (D, D, D) in [0, 1] when the variation is local,
-    else None; the :class:`~tomohet.methods.discovery.Discovery`). None means "use the
-    default mask": whole-subunit differences (region ``"large"``) or nothing found above
-    noise (``"none"``) leave a linear method as it was without ``"auto"``.
-    """
-    from tomohet.data.keys import half_sets
-    from tomohet.methods.discovery import discover_with
-    from tomohet.methods.em import EMConfig, EMEngine
-
-    o, n = particles.optics, particles.n_particles
-    cfg = EMConfig(n_classes=max(2, k), batch_size=batch_size, device=str(device))
-    engine = EMEngine(particles, cfg, np.arange(n),
-                      reference_mask=default_mask(o.box, None, o.pixel_size_A, device))
-    halves = half_sets(particles.names, particles.tomo_names, seed, particles.table)
-    setup = discover_with(engine, max(2, k), "auto", "random", halves, seed)
-    focus = None if setup.focus is None else setup.focus.detach().float().cpu().clamp(0, 1)
-    return focus, setup.discovery
-
+__all__ = ["LinearMethod", "load_mask"]
 
 def load_mask(mask: Any, box: int, pixel_size_A: float, radius_A: float | None,
               device: torch.device) -> torch.Tensor:

@@ -25,9 +25,9 @@ import torch
 from tomohet import parallel
 from tomohet.data.particles import TiltSeriesParticles
 from tomohet.data.prepare import prepare_batch
-from tomohet.io.mrc import load_volume
 from tomohet.methods.base import ParticleSet, default_mask, register, seed_of
-from tomohet.methods.linear.common import LinearMethod, discovered_focus, is_auto, is_off
+from tomohet.methods.focus import resolve_focus
+from tomohet.methods.linear.common import LinearMethod
 from tomohet.physics.forward import NoiseModel, PreparedBatch, model_transforms
 from tomohet.physics.fourier import (
     freq_grid_2d,
@@ -71,7 +71,7 @@ class PPCA2D(LinearMethod):
     """Mean volume + ``n_components`` eigenvolumes fitted by EM on the 2D tilt images.
 
     ``focus_mask``: ``"auto"`` (the default;
-    :func:`~tomohet.methods.linear.common.discovered_focus`: the region where the
+    :func:`~tomohet.methods.focus.discovered_focus`: the region where the
     residuals against the consensus vary above noise; no restriction when the variation
     is not local, which is then exactly the method with ``focus_mask="none"``), ``"none"``
     or None (eigenvolumes anywhere), or a (D, D, D) map or mrc path. With a focus the
@@ -196,24 +196,10 @@ class PPCA2D(LinearMethod):
     def _focus(self, particles: TiltSeriesParticles, device: torch.device
                ) -> torch.Tensor | None:
         """The eigenvolumes' support (see the class doc); sets ``discovery_``."""
-        self.discovery_: Any = None
-        if is_off(self.focus_mask):
-            return None
-        if is_auto(self.focus_mask):
-            focus, self.discovery_ = discovered_focus(
-                particles, self.n_clusters or self.n_components + 1,
-                seed_of(self.random_state), self.batch_size, device)
-            return focus
-        if isinstance(self.focus_mask, str) and not self.focus_mask.endswith(".mrc"):
-            raise ValueError(f"ppca2d: focus_mask must be 'auto', 'none', a map or an mrc "
-                             f"path, got {self.focus_mask!r}")
-        m = load_volume(self.focus_mask)
-        assert m is not None
-        box = particles.optics.box
-        if tuple(m.shape) != (box,) * 3:
-            raise ValueError(f"ppca2d: focus_mask shape {tuple(m.shape)} does not match "
-                             f"box {box}")
-        return m.float().clamp(0, 1)
+        focus, self.discovery_ = resolve_focus(
+            self.focus_mask, particles, self.n_clusters or self.n_components + 1,
+            seed_of(self.random_state), self.batch_size, device, "ppca2d")
+        return focus
 
     def _embed(self, particles: ParticleSet, device: torch.device) -> np.ndarray:
         assert isinstance(particles, TiltSeriesParticles)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from tomohet.methods.base import ParticleSet, register, seed_of
-from tomohet.methods.linear.common import LinearMethod, discovered_focus, is_auto, load_mask
+from tomohet.methods.focus import discovered_focus, is_auto
+from tomohet.methods.linear.common import LinearMethod, load_mask
 from tomohet.methods.linear.features import (
     FeatureSpec,
     SVDResult,
@@ -82,7 +83,7 @@ class _DifferenceSVD(LinearMethod):
 
     def _mask(self, particles: ParticleSet, device: torch.device) -> torch.Tensor:
         """The discovered focus region (``mask="auto"``, the default:
-        :func:`~tomohet.methods.linear.common.discovered_focus`; the sphere when the
+        :func:`~tomohet.methods.focus.discovered_focus`; the sphere when the
         variation is not local), the user's mask, or the soft sphere (``"sphere"`` or None).
         Sets ``focus_mask_`` (None unless a focus was used) and ``discovery_`` (None unless
         ``"auto"``)."""

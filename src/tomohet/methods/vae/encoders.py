@@ -7,7 +7,9 @@ does not explain:
   resolution 3D Fourier lattice at its pose (nearest voxel, half space); the particle's
   visible tilts are pooled by a Wiener-weighted mean ``sum conj(H) r w / (sum |H|^2 w +
   lambda)`` and an MLP maps the pooled lattice to (mean, log-variance). Pose-aware and
-  indifferent to how many tilts a particle has.
+  indifferent to how many tilts a particle has. With a focus mask
+  (:mod:`~tomohet.methods.vae.focus`) the pooled lattice is the masked map's: the
+  encoder sees only the residual inside the region that varies.
 * ``tilt``: tomoDRGN / cryoDRGN-ET style -- an MLP per tilt image (its low-frequency
   ``conj(H) r`` and its rotation) gives an embedding; embeddings are pooled over the
   visible tilts by a masked mean or attention weights, then a second MLP gives the
@@ -22,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from tomohet.methods.vae.data import PointBatch
+from tomohet.methods.vae.focus import apply_focus, focus_grid_size, focus_kernel
 from tomohet.methods.vae.layers import half_space_flip, mlp
 from tomohet.methods.vae.moments import StreamedMoments, inverse_std_scale
 from tomohet.physics.fourier import freq_grid_2d
@@ -40,9 +43,11 @@ class BackprojectEncoder(nn.Module):
     lookup: torch.Tensor
     scale: torch.Tensor
     lam: torch.Tensor
+    points: torch.Tensor
+    focus: torch.Tensor
 
     def __init__(self, box: int, zdim: int, radius: int, hidden: int = 256,
-                 layers: int = 2) -> None:
+                 layers: int = 2, focus: bool = False) -> None:
         super().__init__()
         self.box, self.radius = box, int(radius)
         r = self.radius
@@ -57,9 +62,27 @@ class BackprojectEncoder(nn.Module):
         lookup[keep] = torch.arange(int(keep.sum()))
         self.n_vox = int(keep.sum())
         self.register_buffer("lookup", lookup, persistent=False)
+        self.register_buffer("points", pts[keep], persistent=False)  # (G, 3) x, y, z
+        # the focus mask on the small grid of focus.apply_focus ((0,) without a focus)
+        n_f = focus_grid_size(r)
+        self.register_buffer("focus", torch.ones((n_f,) * 3) if focus else torch.zeros(0),
+                             persistent=focus)  # old checkpoints carry none
         self.register_buffer("scale", torch.ones(2 * self.n_vox))
         self.register_buffer("lam", torch.tensor(1.0))
         self.mlp = mlp(2 * self.n_vox, hidden, layers, 2 * zdim)
+
+    @property
+    def has_focus(self) -> bool:
+        return self.focus.numel() > 0
+
+    def set_focus(self, mask: torch.Tensor) -> None:
+        """The real-space focus mask (D, D, D) in [0, 1] (built with ``focus=True``)."""
+        if not self.has_focus:
+            raise ValueError("encoder built without a focus (focus=True)")
+        if tuple(mask.shape) != (self.box,) * 3:
+            raise ValueError(f"focus mask shape {tuple(mask.shape)} does not match box "
+                             f"{self.box}")
+        self.focus.copy_(focus_kernel(mask.detach().cpu(), self.radius).to(self.focus.device))
 
     def _slots(self, pb: PointBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(samples inside the lattice (M,) bool, their Friedel flip (M',) bool, their
@@ -99,6 +122,8 @@ class BackprojectEncoder(nn.Module):
         """Unscaled network inputs (B, 2G): the pooled lattice, real then imaginary."""
         num, den = self.pooled(pb, resid)
         val = num / (den + self.lam)[..., None]
+        if self.has_focus:
+            val = apply_focus(val, self.points, self.focus)
         return torch.cat([val[..., 0], val[..., 1]], dim=-1)
 
     def calibrate(self, batches: Batches, residual: Residual) -> None:

@@ -20,6 +20,13 @@ particles, 10 epochs) ``backproject`` gave |Spearman| 0.94 against 0.86 for ``ti
 The decoder predicts the correction to an FSC-weighted consensus map, damped per shell by
 the consensus half-map FSC, and trains only on shells where that FSC exceeds 0.05.
 
+Focus (``focus_mask``): ``"auto"`` masks the ``backproject`` encoder's pooled lattice
+by the region where discovery finds local variation (:mod:`tomohet.methods.focus`,
+:mod:`tomohet.methods.vae.focus`), so the latent is drawn from the residual there and not
+from the noise of the whole particle; when the variation is not local (whole subunits) or
+nothing is found, the encoder is the unfocused one. ``"none"``: no focus; a map or an mrc
+path: that mask.
+
 Outputs of :meth:`save`: ``latent.csv`` (posterior means), ``latent_logvar.csv``,
 ``weights.pt`` (final model, ``torch.load(..., weights_only=True)``), ``history.json`` /
 ``history.csv`` (per-epoch loss, latent drift, active dimensions, KL), ``convergence.png``,
@@ -57,6 +64,7 @@ from tomohet.methods.base import (
     resolve_device,
     seed_of,
 )
+from tomohet.methods.focus import is_auto, resolve_focus
 from tomohet.methods.vae import train as T
 from tomohet.methods.vae.checkpoint import (
     model_from_checkpoint,
@@ -65,6 +73,7 @@ from tomohet.methods.vae.checkpoint import (
 )
 from tomohet.methods.vae.data import SampleSource, select_lowest_dose
 from tomohet.methods.vae.diagnostics import collapse_warning, history_row, latent_diagnostics
+from tomohet.methods.vae.encoders import BackprojectEncoder
 from tomohet.methods.vae.model import TiltVAE
 from tomohet.methods.vae.stream import stream_samples
 
@@ -89,7 +98,8 @@ class TiltVAEMethod(HeterogeneityMethod):
                  dec_layers: int = 3, pe: str = "gaussian", pe_dim: int | None = None,
                  feat_sigma: float = 0.25, dec_weight: str = "fsc2",
                  max_resolution_A: float | None = None,
-                 use_consensus: bool = True, encode_skipped: bool = False, amp: bool = False,
+                 use_consensus: bool = True, focus_mask: Any = "none",
+                 encode_skipped: bool = False, amp: bool = False,
                  device: str = "cpu", checkpoint_dir: str | None = None, resume: bool = False,
                  progress: bool = True, random_state: int | None = 0) -> None:
         self.zdim = zdim
@@ -112,6 +122,7 @@ class TiltVAEMethod(HeterogeneityMethod):
         self.dec_weight = dec_weight
         self.max_resolution_A = max_resolution_A
         self.use_consensus = use_consensus
+        self.focus_mask = focus_mask
         self.encode_skipped = encode_skipped
         self.amp = amp
         self.device = device
@@ -131,7 +142,7 @@ class TiltVAEMethod(HeterogeneityMethod):
         kept = np.nonzero(vis.any(1))[0]
         return kept, vis[kept]
 
-    def model_config(self, box: int) -> dict[str, Any]:
+    def model_config(self, box: int, focus: bool = False) -> dict[str, Any]:
         radius = self.enc_radius or max(3, box // 8)
         max_freq = 0.5
         return {"box": box, "zdim": int(self.zdim), "encoder": self.encoder,
@@ -141,7 +152,7 @@ class TiltVAEMethod(HeterogeneityMethod):
                 "pe": self.pe, "pe_dim": self.pe_dim, "feat_sigma": float(self.feat_sigma),
                 "dec_weight": self.dec_weight,
                 "use_consensus": bool(self.use_consensus), "max_freq": max_freq,
-                "seed": self.seed, "mode": self.mode}
+                "seed": self.seed, "mode": self.mode, "focus": bool(focus)}
 
     def _train_tilts(self) -> int | None:
         return int(self.n_tilts)
@@ -172,23 +183,38 @@ class TiltVAEMethod(HeterogeneityMethod):
         # particle is held beyond its slot mask, so memory does not grow with N
         cache = stream_samples(particles, kept, slots, self.max_resolution_A, device=dev)
         self.pixel_size_A_ = float(particles.optics.pixel_size_A)
-        model, opt, start, history, prev = self._start(cache, particles.optics.box, dev)
+        model, opt, start, history, prev = self._start(cache, particles, dev)
         if model.config.get("train_max_shell") is not None:
             cache = cache.restrict(float(model.config["train_max_shell"]))
         self._train(model, opt, cache, start, history, prev, dev)
         return self
 
-    def _start(self, cache: SampleSource, box: int, dev: torch.device
+    def _focus(self, particles: TiltSeriesParticles, dev: torch.device) -> None:
+        """``focus_mask_`` (D, D, D) or None and ``discovery_`` (see the module doc)."""
+        spec = self.focus_mask
+        if self.encoder != "backproject" and is_auto(spec):
+            spec = None  # the tilt encoder has no focus: "auto" leaves it as it is
+        self.focus_mask_, self.discovery_ = resolve_focus(
+            spec, particles, max(2, int(self.zdim)), self.seed, 64, dev, self.name)
+
+    def _start(self, cache: SampleSource, particles: TiltSeriesParticles, dev: torch.device
                ) -> tuple[TiltVAE, torch.optim.Optimizer, int, list[dict[str, Any]],
                           torch.Tensor | None]:
-        """Fresh model (consensus, noise, envelope) or the latest checkpoint's state."""
+        """Fresh model (focus, consensus, noise, envelope) or the latest checkpoint's
+        state (whose encoder carries its focus)."""
         found = resume_point(self.checkpoint_dir, self.resume, self.lr, dev,
                              model_from_checkpoint)
         if found is not None:
             ck, model, opt = found
             self.reference_ = dict(ck.get("extra", {}).get("reference", {}))
+            self.focus_mask_, self.discovery_ = None, None
             return model, opt, int(ck["epoch"]), list(ck["history"]), ck["mu"].cpu()
-        model = TiltVAE(self.model_config(box)).to(dev)
+        self._focus(particles, dev)
+        model = TiltVAE(self.model_config(particles.optics.box,
+                                          self.focus_mask_ is not None)).to(dev)
+        if self.focus_mask_ is not None:
+            assert isinstance(model.encoder, BackprojectEncoder)
+            model.encoder.set_focus(self.focus_mask_)
         self.reference_ = T.prepare_model(model, cache, dev, self.halves_)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         return model, opt, 0, [], None

@@ -24,7 +24,9 @@ class TiltVAE(nn.Module):
 
     ``config`` keys: box, zdim, encoder ("backproject", "tilt" or "none"), pooling,
     enc_dim, enc_layers, enc_radius (Fourier pixels), dec_dim, dec_layers, pe, pe_dim,
-    feat_sigma, use_consensus, max_freq (cycles/px), seed.
+    feat_sigma, use_consensus, max_freq (cycles/px), seed, focus (bool: the backproject
+    encoder masks its lattice by a real-space focus, set with
+    ``encoder.set_focus``; default False).
     """
 
     consensus: torch.Tensor
@@ -42,9 +44,11 @@ class TiltVAE(nn.Module):
             self.decoder = FourierDecoder(box, zdim, c["dec_dim"], c["dec_layers"], c["pe"],
                                           c.get("pe_dim"), c["feat_sigma"], g)
             enc = c["encoder"]
+            if c.get("focus") and enc != "backproject":
+                raise ValueError(f"a focus mask needs encoder 'backproject', not {enc!r}")
             if enc == "backproject":
                 self.encoder = BackprojectEncoder(box, zdim, c["enc_radius"], c["enc_dim"],
-                                                  c["enc_layers"])
+                                                  c["enc_layers"], bool(c.get("focus")))
             elif enc == "tilt":
                 self.encoder = TiltEncoder(box, zdim, c["enc_radius"], c["enc_dim"],
                                            c["enc_layers"], pooling=c.get("pooling", "mean"))
