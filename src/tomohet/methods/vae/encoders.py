@@ -64,7 +64,7 @@ class BackprojectEncoder(nn.Module):
         self.register_buffer("lookup", lookup, persistent=False)
         self.register_buffer("points", pts[keep], persistent=False)  # (G, 3) x, y, z
         # the focus mask on the small grid of focus.apply_focus ((0,) without a focus)
-        n_f = focus_grid_size(r)
+        n_f = focus_grid_size(r, box)
         self.register_buffer("focus", torch.ones((n_f,) * 3) if focus else torch.zeros(0),
                              persistent=focus)  # old checkpoints carry none
         self.register_buffer("scale", torch.ones(2 * self.n_vox))

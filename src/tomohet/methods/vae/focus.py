@@ -9,7 +9,9 @@ pixels of the box ``D``). Multiplying the map those coefficients describe by a r
 
 (``c(-k) = conj c(k)`` fills the other half space). Only ``M(q)`` with ``|q| <= 2 r``
 enters, so the product is computed exactly by FFTs on a small grid of ``L = 4 r + 2``
-points per axis (``L > 4 r``: no index of ``j - k`` wraps onto another), whatever the box:
+points per axis (``L > 4 r``: no index of ``j - k`` wraps onto another), whatever the box
+(or on the box's own grid, ``L = D``, when that is smaller: masking in the box is itself
+the circular convolution modulo ``D``):
 the mask is cropped to those frequencies once (:func:`focus_kernel`) and every batch is
 one inverse FFT, a product and one FFT of ``(B, L, L, L)`` (:func:`apply_focus`).
 
@@ -26,9 +28,9 @@ import torch
 __all__ = ["focus_grid_size", "focus_kernel", "apply_focus"]
 
 
-def focus_grid_size(radius: int) -> int:
-    """Points per axis ``L = 4 r + 2`` of the grid on which the lattice is masked."""
-    return 4 * int(radius) + 2
+def focus_grid_size(radius: int, box: int) -> int:
+    """Points per axis of the grid on which the lattice is masked: ``min(4 r + 2, D)``."""
+    return min(4 * int(radius) + 2, int(box))
 
 
 def focus_kernel(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -36,14 +38,17 @@ def focus_kernel(mask: torch.Tensor, radius: int) -> torch.Tensor:
     whose product with a lattice's map gives the masked lattice (:func:`apply_focus`):
     ``ifftn(L^3 M)`` with ``M`` the mask's transform / ``D^3`` at ``|q| <= 2 r``."""
     d = mask.shape[-1]
-    n = focus_grid_size(radius)
-    ft = torch.fft.fftn(torch.fft.ifftshift(mask.double(), dim=(-3, -2, -1))) / d**3
+    if not 0 < 2 * int(radius) < d:
+        raise ValueError(f"focus: encoder radius {radius} out of range for box {d} "
+                         f"(needs 0 < r < D / 2)")
+    n = focus_grid_size(radius, d)
+    centred = torch.fft.ifftshift(mask.double(), dim=(-3, -2, -1))
+    if n == d:  # the box's own grid: the mask itself, origin moved to index 0
+        return centred.float()
+    ft = torch.fft.fftn(centred) / d**3
     q = torch.fft.fftfreq(n, 1.0 / n).round().long()  # integer frequencies of the L grid
     qz, qy, qx = torch.meshgrid(q, q, q, indexing="ij")
     keep = (qx**2 + qy**2 + qz**2) <= (2 * int(radius)) ** 2
-    if 2 * int(radius) >= d // 2:
-        raise ValueError(f"focus: encoder radius {radius} too large for box {d} "
-                         f"(needs 4 r < D)")
     cropped = torch.where(keep, ft[qz % d, qy % d, qx % d], torch.zeros((), dtype=ft.dtype))
     return (torch.fft.ifftn(cropped * n**3).real).float()
 
