@@ -109,3 +109,31 @@ def test_auto_focus_finds_a_small_component():
     assert float(m.focus_mask_[:, :, : c - 2].mean()) < 0.1
     pred = KMeans(2, n_init=4, random_state=0).fit_predict(m.transform())
     assert adjusted_rand_score(labels, pred) > 0.9
+
+
+def test_save_records_the_focus_and_the_cli_passes_it(tmp_path):
+    import argparse
+    import json
+
+    from tomohet.cli import train as cli_train
+
+    particles, _, _ = make_tilt_set(n=24, box=24, n_tilts=5, snr=1.0, seed=2)
+    mask = np.zeros((24,) * 3, dtype=np.float32)
+    mask[8:16, 8:16, 8:16] = 1.0
+    m = TiltVAEMethod(zdim=2, enc_dim=16, dec_dim=16, dec_layers=2, n_epochs=1, n_tilts=3,
+                      progress=False, focus_mask=mask).fit(particles)
+    m.save(tmp_path, particles)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["focus"] == {"focus_mask": "map", "used": True, "region": None}
+    assert (tmp_path / "focus_mask.mrc").exists()
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd")
+    cli_train.add_parser(sub)
+    base = ["train", "vae", "p.star", "--zdim", "2", "--out", "o"]
+    args = parser.parse_args(base + ["--focus-mask", "auto"])
+    assert cli_train.params(args, "o")["focus_mask"] == "auto"
+    assert "focus_mask" not in cli_train.params(parser.parse_args(base), "o")
+    with pytest.raises(SystemExit, match="vae3d"):
+        cli_train.params(parser.parse_args(["train", "vae3d", "p.star", "--zdim", "2",
+                                            "--out", "o", "--focus-mask", "auto"]), "o")

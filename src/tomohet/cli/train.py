@@ -58,6 +58,11 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dec-layers", type=int, default=3, help="decoder hidden layers")
     p.add_argument("--pe", choices=["gaussian", "geom"], default="gaussian",
                    help="positional encoding of Fourier coordinates")
+    p.add_argument("--focus-mask", default=None,
+                   help="vae / vae-et: where the encoder looks: 'auto' (the region where "
+                   "discovery finds local variation above noise; the whole particle when "
+                   "the variation is not local), 'none' (the whole particle) or a mask "
+                   "(mrc); default: the method's")
     p.add_argument("--max-resolution", type=float, default=None,
                    help="highest resolution (A) used in training")
     p.add_argument("--encode-skipped", action="store_true",
@@ -86,11 +91,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def params(args: argparse.Namespace, out: str) -> dict:
     if args.method == "vae3d":  # the options that apply to it
+        if args.focus_mask is not None:
+            raise SystemExit("tomohet train vae3d: --focus-mask applies to vae and vae-et")
         return {"zdim": args.zdim, "n_epochs": args.epochs, "batch_size": args.batch_size,
                 "lr": args.lr, "beta": args.beta, "beta_warmup": args.beta_warmup,
                 "max_resolution_A": args.max_resolution, "checkpoint_dir": out,
                 "resume": args.resume}
-    return {
+    focus = {} if args.focus_mask is None else {"focus_mask": args.focus_mask}
+    return focus | {
         "zdim": args.zdim, "n_epochs": args.epochs, "n_tilts": args.n_tilts,
         "batch_size": args.batch_size, "lr": args.lr, "beta": args.beta,
         "beta_warmup": args.beta_warmup, "encoder": args.encoder, "pooling": args.pooling,

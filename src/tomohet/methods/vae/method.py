@@ -272,6 +272,15 @@ class TiltVAEMethod(HeterogeneityMethod):
         self.latent_, self.logvar_ = lat, logv
 
     # ------------------------------------------------------------ outputs
+    def _focus_summary(self) -> dict[str, Any]:
+        """What the encoder looked at: the argument, whether a mask was used, and the
+        region discovery reported (``local``, ``large``, ``none``; None without ``auto``)."""
+        disc = getattr(self, "discovery_", None)
+        spec = self.focus_mask
+        return {"focus_mask": spec if isinstance(spec, str | type(None)) else "map",
+                "used": getattr(self, "focus_mask_", None) is not None,
+                "region": getattr(disc, "region", None)}
+
     def transform(self, particles: ParticleSet | None = None) -> np.ndarray:
         return self._fitted_output("latent_", particles)
 
@@ -300,7 +309,12 @@ class TiltVAEMethod(HeterogeneityMethod):
                      {"method": self.name, "mode": self.mode, "particles": self.n_particles_,
                       "trained_particles": int(len(self.kept_)),
                       "skipped_particles": int(len(self.skipped_)),
-                      "warnings": list(self.warnings_), "reference": self.reference_})
+                      "warnings": list(self.warnings_), "reference": self.reference_,
+                      "focus": self._focus_summary()})
+        if getattr(self, "focus_mask_", None) is not None:
+            from tomohet.io.mrc import write_mrc
+
+            write_mrc(out / "focus_mask.mrc", self.focus_mask_.numpy(), self.pixel_size_A_)
         if len(self.skipped_):
             names = [particles.names[i] for i in self.skipped_]
             atomic_write_text(out / "skipped.csv", "particle\n" + "\n".join(names) + "\n")
