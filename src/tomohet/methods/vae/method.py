@@ -311,10 +311,11 @@ class TiltVAEMethod(HeterogeneityMethod):
                       "skipped_particles": int(len(self.skipped_)),
                       "warnings": list(self.warnings_), "reference": self.reference_,
                       "focus": self._focus_summary()})
-        if getattr(self, "focus_mask_", None) is not None:
+        focus = getattr(self, "focus_mask_", None)
+        if focus is not None:
             from tomohet.io.mrc import write_mrc
 
-            write_mrc(out / "focus_mask.mrc", self.focus_mask_.numpy(), self.pixel_size_A_)
+            write_mrc(out / "focus_mask.mrc", focus.numpy(), self.pixel_size_A_)
         if len(self.skipped_):
             names = [particles.names[i] for i in self.skipped_]
             atomic_write_text(out / "skipped.csv", "particle\n" + "\n".join(names) + "\n")
