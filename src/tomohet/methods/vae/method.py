@@ -278,7 +278,7 @@ class TiltVAEMethod(HeterogeneityMethod):
         disc = getattr(self, "discovery_", None)
         spec = self.focus_mask
         return {"focus_mask": spec if isinstance(spec, str | type(None)) else "map",
-                "used": getattr(self, "focus_mask_", None) is not None,
+                "used": bool(self.model_.config.get("focus")),  # resumed runs too
                 "region": getattr(disc, "region", None)}
 
     def transform(self, particles: ParticleSet | None = None) -> np.ndarray:
