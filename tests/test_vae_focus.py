@@ -108,7 +108,9 @@ def test_auto_focus_finds_a_small_component():
     assert float(m.focus_mask_[z, y, x]) > 0.5
     assert float(m.focus_mask_[:, :, : c - 2].mean()) < 0.1
     pred = KMeans(2, n_init=4, random_state=0).fit_predict(m.transform())
-    assert adjusted_rand_score(labels, pred) > 0.9
+    # 0.97 here (on AVX2 and on ATEN_CPU_CAPABILITY=default); 0.93 / 0.84 with seeds 1 / 2,
+    # where the unfocused VAE gets 0.75 / 0.15 (benchmarks/results/vae_focus_s14)
+    assert adjusted_rand_score(labels, pred) > 0.8
 
 
 def test_save_records_the_focus_and_the_cli_passes_it(tmp_path):
