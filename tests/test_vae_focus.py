@@ -108,8 +108,8 @@ def test_auto_focus_finds_a_small_component():
     assert float(m.focus_mask_[z, y, x]) > 0.5
     assert float(m.focus_mask_[:, :, : c - 2].mean()) < 0.1
     pred = KMeans(2, n_init=4, random_state=0).fit_predict(m.transform())
-    # 0.97 here (on AVX2 and on ATEN_CPU_CAPABILITY=default); 0.93 / 0.84 with seeds 1 / 2,
-    # where the unfocused VAE gets 0.75 / 0.15 (benchmarks/results/vae_focus_s14)
+    # 0.97 here (on AVX2 and on ATEN_CPU_CAPABILITY=default), 0.93 / 0.84 with seeds 1 / 2;
+    # unfocused, 20 epochs: 0.75 (seed 0), 0.15 (seed 2) (benchmarks/results/vae_focus_s14)
     assert adjusted_rand_score(labels, pred) > 0.8
 
 
