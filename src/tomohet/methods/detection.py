@@ -386,8 +386,9 @@ def candidate_regions(det: Detection, scale: float, max_regions: int,
         if dilate > 0:
             grown = ndimage.binary_dilation(grown, iterations=dilate)
         grown &= ~taken
-        taken |= grown
-        out.append(soft_region(grown))
+        if grown.any():  # not when all of it lies in earlier regions' dilation
+            taken |= grown
+            out.append(soft_region(grown))
     return out
 
 
