@@ -1,8 +1,9 @@
 #!/bin/bash
 # fourteenth session: the 1,000-particle cells with an oracle >= 0.4 not measured before
-# (snapshot of the session's code in /work/snap14c/src); d and e in parallel, then f
+# (snapshot of the session code in /work/snap14c/src); d and e in parallel; f crashed there
+# (an empty region, fixed in da20c73) and was rerun with SNAP=/work/snap14d
 cd /work/main
-export OMP_NUM_THREADS=1 PYTHONPATH=/work/snap14c/src
+export OMP_NUM_THREADS=1 PYTHONPATH=${SNAP:-/work/snap14c}/src
 R=benchmarks/results/ladder_ml2d_box48_s14
 cell() { # MASS SNR DIR
   /usr/bin/time -f "%e s %M KB" .venv/bin/tomohet --threads 1 bench --ladder --methods ml2d \

@@ -57,6 +57,7 @@ import torch
 from tomohet import parallel
 from tomohet.data.keys import half_sets
 from tomohet.data.particles import TiltSeriesParticles
+from tomohet.io.mrc import write_mrc
 from tomohet.methods.base import (
     HeterogeneityMethod,
     ParticleSet,
@@ -194,6 +195,7 @@ class TiltVAEMethod(HeterogeneityMethod):
         spec = self.focus_mask
         if self.encoder != "backproject" and is_auto(spec):
             spec = None  # the tilt encoder has no focus: "auto" leaves it as it is
+        # discovery reads 64 particles per batch (its result does not depend on it)
         self.focus_mask_, self.discovery_ = resolve_focus(
             spec, particles, max(2, int(self.zdim)), self.seed, 64, dev, self.name)
 
@@ -313,8 +315,6 @@ class TiltVAEMethod(HeterogeneityMethod):
                       "focus": self._focus_summary()})
         focus = getattr(self, "focus_mask_", None)
         if focus is not None:
-            from tomohet.io.mrc import write_mrc
-
             write_mrc(out / "focus_mask.mrc", focus.numpy(), self.pixel_size_A_)
         if len(self.skipped_):
             names = [particles.names[i] for i in self.skipped_]
