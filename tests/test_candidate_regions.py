@@ -1,4 +1,4 @@
-"""Discovery's separate regions (:func:`tomohet.methods.detection.candidate_regions`) on
+"""Discovery's separate regions (:func:`tomohet.methods.regions.candidate_regions`) on
 z-maps of known peaks: the first significant, further ones by p-value, candidates for the
 held-out test, the particle-confined test, and clusters inside an earlier region."""
 
@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tomohet.methods.detection import Detection, candidate_regions
+from tomohet.methods.detection import Detection
+from tomohet.methods.regions import candidate_regions
 
 
 def _detection(peaks: list[tuple[tuple[int, int, int], float]], threshold: float = 5.0
@@ -79,3 +80,36 @@ def test_candidate_regions_confirm_takes_further_regions_inside_the_particle():
     # the confined test's null decides: with a higher null, nothing more is taken
     conf.null = conf.null + 1.0
     assert len(candidate_regions(det, 0.0, max_regions=3, dilate=1, confirm=conf)) == 1
+
+
+def test_candidate_regions_with_starts_skip_pieces_and_keep_a_neighbouring_component():
+    """With ``start``: a further cluster whose two-class start agrees with an accepted
+    region's is a piece of its component, not a region; a component whose core lies in
+    the first region's dilation still becomes a region, and takes its dilation back.
+    (Ladder 30% / 18%, SNR 0.1, 1,000 particles: component B's cluster lay in A's
+    dilation and a piece of A came second.)"""
+    cube = [((i, j, k), 9.8) for i in range(4, 7) for j in range(4, 7) for k in range(4, 7)]
+    # A: a cube about (5, 5, 5); B at (5, 5, 8), two voxels off A's face (in its
+    # dilation); C far away, a piece of A (its start agrees with A's); p of 9.75 and 9.7
+    # is 3 / 101: C comes before B by peak
+    det = _detection(cube + [((5, 5, 8), 9.7), ((12, 12, 12), 9.75)], threshold=9.5)
+    rng = np.random.default_rng(0)
+    has_a, has_b = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    seen: list[tuple[float, float, float]] = []
+
+    def start(mask: torch.Tensor) -> np.ndarray:
+        seen.append((float(mask[5, 5, 5]), float(mask[5, 5, 8]), float(mask[12, 12, 12])))
+        return has_b if mask[5, 5, 8] > 0.5 and mask[5, 5, 5] < 0.5 else has_a
+
+    old = candidate_regions(det, 0.0, max_regions=2, dilate=2)  # B skipped, C second
+    assert old[1][12, 12, 12] == 1.0 and all(float(r[5, 5, 8]) < 1.0 for r in old[1:])
+    regions = candidate_regions(det, 0.0, max_regions=2, dilate=2, start=start)
+    assert len(regions) == 2 and len(seen) == 3  # A, C (skipped), B
+    assert regions[0][5, 5, 5] == 1.0 and regions[1][5, 5, 8] == 1.0
+    assert float(regions[0][5, 5, 8]) < 0.5  # B's dilation is no longer A's
+    assert float(regions[1][5, 5, 6]) == 0.0 or float(regions[0][5, 5, 6]) == 1.0
+    assert all(float(r[12, 12, 12]) == 0.0 for r in regions)
+    # starts that all differ: the rule takes clusters by rank as without it (C second)
+    other = iter([has_a, has_b])
+    again = candidate_regions(det, 0.0, max_regions=2, dilate=2, start=lambda m: next(other))
+    assert again[1][12, 12, 12] == 1.0

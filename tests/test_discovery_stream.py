@@ -161,7 +161,6 @@ def test_discover_streamed_equals_in_memory_and_ignores_batch_size_and_ranks(tmp
     batch size 8 vs 5 and 2 gloo ranks vs 1 give the same."""
     engine, consensus, noise, found = _discover(batch_size=5)
     assert found.region == "local" and found.region_labels  # a set with a component
-    from tomohet.methods.detection import candidate_regions
     from tomohet.methods.discovery import (
         null_splits,
         region_from,
@@ -170,6 +169,7 @@ def test_discover_streamed_equals_in_memory_and_ignores_batch_size_and_ranks(tmp
         support_radius,
         upsample_mask,
     )
+    from tomohet.methods.regions import candidate_regions
 
     maps = residual_maps(engine, consensus, noise, found.small_box)
     splits = null_splits(engine.names, engine.tomo_names, 0, 99)

@@ -8,9 +8,9 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 from synthetic import blob_volume, complex_points, make_tilt_set
 
-from tomohet.methods.detection import n_regions_for
 from tomohet.methods.factorial import combine_posteriors, region_posteriors
 from tomohet.methods.ml import ML2D
+from tomohet.methods.regions import n_regions_for
 
 torch.set_num_threads(1)
 

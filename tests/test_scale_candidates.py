@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tomohet.methods.detection import Detection, candidate_regions, detect, split_matrix
+from tomohet.methods.detection import Detection, detect, split_matrix
 from tomohet.methods.discovery import region_scale
+from tomohet.methods.regions import candidate_regions
 from tomohet.methods.scale_candidates import candidates_over_scales
 
 torch.set_num_threads(1)

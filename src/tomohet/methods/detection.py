@@ -34,11 +34,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from tomohet.methods.peaks import split_clusters
-
 __all__ = ["SCALES", "Detection", "gaussian_lowpass", "shell_floor", "robust_z", "shell_index",
-           "split_matrix", "detect", "VarianceStats", "candidate_regions",
-           "n_regions_for", "soft_region", "support_radius"]
+           "split_matrix", "detect", "VarianceStats", "support_radius"]
 
 SCALES = (0.0, 0.75, 1.5)
 
@@ -324,77 +321,3 @@ def detect(maps: torch.Tensor, splits: np.ndarray, scales: tuple[float, ...] = S
         stats.add(rows, maps[lo : lo + block])
     return stats.detection(alpha, radius)
 
-
-def n_regions_for(k: int) -> int:
-    """How many independent two-state regions K classes can hold: floor(log2 K)."""
-    return int(np.floor(np.log2(max(k, 1))))
-
-
-def candidate_regions(det: Detection, scale: float, max_regions: int,
-                      alpha_more: float = 0.05, extend: float = 0.6, dilate: int = 2,
-                      confirm: Detection | None = None, require_first: bool = True
-                      ) -> list[torch.Tensor]:
-    """Separate regions of the detection's z-map at ``scale``, as soft small-grid masks.
-
-    Clusters are the connected voxels above ``extend`` x the threshold at ``scale``;
-    a cluster's peak is the largest z over all scales inside it. The first (the highest
-    peak) must exceed the threshold (the detection's alpha); each further one needs
-    ``p <= alpha_more`` against the null maxima. At most ``max_regions``, by
-    decreasing peak; each dilated by ``dilate`` voxels (not into an earlier region) and
-    smoothed like :func:`~tomohet.methods.discovery.focus_from_variance`.
-    ``confirm``: the same test confined to the particle (``radius`` =
-    :func:`support_radius`): further clusters are then taken by their peak in its z-map,
-    with p against its null (a cluster outside the particle has peak 0); the first
-    region and the clusters' shapes still come from ``det``. ``require_first=False``: the
-    first need not exceed the threshold either (candidates for a held-out test when the
-    variance test finds nothing).
-    det.z_scales (S, d, d, d) -> list of (d, d, d) masks in [0, 1] (empty when nothing
-    is significant).
-    """
-    if (require_first and not det.significant) or max_regions < 1:
-        return []
-    i = int(np.argmin(np.abs(np.asarray(det.scales) - scale)))
-    z = det.z_scales[i].numpy()
-    lab, n = ndimage.label(z > extend * det.threshold)
-    if n == 0:
-        return []
-    lab, n = split_clusters(z, lab, n, det.threshold)  # neighbouring components apart
-    # each cluster's peak over all scales (the null is the maximum over voxels and
-    # scales): a small component can be clearer at a coarser scale than the one that
-    # shapes the regions (ladder m05, SNR 0.1: component B at p 0.07 at scale 0)
-    zmax = det.z.numpy()
-    peaks = np.asarray(ndimage.maximum(zmax, lab, index=np.arange(1, n + 1)), dtype=float)
-    more, ref = peaks, det
-    if confirm is not None:
-        more = np.asarray(ndimage.maximum(confirm.z.numpy(), lab,
-                                          index=np.arange(1, n + 1)), dtype=float)
-        ref = confirm
-    null = np.asarray(ref.null, dtype=float)
-    p = (1 + (null[None, :] >= more[:, None]).sum(1)) / (len(null) + 1)
-    first = int(np.argmax(peaks))  # np.argmax: the first of equal peaks, as a stable sort
-    rest = [int(c) for c in np.argsort(-more, kind="stable") if c != first]
-    taken = np.zeros(z.shape, dtype=bool)
-    out: list[torch.Tensor] = []
-    for j, c in enumerate([first, *rest]):
-        if len(out) == max_regions:
-            break
-        ok = (peaks[c] > det.threshold or not require_first) if j == 0 else \
-            p[c] <= alpha_more
-        if not ok:
-            break
-        grown = lab == c + 1
-        if dilate > 0:
-            grown = ndimage.binary_dilation(grown, iterations=dilate)
-        grown &= ~taken
-        if grown.any():  # not when all of it lies in earlier regions' dilation
-            taken |= grown
-            out.append(soft_region(grown))
-    return out
-
-
-def soft_region(voxels: np.ndarray) -> torch.Tensor:
-    """A region's voxels (d, d, d) bool as a soft mask in [0, 1]: Gaussian-smoothed
-    (sd 0.7 voxels), scaled so its core is 1."""
-    soft = ndimage.gaussian_filter(voxels.astype(np.float64), 0.7)
-    soft = np.clip(soft / max(soft.max(), 1e-12) * 1.5, 0.0, 1.0)
-    return torch.from_numpy(soft.astype(np.float32))

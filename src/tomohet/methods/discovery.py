@@ -45,14 +45,13 @@ from tomohet.data.keys import particle_keys
 from tomohet.methods.detection import (
     SCALES,
     Detection,
-    candidate_regions,
-    n_regions_for,
     shell_index,
     split_matrix,
     support_radius,
 )
 from tomohet.methods.dispersion import calibrate_noise
 from tomohet.methods.noise_profile import with_noise_profile
+from tomohet.methods.regions import candidate_regions, n_regions_for
 from tomohet.methods.residual_scan import (  # residual maps: made and streamed there
     ResidualScan,
     crop_to_small,
@@ -178,7 +177,7 @@ class Discovery:
     p_value: float | None = None
     scale: float = 0.0
     # separate regions (full box, first the most significant) and a two-class k-means
-    # start inside each (:func:`tomohet.methods.factorial.candidate_regions`)
+    # start inside each (:func:`tomohet.methods.regions.candidate_regions`)
     regions: list[torch.Tensor] = field(default_factory=list)
     region_labels: list[np.ndarray] = field(default_factory=list)
     search_radius: float | None = None  # small-grid voxels (:func:`support_radius`)
@@ -289,7 +288,12 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
         found: list[torch.Tensor] = []  # the regions' small-grid masks
         if region == "local":  # separate regions (not for whole-subunit differences)
             rs = region_scale(det)
-            for r in candidate_regions(det, rs, n_regions_for(k), confirm=confirm):
+
+            def start(mask: torch.Tensor, rs: float = rs) -> np.ndarray:
+                return scan.labels(rs, mask, 2, engine.order, seed)
+
+            for r in candidate_regions(det, rs, n_regions_for(k), confirm=confirm,
+                                       start=start):
                 if float(r.mean()) > 0.3:  # not a region: whole-box difference
                     break
                 found.append(r)

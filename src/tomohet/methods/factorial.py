@@ -9,7 +9,7 @@ drifts away even from a correct partition (ladder ``m05-snr0.05``: ARI 0.36 -> 0
 the true labels), while a 2-class split per region estimates each map from about N / 2
 particles, inside that region's mask only.
 
-1. :func:`~tomohet.methods.detection.candidate_regions` -- the regions of the z-map: the
+1. :func:`~tomohet.methods.regions.candidate_regions` -- the regions of the z-map: the
    most significant cluster (at the detection's ``alpha``, as
    :func:`~tomohet.methods.discovery.region_from`),
    then further separate clusters whose peak is significant at ``alpha_more`` against
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from tomohet.methods.detection import candidate_regions, detect, gaussian_lowpass
+from tomohet.methods.detection import detect, gaussian_lowpass
 from tomohet.methods.discovery import (
     component_labels,
     local_region,
@@ -57,6 +57,7 @@ from tomohet.methods.em import EMEngine, EMState
 from tomohet.methods.em_steps import batch_order
 from tomohet.methods.region_refine import refine_region, same_region
 from tomohet.methods.region_test import RegionTest, em_region_test, focused_fit
+from tomohet.methods.regions import candidate_regions
 
 if TYPE_CHECKING:
     from tomohet.methods.discovery import Setup

@@ -277,7 +277,7 @@ class ResidualScan:
                          halves: np.ndarray, order: np.ndarray, seed: int, box: int
                          ) -> list[tuple[torch.Tensor, np.ndarray, np.ndarray]]:
         """Candidate regions (small-grid ``masks`` from
-        :func:`~tomohet.methods.detection.candidate_regions` without the significance
+        :func:`~tomohet.methods.regions.candidate_regions` without the significance
         cut, or :func:`~tomohet.methods.scale_candidates.candidates_over_scales`), up to
         the first that is no region (> 30% of the box), each with a two-class start from
         k-means on each half's own maps (for the held-out test of

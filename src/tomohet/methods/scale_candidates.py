@@ -12,7 +12,7 @@ voxels fell apart below the cluster level and it was not among six candidates; a
 scale 0.75 it is one cluster.
 
 Here each scale's z-map is clustered (as
-:func:`~tomohet.methods.detection.candidate_regions` does: above ``extend`` x that
+:func:`~tomohet.methods.regions.candidate_regions` does: above ``extend`` x that
 scale's threshold, neighbouring peaks cut apart), and each cluster's peak gets a
 p-value against the maxima of the half-split null **of its own scale**
 (``Detection.null_scales``), which puts clusters of different scales on one footing.
@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from tomohet.methods.detection import Detection, soft_region
+from tomohet.methods.detection import Detection
 from tomohet.methods.peaks import split_clusters
+from tomohet.methods.regions import soft_region
 
 __all__ = ["candidates_over_scales"]
 
