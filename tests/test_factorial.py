@@ -334,3 +334,39 @@ def test_the_held_out_reference_is_the_splits_own_mean(monkeypatch, five_percent
                                         np.arange(n) % 2, m.half_sets_, 0)
     np.testing.assert_allclose(result.gain, 0.0, atol=1e-4)  # float32 passes
     assert not result.accepts(0.01)
+
+
+def test_a_later_regions_redraw_is_kept_out_of_earlier_regions_as_redrawn(no_class_splits):
+    """Region 1's redraw excludes region 0's mask as region 0 was redrawn (where its split
+    differs), not as discovered, and region 2's, not yet split, as discovered."""
+    n = 64
+
+    def slab(i: int) -> torch.Tensor:  # masks told apart by the slab they cover
+        m = torch.zeros((8, 8, 8))
+        m[i] = 1.0
+        return m
+
+    def which(m: torch.Tensor) -> int:
+        return int(m.sum((1, 2)).argmax())
+
+    setup, _ = _fake_setup(n, 0)
+    found = setup.discovery
+    found.regions = [slab(0), slab(1), slab(2)]
+    found.region_labels = [np.zeros(n, np.int64)] * 3
+    seen: dict[int, list[int]] = {}
+    labels = {0: np.arange(n) % 2, 5: np.arange(n) % 2, 1: (np.arange(n) // 2) % 2,
+              2: (np.arange(n) // 4) % 2}
+
+    def split(members, mask, init):
+        return np.eye(2)[labels[which(mask)][members]], [{"log_likelihood": 0.0}], \
+            torch.ones(3)
+
+    def redraw(post, mask, exclude):
+        seen.setdefault(which(mask), [which(m) for m in exclude])
+        return slab(5) if which(mask) == 0 else None
+
+    region_posteriors(setup, split, 8, np.arange(n) % 2, 0.02, 0, redraw=redraw)
+    assert seen[0] == [1, 2]  # region 0: the others as discovered
+    assert seen[5] == [1, 2]  # region 0 redrawn, split again
+    assert seen[1] == [5, 2]  # region 1: region 0 as redrawn
+    assert seen[2] == [5, 1]

@@ -1,6 +1,7 @@
 #!/bin/bash
 # fifteenth session: ladder cells with discovery's start-agreement rule for further
 # regions (tomohet.methods.regions), from a snapshot of the session's code
+# (TAG=b: snap15b, the redraw kept out of earlier regions as redrawn)
 cd /work/main
 export OMP_NUM_THREADS=1 PYTHONPATH=${SNAP:-/work/snap15a}/src
 R=benchmarks/results/ladder_regions_s15
@@ -10,5 +11,5 @@ cell() { # MASS SNR N DIR
 }
 for spec in "$@"; do
   IFS=: read m s n <<< "$spec"
-  cell $m $s $n n${n}_m${m}_s${s}
+  cell $m $s $n ${TAG:-}n${n}_m${m}_s${s}
 done
