@@ -35,6 +35,7 @@ read particles through an :class:`~tomohet.methods.em.EMEngine`). :func:`discove
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -287,11 +288,8 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
         candidates: list[tuple[torch.Tensor, np.ndarray, np.ndarray]] = []
         found: list[torch.Tensor] = []  # the regions' small-grid masks
         if region == "local":  # separate regions (not for whole-subunit differences)
-            rs = region_scale(det)
-
-            def start(mask: torch.Tensor, rs: float = rs) -> np.ndarray:
-                return scan.labels(rs, mask, 2, engine.order, seed)
-
+            rs = region_scale(det)  # start: a two-class start in a mask (regions' rule)
+            start = partial(scan.labels, rs, k=2, order=engine.order, seed=seed)
             for r in candidate_regions(det, rs, n_regions_for(k), confirm=confirm,
                                        start=start):
                 if float(r.mean()) > 0.3:  # not a region: whole-box difference
