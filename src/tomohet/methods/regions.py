@@ -100,6 +100,8 @@ def candidate_regions(det: Detection, scale: float, max_regions: int,
     if (require_first and not det.significant) or max_regions < 1:
         return []
     lab, peaks, p, order = _ranked_clusters(det, scale, extend, confirm)
+    if max_regions == 1:
+        start = None  # one region: nothing to tell apart
     grown_all: list[np.ndarray] = []
     cores = np.zeros(lab.shape, dtype=bool)  # the accepted regions' clusters
     starts: list[np.ndarray] = []
