@@ -52,7 +52,7 @@ from tomohet.methods.detection import (
 )
 from tomohet.methods.dispersion import calibrate_noise
 from tomohet.methods.noise_profile import with_noise_profile
-from tomohet.methods.regions import candidate_regions, n_regions_for
+from tomohet.methods.regions import candidate_regions, n_regions_for, soft_region
 from tomohet.methods.residual_scan import (  # residual maps: made and streamed there
     ResidualScan,
     crop_to_small,
@@ -131,9 +131,7 @@ def focus_from_variance(z: torch.Tensor, threshold: float = 4.0, min_voxels: int
         keep = ndimage.binary_dilation(keep, iterations=dilate)
     if keep.mean() > max_fraction:
         return None
-    soft = ndimage.gaussian_filter(keep.astype(np.float64), 0.7)
-    soft = np.clip(soft / max(soft.max(), 1e-12) * 1.5, 0.0, 1.0)
-    return torch.from_numpy(soft.astype(np.float32))
+    return soft_region(keep)
 
 
 def component_labels(maps: torch.Tensor, mask: torch.Tensor | None, k: int,

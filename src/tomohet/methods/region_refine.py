@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from tomohet import parallel
 from tomohet.methods.detection import gaussian_lowpass, shell_index
+from tomohet.methods.regions import soft_region
 from tomohet.methods.residual_scan import residual_batches, upsample_mask
 
 if TYPE_CHECKING:
@@ -93,9 +94,7 @@ def redrawn_region(z: torch.Tensor, old: torch.Tensor, threshold: float = 3.0,
         region &= ~(exclude > 0.5).numpy()
     if not region.any() or region.mean() > max_fraction:
         return None
-    soft = ndimage.gaussian_filter(region.astype(np.float64), 0.7)
-    soft = np.clip(soft / max(soft.max(), 1e-12) * 1.5, 0.0, 1.0)
-    return torch.from_numpy(soft.astype(np.float32))
+    return soft_region(region)
 
 
 def downsample_mask(mask: torch.Tensor, small: int) -> torch.Tensor:
