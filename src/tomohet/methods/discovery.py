@@ -311,7 +311,7 @@ def discover(engine, consensus: torch.Tensor, noise: NoiseModel | None, k: int,
 
 def local_region(engine, model: torch.Tensor, noise: NoiseModel | None, small: int,
                  seed: int, alpha: float = 0.01) -> tuple[torch.Tensor, np.ndarray] | None:
-    """:func:`tomohet.methods.factorial.leaf_region` on the residual maps of
+    """Is there heterogeneity left among ``engine``'s particles? On the residual maps of
     ``engine``'s particles against ``model`` (D, D, D), streamed like :func:`discover`:
     the calibrated test at ``alpha`` (``ceil(1 / alpha)`` - 1 half-split nulls, at least
     99) over the whole box (as :func:`discover`'s first region), then the most

@@ -26,9 +26,9 @@ particles, inside that region's mask only.
 3. :func:`combine_posteriors` -- joint classes ``c = sum_r b_r 2^r`` with posteriors the
    product of the regions' posteriors (independence).
 4. Fewer classes than K (one region, or states that differ inside one region): the
-   largest class whose own particles still vary above noise (:func:`leaf_region`: the
-   same calibrated test on their residual maps) is split in two the same way, until K
-   classes or no class varies (hierarchical two-class splits).
+   largest class whose own particles still vary above noise (the same calibrated test
+   on their residual maps, :func:`~tomohet.methods.discovery.local_region`) is split in
+   two the same way, until K classes or no class varies (hierarchical two-class splits).
 
 :func:`combine_posteriors` is pure; :func:`region_posteriors` runs steps 2-4 with any
 two-class solver (:mod:`tomohet.methods.shc` uses hill climbing); :func:`classify_regions`
@@ -44,26 +44,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from tomohet.methods.detection import detect, gaussian_lowpass
 from tomohet.methods.discovery import (
-    component_labels,
     local_region,
-    null_splits,
-    region_from,
-    residual_maps,
-    upsample_mask,
 )
 from tomohet.methods.em import EMEngine, EMState
-from tomohet.methods.em_steps import batch_order
 from tomohet.methods.region_refine import refine_region, same_region
 from tomohet.methods.region_test import RegionTest, em_region_test, focused_fit
-from tomohet.methods.regions import candidate_regions
 
 if TYPE_CHECKING:
     from tomohet.methods.discovery import Setup
 
-__all__ = ["combine_posteriors", "classify_regions", "region_posteriors", "leaf_region",
-           "class_residual_maps", "Split"]
+__all__ = ["combine_posteriors", "classify_regions", "region_posteriors", "Split"]
 
 
 # Family-wise level of the held-out tests over a run's candidates (Bonferroni). 0.05, not
@@ -96,46 +87,13 @@ def combine_posteriors(region_posteriors: list[np.ndarray], k: int) -> np.ndarra
     return out / out.sum(1, keepdims=True).clip(1e-300)
 
 
-def leaf_region(maps: torch.Tensor, names, tomo_names, seed: int, box: int,
-                alpha: float = 0.01) -> tuple[torch.Tensor, np.ndarray] | None:
-    """Is there heterogeneity left inside one class? The calibrated test
-    (:func:`~tomohet.methods.detection.detect`) on the residual maps of its particles
-    only (what is constant in the class, such as a component already split on, adds no
-    variance there). -> (full-box mask of the most significant region, two-class
-    k-means start inside it) or None when nothing local is significant at ``alpha``
-    (with ``ceil(1 / alpha)`` - 1 half-split nulls, at least 99: the caller divides its
-    alpha over the classes it tests). maps (n, d, d, d) in the order of ``names``.
-    """
-    if maps.shape[0] < 8:
-        return None
-    n_null = max(99, int(np.ceil(1.0 / alpha)) - 1)
-    det = detect(maps, null_splits(names, tomo_names, seed, n_null), alpha=alpha)
-    region, _, scale = region_from(det)
-    if region != "local":
-        return None
-    masks = candidate_regions(det, scale, 1)
-    if not masks:
-        return None
-    order = batch_order(names, tomo_names)
-    init = component_labels(gaussian_lowpass(maps, scale), masks[0], 2, order, seed)
-    return upsample_mask(masks[0], box), init
-
-
-def class_residual_maps(setup: Setup, members: np.ndarray, halves: np.ndarray,
-                        sigma2: torch.Tensor, small: int) -> torch.Tensor:
-    """Residual maps of one class's particles against that class's own map (both
-    reconstructed from its members), as :func:`~tomohet.methods.discovery.residual_maps`.
-    Against the consensus they would not do for a test inside the class: the class's
-    constant difference from the consensus, seen through each particle's own missing
-    wedge, varies with orientation. -> (len(members), d, d, d)."""
-    return residual_maps(*_class_model(setup, members, halves, sigma2), small)
-
-
 def _class_model(setup: Setup, members: np.ndarray, halves: np.ndarray,
                  sigma2: torch.Tensor) -> tuple[EMEngine, torch.Tensor, Any]:
-    """(engine of the class's particles, the class's own map, noise) for
-    :func:`class_residual_maps` and its streamed test (:func:`~tomohet.methods.
-    discovery.local_region`: the same as :func:`leaf_region` on those maps)."""
+    """(engine of the class's particles, the class's own map, noise) for the streamed
+    test inside a class (:func:`~tomohet.methods.discovery.local_region`): residual
+    maps against the class's own map, not the consensus, whose constant difference from
+    the class, seen through each particle's own missing wedge, varies with orientation
+    and would pass for heterogeneity."""
     plain = setup.plain
     engine = EMEngine(plain.particles, dataclasses.replace(plain.cfg, n_classes=1),
                       plain.index[members], plain.reference_mask, progress=plain.progress)
@@ -277,6 +235,24 @@ def _split_of(h: dict[str, Any]) -> tuple[Any, ...]:
     return h.get("stage"), h.get("region"), h.get("split_class"), h.get("new_class")
 
 
+@dataclasses.dataclass
+class _Splits:
+    """The region splits kept so far by :func:`region_posteriors`, in order."""
+
+    posts: list[np.ndarray] = dataclasses.field(default_factory=list)  # (N, 2) each
+    masks: list[torch.Tensor] = dataclasses.field(default_factory=list)  # as redrawn
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    sigma2: torch.Tensor | None = None  # the last split's, kept or not
+
+    def add(self, post: np.ndarray, hist: list[dict[str, Any]], mask: torch.Tensor,
+            **extra: Any) -> None:
+        self.posts.append(post)
+        self.masks.append(mask)
+        self.history += [dict(h, iteration=len(self.history) + j + 1,
+                              region=len(self.posts) - 1, **extra)
+                         for j, h in enumerate(hist)]
+
+
 def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
                       min_fraction: float, seed: int, test: Test | None = None,
                       alpha: float = CANDIDATE_ALPHA, redraw: Redraw | None = None
@@ -287,7 +263,7 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
     variance test's threshold) in turn, each split only when ``test``
     (:mod:`tomohet.methods.region_test`, held out) finds it real at ``alpha`` divided
     over the candidates; the joint posteriors; then, while there are fewer classes than
-    K, the largest class whose particles still vary above noise (:func:`leaf_region`)
+    K, the largest class whose particles still vary above noise (:func:`_split_classes`)
     is split in two the same way (several states in one region). -> (posteriors (N, k),
     the splits' histories one after the other, the noise sigma2 of the region splits);
     None when discovery found no region and no candidate held (the caller falls back).
@@ -297,25 +273,43 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
     mask is redrawn from its split and the region split again (:func:`_refined_split`)."""
     found = setup.discovery
     assert found is not None
-    posts: list[np.ndarray] = []
-    history: list[dict[str, Any]] = []
-    masks: list[torch.Tensor] = []  # the regions' masks, as redrawn
+    kept = _Splits()
     for i, (mask, init) in enumerate(zip(found.regions, found.region_labels, strict=True)):
         # kept out of the earlier regions as redrawn (where their splits differ), not
         # as discovered: a large component's discovered mask can reach over a small
         # neighbour's (ladder 30% / 18%, SNR 0.1, 1,000 particles: B's split 0.86 ->
         # 0.42 redrawn outside A's discovered mask, A's redrawn one a third of it)
-        post_r, hist, sigma2, mask = _refined_split(setup, split, mask, init, redraw,
-                                                    masks + found.regions[i + 1:])
-        if posts and _redundant(post_r, posts) is not None:
+        post_r, hist, kept.sigma2, mask = _refined_split(
+            setup, split, mask, init, redraw, kept.masks + found.regions[i + 1:])
+        if kept.posts and _redundant(post_r, kept.posts) is not None:
             continue  # one component's peaks drawn as two regions: the same split
-        posts.append(post_r)
-        masks.append(mask)
-        history += [dict(h, iteration=len(history) + j + 1, region=len(posts) - 1)
-                    for j, h in enumerate(hist)]
+        kept.add(post_r, hist, mask)
+    if test is not None:
+        _tested_candidates(setup, split, k, test, alpha, redraw, kept)
+    found.split_regions = [m.detach().cpu() for m in kept.masks]
+    if not kept.posts:  # no region and no candidate held: nothing found
+        return None
+    if not found.regions:  # the first region came from the held-out test
+        found.region, found.focus = "local", kept.masks[0].detach().cpu()
+    assert kept.sigma2 is not None
+    post, n_used = _drop_empty(combine_posteriors(kept.posts, k), 2 ** len(kept.posts),
+                               min_fraction)
+    post = _split_classes(setup, split, post, n_used, k, halves, kept.sigma2, seed,
+                          kept.history)
+    return post / post.sum(1, keepdims=True).clip(1e-300), kept.history, kept.sigma2
+
+
+def _tested_candidates(setup: Setup, split: Split, k: int, test: Test, alpha: float,
+                       redraw: Redraw | None, kept: _Splits) -> None:
+    """:func:`region_posteriors`' step for discovery's further candidates: while K can
+    hold another region, each is split when ``test`` accepts it at ``alpha`` over the
+    candidates (Bonferroni) and its split repeats no kept region's; appended to
+    ``kept``, the tests recorded in ``setup.discovery.region_tests``."""
+    found = setup.discovery
+    assert found is not None
     level = alpha / max(len(found.candidates), 1)  # Bonferroni over the candidates
     for c, (mask, fold_labels, init) in enumerate(found.candidates):
-        if test is None or 2 ** (len(posts) + 1) > k:
+        if 2 ** (len(kept.posts) + 1) > k:
             break
         result = test(mask, fold_labels)
         record = next((t for t in found.region_tests if t["candidate"] == c), None)
@@ -325,23 +319,26 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
         record["accepted"] = result.accepts(level)
         if not record["accepted"]:
             continue
-        post_r, hist, sigma2, mask = _refined_split(setup, split, mask, init, redraw, masks)
-        same = _redundant(post_r, posts)
+        post_r, hist, kept.sigma2, mask = _refined_split(setup, split, mask, init, redraw,
+                                                         kept.masks)
+        same = _redundant(post_r, kept.posts)
         if same is not None:  # the split repeats a region's (its signal leaked in)
             record.update(accepted=False, repeats_region=same)
             continue
-        posts.append(post_r)
-        masks.append(mask)
         record["refined_fraction_of_box"] = round(float(mask.mean()), 5)
-        history += [dict(h, iteration=len(history) + j + 1, region=len(posts) - 1,
-                         held_out_z=round(result.z, 2))
-                    for j, h in enumerate(hist)]
-    found.split_regions = [m.detach().cpu() for m in masks]
-    if not posts:  # no region and no candidate held: nothing found
-        return None
-    if not found.regions:  # the first region came from the held-out test
-        found.region, found.focus = "local", masks[0].detach().cpu()
-    post, n_used = _drop_empty(combine_posteriors(posts, k), 2 ** len(posts), min_fraction)
+        kept.add(post_r, hist, mask, held_out_z=round(result.z, 2))
+
+
+def _split_classes(setup: Setup, split: Split, post: np.ndarray, n_used: int, k: int,
+                   halves: np.ndarray, sigma2: torch.Tensor, seed: int,
+                   history: list[dict[str, Any]]) -> np.ndarray:
+    """:func:`region_posteriors`' step 4: while fewer than ``k`` of the joint classes
+    are used, the largest untested class (>= 8 particles) whose particles still vary
+    above noise (:func:`~tomohet.methods.discovery.local_region`) is split in two by
+    ``split``. post (N, k) ->
+    (N, k), not renormalised; the splits' iterations appended to ``history``."""
+    found = setup.discovery
+    assert found is not None
     tested: set[int] = set()
     while n_used < k:
         labels = post.argmax(1)
@@ -354,7 +351,7 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
         tested.add(c)
         members = np.nonzero(labels == c)[0]
         # Bonferroni over the classes that could be tested (at most K - 1 of them)
-        # leaf_region on the class's residual maps, streamed (no (n, d^3) array)
+        # the calibrated test on the class's residual maps, streamed (no (n, d^3) array)
         leaf = local_region(*_class_model(setup, members, halves, sigma2), found.small_box,
                             seed, alpha=0.01 / max(k - 1, 1))
         if leaf is None:
@@ -368,4 +365,4 @@ def region_posteriors(setup: Setup, split: Split, k: int, halves: np.ndarray,
                     for j, h in enumerate(hist)]
         tested.discard(c)
         n_used += 1
-    return post / post.sum(1, keepdims=True).clip(1e-300), history, sigma2
+    return post
