@@ -117,6 +117,26 @@ def test_states_inside_one_region_are_split_class_by_class():
     assert adjusted_rand_score(lab, m.predict()) > 0.85
 
 
+def test_components_mostly_present_together_are_told_apart_by_class_splits():
+    """Two caps present together in 84% of the particles (both or neither; each alone
+    in 8%, phi 0.68): the components are not independent, so the second region's split
+    repeats the first's and is not kept as a region (``_redundant``); the two rare
+    states then come from class splits. All four states are found."""
+    base = complex_points()
+    cap_a, cap_b = (8.0, 1.0, -1.0), (-8.0, -1.0, 1.0)
+    vols = torch.stack([blob_volume(24, base + extra) for extra in
+                        ([], [cap_a], [cap_b], [cap_a, cap_b])])
+    labels = np.random.default_rng(0).permutation(np.repeat([0, 1, 2, 3], [84, 16, 16, 84]))
+    particles, lab, _ = make_tilt_set(n=200, box=24, n_tilts=15, snr=0.3, seed=7,
+                                      volumes=vols, labels=labels)
+    m = ML2D(n_classes=4, n_iter=8, random_state=0, progress=False).fit(particles)
+    assert m.discovery_ is not None and len(m.discovery_.regions) == 2
+    assert {h["region"] for h in m.history_ if "region" in h} == {0}
+    assert [h["iteration"] for h in m.history_] == list(range(1, len(m.history_) + 1))
+    assert "class split" in {h["stage"] for h in m.history_}
+    assert adjusted_rand_score(lab, m.predict()) > 0.9
+
+
 def test_combinations_no_particle_takes_are_freed():
     """Two regions that are two subunits: "neither" is taken by no particle, so the
     components are not independent; its column is freed (mass to the others) for the
