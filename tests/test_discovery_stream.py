@@ -187,7 +187,7 @@ def test_discover_streamed_equals_in_memory_and_ignores_batch_size_and_ranks(tmp
                                                                      1)[0],
         2, engine.order, 0))
     # factorial's test inside a class, streamed, equals it on the maps in memory
-    # (factorial.leaf_region's steps, searched within the model's support as there)
+    # (the class-split test's steps on maps in memory, searched within the model's support)
     from tomohet.methods.discovery import local_region
 
     det = detect(maps, null_splits(engine.names, engine.tomo_names, 3, 199), alpha=0.005,
