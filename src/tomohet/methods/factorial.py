@@ -335,8 +335,8 @@ def _split_classes(setup: Setup, split: Split, post: np.ndarray, n_used: int, k:
     """:func:`region_posteriors`' step 4: while fewer than ``k`` of the joint classes
     are used, the largest untested class (>= 8 particles) whose particles still vary
     above noise (:func:`~tomohet.methods.discovery.local_region`) is split in two by
-    ``split``. post (N, k) ->
-    (N, k), not renormalised; the splits' iterations appended to ``history``."""
+    ``split``. post (N, k) -> (N, k), changed in place and not renormalised; the
+    splits' iterations are appended to ``history``."""
     found = setup.discovery
     assert found is not None
     tested: set[int] = set()
